@@ -1,0 +1,327 @@
+"""Loaders: ImageFolder trees, CSV manifests and existing FiftyOne datasets.
+
+Every loader produces a persistent FiftyOne dataset in which
+
+* each sample's ``filepath`` is the absolute path of a source file (never copied or moved);
+* the class is a ``fo.Classification`` in the ``ground_truth`` field;
+* the split is a sample tag (``train``, ``val``, ``test``), as FiftyOne's own loaders do;
+* files that cannot be opened carry the tag ``unreadable`` and a ``unreadable_reason``
+  string field; they are recorded, never fatal.
+
+Loading the same source again updates the dataset in place (keyed by ``filepath``): new
+files are added, changed labels are updated, files that vanished from the source are
+removed from the dataset, and existing split tags are kept so the split is stable.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vetset.core.errors import DataError
+from vetset.core.images import IMG_EXTENSIONS, probe
+
+SPLITS = ("train", "val", "test")
+#: Folder names accepted for each split (``valid``/``validation`` are common aliases).
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
+GT_FIELD = "ground_truth"
+UNREADABLE_TAG = "unreadable"
+
+
+@dataclass
+class Item:
+    filepath: str
+    label: str
+    split: str | None
+
+
+@dataclass
+class LoadSummary:
+    """What a load did. Counts are numbers of files/samples."""
+
+    dataset: str
+    source: str
+    format: str
+    classes: list[str]
+    num_samples: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unreadable: int = 0
+    skipped_non_image: int = 0
+    split_made: bool = False
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_dataset_name(source: str | os.PathLike) -> str:
+    """``vetset-<folder or file stem>``, lower-case, safe for FiftyOne."""
+    p = Path(source).resolve()
+    stem = p.stem if p.is_file() else p.name
+    return "vetset-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-").lower() or "data")
+
+
+def _list_images(folder: Path) -> tuple[list[str], int]:
+    """Image files below ``folder`` (sorted), and the number of non-image files skipped.
+
+    Symlinked directories are not followed, so a symlink loop cannot hang the walk.
+    """
+    files, skipped = [], 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMG_EXTENSIONS):
+                files.append(os.path.join(os.path.abspath(dirpath), name))
+            else:
+                skipped += 1
+    return files, skipped
+
+
+def scan_imagefolder(root: Path) -> tuple[list[Item], list[str], int]:
+    """Read ``root/<class>/*`` or ``root/<split>/<class>/*``.
+
+    Returns:
+        (items, classes, skipped_non_image). ``classes`` is sorted (torchvision's
+        ``ImageFolder`` order) and includes class folders that hold no image.
+
+    Raises:
+        DataError: ``root`` is missing, not a folder, or holds no class folders.
+    """
+    if not root.exists():
+        raise DataError(f"Data folder {root} does not exist.")
+    if not root.is_dir():
+        raise DataError(f"Data path {root} is not a folder; pass an ImageFolder tree or a .csv manifest.")
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subdirs:
+        raise DataError(f"Data folder {root} has no class sub-folders; expected {root}/<class>/<image> files.")
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
+    items: list[Item] = []
+    classes: set[str] = set()
+    skipped = 0
+    if split_dirs and len(split_dirs) == len(subdirs):
+        layout = [(SPLIT_ALIASES[d.name.lower()], d) for d in split_dirs]
+    else:
+        layout = [(None, root)]
+    for split, base in layout:
+        for class_dir in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            classes.add(class_dir.name)
+            files, n_skip = _list_images(class_dir)
+            skipped += n_skip
+            items.extend(Item(f, class_dir.name, split) for f in files)
+        skipped += sum(1 for f in base.iterdir() if f.is_file())
+    if not classes:
+        raise DataError(f"Data folder {root} has no class sub-folders inside its split folders.")
+    return items, sorted(classes), skipped
+
+
+def scan_csv(path: Path) -> tuple[list[Item], list[str]]:
+    """Read a manifest with columns ``filepath,label[,split]``.
+
+    Relative file paths are relative to the manifest's folder.
+
+    Raises:
+        DataError: missing file or columns, an empty label, or an unknown split value
+            (the message names the row).
+    """
+    if not path.is_file():
+        raise DataError(f"Manifest {path} does not exist.")
+    items: list[Item] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        if not {"filepath", "label"} <= cols:
+            raise DataError(f"Manifest {path} needs the columns filepath,label[,split]; it has {sorted(cols)}.")
+        for row_no, row in enumerate(reader, start=2):
+            fp, label = (row.get("filepath") or "").strip(), (row.get("label") or "").strip()
+            if not fp:
+                raise DataError(f"Manifest {path}, row {row_no}: empty filepath.")
+            if not label:
+                raise DataError(f"Manifest {path}, row {row_no}: empty label for {fp}.")
+            split = (row.get("split") or "").strip().lower() or None
+            if split is not None and split not in SPLIT_ALIASES:
+                raise DataError(f"Manifest {path}, row {row_no}: split {split!r} is not one of train, val, test.")
+            full = fp if os.path.isabs(fp) else os.path.abspath(os.path.join(path.parent, fp))
+            items.append(Item(full, label, SPLIT_ALIASES[split] if split else None))
+    if not items:
+        raise DataError(f"Manifest {path} has no rows.")
+    return items, sorted({i.label for i in items})
+
+
+def stratified_split(labels: list[str], val_fraction: float, seed: int) -> list[str]:
+    """Seeded per-class hold-out: ``round(n * val_fraction)`` of each class goes to val.
+
+    A class with a single image stays in train (it cannot be validated); a class with two
+    or more keeps at least one image in each split.
+
+    Returns:
+        A split name (``"train"``/``"val"``) for each label, in input order.
+    """
+    rng = np.random.default_rng(seed)
+    out = ["train"] * len(labels)
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_class.setdefault(lab, []).append(i)
+    for lab in sorted(by_class):
+        idx = np.array(by_class[lab])
+        if len(idx) < 2:
+            continue
+        n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
+        for i in rng.permutation(idx)[:n_val]:
+            out[int(i)] = "val"
+    return out
+
+
+def load_dataset(
+    source: str | os.PathLike | None,
+    name: str | None = None,
+    fmt: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[Any, LoadSummary]:
+    """Create or update the persistent FiftyOne dataset for ``source``.
+
+    Args:
+        source: an ImageFolder root, a ``.csv`` manifest, or ``None`` with ``name`` of an
+            existing FiftyOne dataset.
+        name: dataset name; default :func:`default_dataset_name` of ``source``.
+        fmt: ``auto``, ``imagefolder``, ``csv`` or ``fiftyone``.
+        val_fraction: share of each class held out as ``val`` when no split is given.
+        seed: seed of that split.
+
+    Returns:
+        ``(dataset, summary)``.
+
+    Raises:
+        DataError: the source cannot be used (named in the message).
+    """
+    import fiftyone as fo
+
+    if fmt == "fiftyone" or (source is None and name):
+        ds_name = name or str(source)
+        if not fo.dataset_exists(ds_name):
+            raise DataError(f"FiftyOne dataset {ds_name!r} does not exist; `fiftyone datasets list` shows the names.")
+        ds = fo.load_dataset(ds_name)
+        if GT_FIELD not in ds.get_field_schema():
+            raise DataError(f"FiftyOne dataset {ds_name!r} has no {GT_FIELD!r} Classification field.")
+        classes = ds.default_classes or sorted(ds.distinct(f"{GT_FIELD}.label"))
+        summary = LoadSummary(ds_name, ds_name, "fiftyone", list(classes), num_samples=len(ds))
+        summary.counts = split_counts(ds)
+        return ds, summary
+    if source is None:
+        raise DataError("No data given: pass --data PATH or --dataset NAME.")
+    src = Path(source).expanduser()
+    if fmt == "csv" or (fmt == "auto" and src.suffix.lower() == ".csv"):
+        items, classes = scan_csv(src)
+        skipped, kind = 0, "csv"
+    else:
+        items, classes, skipped = scan_imagefolder(src)
+        kind = "imagefolder"
+    ds_name = name or default_dataset_name(src)
+    summary = LoadSummary(ds_name, str(src.resolve()), kind, classes, skipped_non_image=skipped)
+
+    ds = fo.load_dataset(ds_name) if fo.dataset_exists(ds_name) else fo.Dataset(ds_name)
+    ds.persistent = True
+    existing: dict[str, tuple[str, str | None, list[str]]] = {}
+    if len(ds):
+        ids, fps, tags = ds.values(["id", "filepath", "tags"])
+        labels = ds.values(f"{GT_FIELD}.label") if GT_FIELD in ds.get_field_schema() else [None] * len(ids)
+        existing = {fp: (i, lab, t) for i, fp, lab, t in zip(ids, fps, labels, tags)}
+
+    # splits: given by the layout/manifest, else a seeded stratified split of new files
+    given = all(it.split for it in items)
+    if not given:
+        new_items = [it for it in items if it.filepath not in existing and not it.split]
+        for it, split in zip(new_items, stratified_split([i.label for i in new_items], val_fraction, seed)):
+            it.split = split
+        summary.split_made = True
+
+    reasons = [probe(it.filepath) for it in items]
+    new_samples = []
+    update_ids, update_labels = [], []
+    for it, reason in zip(items, reasons):
+        prev = existing.get(it.filepath)
+        if prev is None:
+            tags = [it.split or "train"] + ([UNREADABLE_TAG] if reason else [])
+            new_samples.append(fo.Sample(filepath=it.filepath, tags=tags,
+                                         ground_truth=fo.Classification(label=it.label),
+                                         unreadable_reason=reason))
+        elif prev[1] != it.label:
+            update_ids.append(prev[0])
+            update_labels.append(it.label)
+    if new_samples:
+        ds.add_samples(new_samples, progress=False)
+    summary.added = len(new_samples)
+    if update_ids:
+        view = ds.select(update_ids, ordered=True)
+        view.set_values(GT_FIELD, [fo.Classification(label=lab) for lab in update_labels])
+        summary.updated = len(update_ids)
+    if existing:
+        # refresh unreadable state for files that were already there (they may have been fixed)
+        seen = {it.filepath for it in items}
+        gone = [v[0] for fp, v in existing.items() if fp not in seen and fp.startswith(summary.source + os.sep)
+                and "augmented" not in v[2]]
+        if gone:
+            ds.delete_samples(gone)
+            summary.removed = len(gone)
+        by_fp = {it.filepath: r for it, r in zip(items, reasons)}
+        old = [(v[0], by_fp[fp]) for fp, v in existing.items() if fp in by_fp]
+        if old:
+            view = ds.select([o[0] for o in old], ordered=True)
+            view.set_values("unreadable_reason", [o[1] for o in old])
+            bad = [o[0] for o in old if o[1]]
+            good = [o[0] for o in old if not o[1]]
+            if bad:
+                ds.select(bad).tag_samples(UNREADABLE_TAG)
+            if good:
+                ds.select(good).untag_samples(UNREADABLE_TAG)
+
+    known = list(ds.default_classes or [])
+    ds.default_classes = sorted(set(known) | set(classes))
+    summary.classes = list(ds.default_classes)
+    info = dict(ds.info or {})
+    info.setdefault("vetset", {})
+    info["vetset"].update({"source": summary.source, "format": kind})
+    ds.info = info
+    ds.save()
+    summary.num_samples = len(ds)
+    summary.unreadable = len(ds.match_tags(UNREADABLE_TAG))
+    summary.counts = split_counts(ds)
+    singles = [c for c, n in summary.counts.get("all", {}).items() if n == 1]
+    if singles:
+        summary.warnings.append(f"classes with a single image (kept in train, cannot be validated): {', '.join(singles)}")
+    return ds, summary
+
+
+def split_counts(ds: Any) -> dict[str, dict[str, int]]:
+    """``{split: {class: count}}`` plus ``"all"``, from sample tags and ``ground_truth``."""
+    out: dict[str, dict[str, int]] = {}
+    classes = list(ds.default_classes or [])
+    for split in SPLITS:
+        view = ds.match_tags(split)
+        if len(view):
+            counts = view.count_values(f"{GT_FIELD}.label")
+            out[split] = {c: int(counts.get(c, 0)) for c in classes} | {
+                str(k): int(v) for k, v in counts.items() if k is not None and k not in classes}
+    counts = ds.count_values(f"{GT_FIELD}.label")
+    out["all"] = {c: int(counts.get(c, 0)) for c in classes}
+    return out
+
+
+def split_view(ds: Any, split: str, readable_only: bool = True) -> Any:
+    """Samples of one split (tag), by default without ``unreadable`` ones."""
+    view = ds.match_tags(split)
+    if readable_only:
+        view = view.match_tags(UNREADABLE_TAG, bool=False)
+    return view

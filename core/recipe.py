@@ -1,0 +1,195 @@
+"""Recipes: YAML files that name the stages of a run and their options.
+
+A recipe looks like::
+
+    name: full
+    description: load, audit, augment, train, validate, report
+    data: {val_fraction: 0.2, seed: 0}
+    stages:            # run in this order; each key is a registered stage
+      audit: {}
+      train: {model_name: resnet10t, epochs: 5}
+      report: {}
+    fail_on:           # dotted metric path in the run result -> fail when value > threshold
+      audit.metrics.leakage_groups: 0
+
+Files are read with ``yaml.safe_load`` only. Every problem becomes a
+:class:`~vetset.core.errors.RecipeError` naming the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+
+from vetset.core.errors import RecipeError
+
+
+class DataOptions(BaseModel):
+    """How the input data is read and split.
+
+    Attributes:
+        format: ``auto`` (a ``.csv`` path is a manifest, a folder is an ImageFolder tree,
+            anything else a FiftyOne dataset name), ``imagefolder``, ``csv`` or ``fiftyone``.
+        val_fraction: share of each class held out as ``val`` when the data has no split
+            level, in (0, 1). Default 0.2, the usual 80/20 hold-out.
+        seed: seed of the stratified split.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    format: Literal["auto", "imagefolder", "csv", "fiftyone"] = "auto"
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class Recipe(BaseModel):
+    """A validated recipe. Stage options are validated against each stage's model."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    description: str = ""
+    data: DataOptions = DataOptions()
+    stages: dict[str, dict[str, Any] | None] = Field(min_length=1)
+    fail_on: dict[str, float] = {}
+
+    _stage_options: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr(default="<mapping>")
+
+    @property
+    def source(self) -> str:
+        """The file (or ``<mapping>``) the recipe came from."""
+        return self._source
+
+    def options(self, stage: str) -> BaseModel:
+        """The validated options model of ``stage``.
+
+        Raises:
+            KeyError: the recipe has no such stage.
+        """
+        return self._stage_options[stage]
+
+    def stage_names(self) -> list[str]:
+        return list(self.stages)
+
+    def dump(self) -> dict[str, Any]:
+        """JSON-able form with every stage's options filled with their defaults."""
+        out = self.model_dump(exclude={"stages"})
+        out["stages"] = {name: self._stage_options[name].model_dump(mode="json") for name in self.stages}
+        out["source"] = self._source
+        return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the sub-model found at ``loc`` below ``model`` (best effort)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = field.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> RecipeError:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = tuple(err["loc"])
+        path = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and not isinstance(err["input"], (dict, list)):
+            msg += f" (got {err['input']!r})"
+        parts.append(f"{path}: {msg}")
+    more = len(exc.errors()) - 3
+    tail = f" (and {more} more)" if more > 0 else ""
+    return RecipeError(f"Recipe {source} is invalid: " + "; ".join(parts) + tail + ".")
+
+
+def parse_recipe(data: Any, stages: Any, source: str = "<mapping>") -> Recipe:
+    """Validate a recipe mapping against the top-level model and each stage's options.
+
+    Args:
+        data: the mapping ``yaml.safe_load`` returned.
+        stages: registry of :class:`~vetset.core.registry.Stage` (``hooks.stages``).
+        source: file name used in error messages.
+
+    Raises:
+        RecipeError: the mapping, an unknown stage or a stage's options are invalid.
+    """
+    if not isinstance(data, dict):
+        raise RecipeError(f"Recipe {source} must be a YAML mapping with at least 'name' and 'stages', got {type(data).__name__}.")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, Recipe, source) from None
+    recipe._source = source
+    for name, raw in recipe.stages.items():
+        if name not in stages:
+            raise RecipeError(
+                f"Recipe {source}: stages.{name} is not a known stage; known stages: {', '.join(stages.names())}."
+            )
+        model = stages[name].options
+        try:
+            recipe._stage_options[name] = model.model_validate(raw or {})
+        except ValidationError as exc:
+            raise _explain(exc, model, source, prefix=f"stages.{name}.") from None
+    return recipe
+
+
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` a file, turning I/O and syntax errors into :class:`RecipeError`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"Recipe file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"Recipe file {path} cannot be read: {exc}.") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"Recipe file {path} is not valid YAML{where}: {problem}.") from None
+
+
+def resolve_recipe_path(name_or_file: str, recipes: Any) -> Path:
+    """A registered recipe name or a path to a YAML file -> the file's path.
+
+    Raises:
+        RecipeError: neither a registered recipe nor an existing file.
+    """
+    if name_or_file in recipes:
+        return Path(recipes[name_or_file])
+    path = Path(name_or_file)
+    if path.suffix.lower() in {".yaml", ".yml"} or path.exists():
+        return path
+    raise RecipeError(
+        f"{name_or_file!r} is neither a recipe name ({', '.join(sorted(recipes.names()))}) nor a recipe file."
+    )
+
+
+def load_recipe(name_or_file: str, hooks: Any) -> Recipe:
+    """Load and validate a recipe by registered name or file path.
+
+    Args:
+        name_or_file: e.g. ``"full"`` or ``"my-recipe.yaml"``.
+        hooks: the :class:`~vetset.core.manager.Hooks` facade.
+
+    Raises:
+        RecipeError: the file is missing, unreadable, not YAML, or fails validation.
+    """
+    path = resolve_recipe_path(name_or_file, hooks.recipes)
+    return parse_recipe(read_yaml(path), hooks.stages, source=str(path))

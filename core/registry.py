@@ -1,0 +1,182 @@
+"""Registries for everything plugins contribute, and the records they hold.
+
+Core owns every registry; plugins only call the ``register`` callable a hook hands them.
+Each entry remembers the plugin that registered it, and registering a name twice is a
+:class:`~vetset.core.errors.PluginError` naming both plugins (unlike timm's
+warning-only model registry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from pydantic import BaseModel
+
+from vetset.core.errors import PluginError
+
+T = TypeVar("T")
+
+
+class NoOptions(BaseModel):
+    """Options model for things that take none; unknown keys are rejected."""
+
+    model_config = {"extra": "forbid"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """A dataset check run by the ``audit`` stage.
+
+    Attributes:
+        name: unique check name, also the prefix of its saved views (``audit/<name>``).
+        description: one line shown by ``recipes plugins`` and the report.
+        evaluate: ``evaluate(ctx, options) -> dict`` runs on the driver after the
+            per-image pass; writes fields/tags in bulk through ``ctx`` and returns a
+            JSON-able summary (see :mod:`vetset.plugins.audit`).
+        compute: optional ``compute(image, options) -> dict`` run once per decoded image
+            in a worker process; must be a picklable module-level function. ``image`` is
+            a :class:`vetset.core.images.DecodedImage`.
+        options: pydantic model of the check's options (``audit.checks.<name>`` in a recipe).
+    """
+
+    name: str
+    description: str
+    evaluate: Callable[..., dict[str, Any]]
+    compute: Callable[..., dict[str, Any]] | None = None
+    options: type[BaseModel] = NoOptions
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named augmentation policy.
+
+    Attributes:
+        name: unique policy name (``orientation``, ``colour``, ``clarity``, ``light``...).
+        pipeline: the pipeline as ``A.to_dict(compose)`` returns it.
+        targets: coverage bins the policy adds, as ``{"property": "bin"}`` pairs
+            (e.g. ``{"orientation": "portrait"}``); empty for general policies.
+        description: one line for ``recipes plan`` and the report.
+    """
+
+    name: str
+    pipeline: dict[str, Any]
+    targets: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A recipe stage.
+
+    Attributes:
+        name: the key used under ``stages:`` in a recipe.
+        run: ``run(run, options) -> dict``; the returned JSON-able dict is stored as
+            ``result["stages"][name]``.
+        options: pydantic model validating the stage's mapping in the recipe.
+        description: one line for ``recipes plugins``.
+    """
+
+    name: str
+    run: Callable[..., dict[str, Any]]
+    options: type[BaseModel] = NoOptions
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A FiftyOne saved view that vetset maintains.
+
+    Attributes:
+        name: saved-view name, e.g. ``validation_errors`` or ``audit/blurry``.
+        stage: the stage after which the view is (re)saved.
+        build: ``build(dataset) -> fo.DatasetView``.
+        description: stored as the saved view's description.
+    """
+
+    name: str
+    stage: str
+    build: Callable[..., Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A section of the HTML report.
+
+    Attributes:
+        name: unique section id (used as the HTML anchor).
+        title: heading shown in the report.
+        render: ``render(result, context) -> str | None``; HTML for the section, or
+            ``None`` when the run result has nothing for it.
+        order: sort key; lower comes first (overview is 0).
+    """
+
+    name: str
+    title: str
+    render: Callable[..., str | None]
+    order: int = 100
+
+
+@dataclass
+class Entry(Generic[T]):
+    """One registered object and the plugin that gave it."""
+
+    name: str
+    value: T
+    plugin: str
+
+
+@dataclass
+class Registry(Generic[T]):
+    """Name -> object mapping that records the registering plugin.
+
+    Args:
+        kind: what is registered ("check", "stage"...), used in error messages.
+    """
+
+    kind: str
+    _entries: dict[str, Entry[T]] = field(default_factory=dict)
+
+    def add(self, name: str, value: T, plugin: str) -> None:
+        """Register ``value`` under ``name`` for ``plugin``.
+
+        Raises:
+            PluginError: ``name`` is already registered (by this or another plugin).
+        """
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"Plugin {plugin!r} registered a {self.kind} without a name.")
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise PluginError(
+                f"The {self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin {plugin!r}."
+            )
+        self._entries[name] = Entry(name, value, plugin)
+
+    def __getitem__(self, name: str) -> T:
+        return self._entries[name].value
+
+    def get(self, name: str, default: Any = None) -> T | Any:
+        entry = self._entries.get(name)
+        return entry.value if entry else default
+
+    def plugin_of(self, name: str) -> str:
+        return self._entries[name].plugin
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def values(self) -> list[T]:
+        return [e.value for e in self._entries.values()]
+
+    def entries(self) -> list[Entry[T]]:
+        return list(self._entries.values())

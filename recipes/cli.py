@@ -1,0 +1,175 @@
+"""The ``recipes`` command: list, show, validate and run recipes; demo data; plugins.
+
+Exit codes: 0 ok; 1 the run finished but a ``fail_on`` threshold was exceeded; 2 a usage
+or input error (bad option, bad recipe, unusable data), reported as one sentence.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vetset.core.errors import VetsetError
+
+app = typer.Typer(
+    name="recipes",
+    help="vetset: audit, augment, train and validate image-classification datasets with YAML recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _hooks():
+    from vetset.core.manager import get_hooks
+
+    return get_hooks()
+
+
+@app.command("list")
+def list_recipes() -> None:
+    """List the recipes that plugins registered (bundled ones included)."""
+    from vetset.core.recipe import load_recipe
+
+    hooks = _hooks()
+    table = Table("recipe", "stages", "description", "plugin")
+    for name in hooks.recipes:
+        recipe = load_recipe(name, hooks)
+        table.add_row(name, " → ".join(recipe.stage_names()), recipe.description, hooks.recipes.plugin_of(name))
+    console.print(table)
+
+
+@app.command("show")
+def show(name: str = typer.Argument(..., help="Recipe name or YAML file.")) -> None:
+    """Print a recipe's YAML as written, then its options with defaults filled in."""
+    import yaml
+
+    from vetset.core.recipe import load_recipe, resolve_recipe_path
+
+    hooks = _hooks()
+    path = resolve_recipe_path(name, hooks.recipes)
+    recipe = load_recipe(name, hooks)
+    console.print(f"# {path}", style="dim")
+    console.print(path.read_text(encoding="utf-8"), markup=False, highlight=False)
+    console.print("# with defaults filled in", style="dim")
+    dumped = recipe.dump()
+    dumped.pop("source", None)
+    console.print(yaml.safe_dump(dumped, sort_keys=False), markup=False, highlight=False)
+
+
+@app.command("validate")
+def validate(file: Path = typer.Argument(..., help="Recipe YAML file (or a recipe name).")) -> None:
+    """Validate a recipe; exit 2 with the file, key path and what is allowed when invalid."""
+    from vetset.core.recipe import load_recipe
+
+    recipe = load_recipe(str(file), _hooks())
+    console.print(f"{recipe.source}: valid recipe {recipe.name!r} with stages {', '.join(recipe.stage_names())}.")
+
+
+@app.command("run")
+def run(
+    recipe: str = typer.Argument(..., help="Recipe name (see `recipes list`) or YAML file."),
+    data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder root or CSV manifest (filepath,label[,split])."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: ./vetset-runs/<dataset>)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip finished stages and continue interrupted training."),
+) -> None:
+    """Run a recipe on a folder, a manifest or an existing FiftyOne dataset."""
+    from vetset.core.recipe import load_recipe
+    from vetset.core.run import Run
+
+    hooks = _hooks()
+    rec = load_recipe(recipe, hooks)
+    if data is None and dataset is None:
+        raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
+    the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
+                  log=lambda msg: console.print(msg, markup=False, highlight=False))
+    try:
+        result = the_run.execute()
+    finally:
+        if the_run.dataset is not None:
+            _print_where(the_run)
+    _print_summary(result)
+
+
+def _print_where(the_run) -> None:
+    ds = the_run.dataset
+    console.print(f"dataset: {ds.name} ({len(ds)} samples)  saved views: {', '.join(ds.list_saved_views()) or '-'}",
+                  markup=False, highlight=False)
+    console.print(f"results: {the_run.out_dir / 'result.json'}", markup=False, highlight=False)
+    for stage, res in the_run.results.items():
+        for key in ("report_html", "checkpoint", "output_dir"):
+            if isinstance(res, dict) and res.get(key):
+                console.print(f"{stage} {key.replace('_', ' ')}: {res[key]}", markup=False, highlight=False)
+    if "validation_errors" in ds.list_saved_views():
+        console.print(
+            f"open the validation errors in the App: recipes app --dataset {ds.name}  "
+            f"(or in Python: fo.launch_app(fo.load_dataset('{ds.name}').load_saved_view('validation_errors')))",
+            markup=False, highlight=False)
+
+
+def _print_summary(result: dict) -> None:
+    console.print(f"done in {result.get('duration_s', 0):.1f} s: " +
+                  ", ".join(f"{k} {v:.1f} s" for k, v in result.get("stage_times_s", {}).items()),
+                  markup=False, highlight=False)
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("vetset-demo"), "--out", help="Folder to write the demo ImageFolder tree into."),
+) -> None:
+    """Write scikit-learn's bundled handwritten digits (1,797 8x8 images) as an ImageFolder tree."""
+    from vetset.recipes.demo import write_digits
+
+    root = write_digits(out)
+    console.print(f"demo data: {root}", markup=False, highlight=False)
+    console.print(f"next: recipes run full --data {root}", markup=False, highlight=False)
+
+
+@app.command("plugins")
+def plugins() -> None:
+    """List registered plugins with their version and the hooks they implement."""
+    table = Table("plugin", "version", "hooks")
+    for info in _hooks().plugins_info():
+        table.add_row(info["name"], info["version"], ", ".join(h.removeprefix("vetset_") for h in info["hooks"]))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``recipes`` console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except VetsetError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished stages are saved, rerun with --resume to continue.")
+        return 130
+    except SystemExit as exc:  # pragma: no cover - click's own exits
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def run_main() -> None:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())
