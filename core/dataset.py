@@ -233,6 +233,8 @@ def load_dataset(
 
     ds = fo.load_dataset(ds_name) if fo.dataset_exists(ds_name) else fo.Dataset(ds_name)
     ds.persistent = True
+    if "unreadable_reason" not in ds.get_field_schema():
+        ds.add_sample_field("unreadable_reason", fo.StringField)
     existing: dict[str, tuple[str, str | None, list[str]]] = {}
     if len(ds):
         ids, fps, tags = ds.values(["id", "filepath", "tags"])
