@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -30,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_DB_DIR, ignore_errors=True)
+# Registered before FiftyOne is imported, so it runs after FiftyOne's own exit handler
+# has stopped mongod (atexit runs handlers last-in, first-out).
+atexit.register(shutil.rmtree, _DB_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,143 @@
+"""Loaders on real files: digits, ants/bees photos, CSV manifests, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vetset.core.dataset import load_dataset, split_view, stratified_split
+from vetset.core.errors import DataError
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of every path, size and content below ``root`` (detects any modification)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            h.update(str(p.relative_to(root)).encode())
+            if p.is_file():
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_digits_imagefolder_with_splits_and_idempotent_reload(digits_dir, fresh_name):
+    before = tree_digest(digits_dir)
+    ds, summary = load_dataset(digits_dir, name=fresh_name)
+    assert summary.num_samples == 1797 and summary.added == 1797 and summary.format == "imagefolder"
+    assert summary.classes == [str(i) for i in range(10)]
+    assert sum(summary.counts["train"].values()) + sum(summary.counts["val"].values()) == 1797
+    assert summary.split_made is False and summary.unreadable == 0
+    assert ds.persistent and ds.default_classes == summary.classes
+    assert set(ds.distinct("tags")) == {"train", "val"}
+    ds2, again = load_dataset(digits_dir, name=fresh_name)
+    assert again.added == 0 and again.updated == 0 and again.removed == 0 and len(ds2) == 1797
+    assert tree_digest(digits_dir) == before
+
+
+def test_hymenoptera_photos_including_gif_placeholder(hymenoptera_dir, fresh_name):
+    ds, summary = load_dataset(hymenoptera_dir, name=fresh_name)
+    assert summary.counts["train"] == {"ants": 124, "bees": 121}
+    assert summary.counts["val"] == {"ants": 70, "bees": 83}
+    gif = ds.match({"filepath": {"$regex": "imageNotFound\\.gif$"}})
+    assert len(gif) == 1 and gif.first().unreadable_reason is None  # a real (palette) GIF, readable
+    assert len(split_view(ds, "train")) == 245
+
+
+def test_flat_folder_gets_seeded_stratified_split_that_is_stable(hymenoptera_dir, tmp_path, fresh_name):
+    root = tmp_path / "flat"
+    for cls in ("ants", "bees"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((hymenoptera_dir / "train" / cls).iterdir())[:20]:
+            shutil.copy(f, root / cls / f.name)
+    ds, summary = load_dataset(root, name=fresh_name, val_fraction=0.25, seed=3)
+    assert summary.split_made
+    assert summary.counts["val"] == {"ants": 5, "bees": 5} and summary.counts["train"] == {"ants": 15, "bees": 15}
+    val_before = sorted(ds.match_tags("val").values("filepath"))
+    # a new file arrives: old samples keep their split, nothing is duplicated
+    src = sorted((hymenoptera_dir / "train" / "ants").iterdir())[30]
+    shutil.copy(src, root / "ants" / "new.jpg")
+    ds, again = load_dataset(root, name=fresh_name, val_fraction=0.25, seed=3)
+    assert again.added == 1 and len(ds) == 41
+    assert set(val_before) <= set(ds.match_tags("val").values("filepath"))
+    # a file disappears from the source: its sample goes too
+    (root / "bees" / sorted(os.listdir(root / "bees"))[0]).unlink()
+    ds, third = load_dataset(root, name=fresh_name)
+    assert third.removed == 1 and len(ds) == 40
+
+
+def test_stratified_split_keeps_single_image_classes_in_train():
+    labels = ["a"] * 10 + ["b"] * 2 + ["c"]
+    splits = stratified_split(labels, 0.2, seed=0)
+    assert splits.count("val") == 2 + 1  # round(10*.2)=2 from a, 1 from b (at least one), none from c
+    assert splits[-1] == "train"
+    assert stratified_split(labels, 0.2, seed=0) == splits
+
+
+def test_csv_manifest_with_relative_paths_and_label_update(digits_dir, tmp_path, fresh_name):
+    files = sorted((digits_dir / "train" / "3").iterdir())[:6] + sorted((digits_dir / "val" / "8").iterdir())[:4]
+    manifest = tmp_path / "m.csv"
+    rows = ["filepath,label,split"]
+    for i, f in enumerate(files):
+        rel = os.path.relpath(f, tmp_path)
+        rows.append(f"{rel},{f.parent.name},{'val' if i % 5 == 0 else 'train'}")
+    manifest.write_text("\n".join(rows) + "\n")
+    ds, summary = load_dataset(manifest, name=fresh_name)
+    assert summary.format == "csv" and summary.num_samples == 10
+    assert summary.counts["all"] == {"3": 6, "8": 4} and summary.counts["val"] == {"3": 2, "8": 0}
+    rows[1] = rows[1].rsplit(",", 2)[0] + ",8,val"
+    manifest.write_text("\n".join(rows) + "\n")
+    ds, again = load_dataset(manifest, name=fresh_name)
+    assert again.updated == 1 and again.added == 0 and ds.count_values("ground_truth.label") == {"3": 5, "8": 5}
+
+
+def test_unreadable_files_are_recorded_not_fatal_and_source_untouched(hymenoptera_dir, tmp_path, fresh_name):
+    root = tmp_path / "bad"
+    (root / "ants").mkdir(parents=True)
+    (root / "bees").mkdir()
+    for f in sorted((hymenoptera_dir / "train" / "ants").iterdir())[:3]:
+        shutil.copy(f, root / "ants" / f.name)
+    (root / "bees" / "empty.jpg").write_bytes(b"")
+    (root / "bees" / "notes.jpg").write_text("this is not an image")
+    (root / "bees" / "README.txt").write_text("skipped: not an image extension")
+    before = tree_digest(root)
+    ds, summary = load_dataset(root, name=fresh_name)
+    reasons = dict(zip([Path(p).name for p in ds.values("filepath")], ds.values("unreadable_reason")))
+    assert reasons["empty.jpg"] == "empty file" and reasons["notes.jpg"] == "not an image"
+    assert summary.unreadable == 2 and summary.skipped_non_image == 1
+    assert len(ds.match_tags("unreadable")) == 2 and len(split_view(ds, "train")) + len(split_view(ds, "val")) == 3
+    assert tree_digest(root) == before
+
+
+def test_empty_class_folder_is_kept_in_the_class_list(digits_dir, tmp_path, fresh_name):
+    root = tmp_path / "d"
+    shutil.copytree(digits_dir / "train" / "1", root / "one")
+    (root / "empty").mkdir()
+    ds, summary = load_dataset(root, name=fresh_name)
+    assert summary.classes == ["empty", "one"] and summary.counts["all"]["empty"] == 0
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: p / "missing", r"missing does not exist"),
+        (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", r"is not a folder"),
+        (lambda p: (p / "e").mkdir() or p / "e", r"has no class sub-folders"),
+        (lambda p: (p / "m.csv").write_text("path,cls\na,b\n") and p / "m.csv", r"needs the columns filepath,label"),
+        (lambda p: (p / "s.csv").write_text("filepath,label,split\na.jpg,x,holdout\n") and p / "s.csv",
+         r"row 2: split 'holdout' is not one of train, val, test"),
+    ],
+)
+def test_bad_sources_get_one_clear_sentence(tmp_path, make, match):
+    with pytest.raises(DataError, match=match):
+        load_dataset(make(tmp_path), name="t-bad-source")
+
+
+def test_unknown_fiftyone_dataset_name():
+    with pytest.raises(DataError, match="FiftyOne dataset 'no-such-ds' does not exist"):
+        load_dataset(None, name="no-such-ds")
