@@ -85,14 +85,17 @@ def run(
     from vetset.core.recipe import load_recipe
     from vetset.core.run import Run
 
-    hooks = _hooks()
-    rec = load_recipe(recipe, hooks)
     if data is None and dataset is None:
         raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
+    hooks = _hooks()
+    rec = load_recipe(recipe, hooks)
     the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
                   log=lambda msg: console.print(msg, markup=False, highlight=False))
     try:
         result = the_run.execute()
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished stages are saved; rerun with --resume to continue.")
+        raise typer.Exit(130) from None
     finally:
         if the_run.dataset is not None:
             _print_where(the_run)
@@ -143,26 +146,15 @@ def plugins() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``recipes`` console script."""
+    """Run the CLI and return its exit code (0 ok, 1 ``fail_on`` exceeded, 2 user error)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:  # click/typer exit with the command's code
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
     except VetsetError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        err_console.print("interrupted; finished stages are saved, rerun with --resume to continue.")
-        return 130
-    except SystemExit as exc:  # pragma: no cover - click's own exits
-        return int(exc.code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
     return 0
 
 
