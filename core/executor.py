@@ -33,10 +33,15 @@ class LocalExecutor:
 
     Args:
         workers: number of processes; ``None`` = :func:`default_workers`.
+        preload: modules the forkserver imports once before it forks workers (see
+            ``multiprocessing.set_forkserver_preload``), so each worker starts with them
+            loaded instead of importing them itself. Takes effect only if the forkserver
+            of this process has not started yet; a module that fails to import is skipped.
     """
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, preload: Sequence[str] = ()):
         self.workers = default_workers() if workers is None else max(0, int(workers))
+        self.preload = tuple(preload)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None = None) -> Iterator[Any]:
         if self.workers <= 1 or len(items) < 2:
@@ -46,6 +51,8 @@ class LocalExecutor:
         if chunksize is None:
             chunksize = max(1, min(256, len(items) // (self.workers * 8) or 1))
         ctx = mp.get_context("forkserver")
+        if self.preload:
+            ctx.set_forkserver_preload(["__main__", *self.preload])
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
             yield from pool.map(fn, items, chunksize=chunksize)
 
@@ -53,9 +60,12 @@ class LocalExecutor:
 def get_executor(name: str = "local", workers: int | None = None, **kwargs: Any) -> Executor:
     """Executor by name (``local``; others come from later backends).
 
+    ``kwargs`` are backend options; ``local`` reads ``preload`` (see :class:`LocalExecutor`)
+    and ignores the rest.
+
     Raises:
         ValueError: unknown executor name.
     """
     if name == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, preload=kwargs.get("preload", ()))
     raise ValueError(f"Unknown executor {name!r}; available: local.")

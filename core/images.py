@@ -13,7 +13,10 @@ by a resize, and the reason checks may ask for ``max_side``.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -74,6 +77,33 @@ class DecodedImage:
     def ok(self) -> bool:
         return self.error is None
 
+    def gray(self) -> np.ndarray:
+        """Luma of :attr:`array`, ``uint8`` shape ``(h, w)``, cached for later checks.
+
+        ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B), as OpenCV's
+        ``COLOR_RGB2GRAY`` and Pillow's ``convert("L")`` use.
+
+        Raises:
+            ValueError: the image is unreadable (``array`` is ``None``).
+        """
+        g = self.info.get("_gray")
+        if g is None:
+            if self.array is None:
+                raise ValueError(f"{self.path}: {self.error}")
+            import cv2
+
+            g = self.info["_gray"] = cv2.cvtColor(self.array, cv2.COLOR_RGB2GRAY)
+        return g
+
+    def gray_hist(self) -> np.ndarray:
+        """Histogram of :meth:`gray`: ``float64`` shape ``(256,)``, pixel counts per level; cached."""
+        h = self.info.get("_gray_hist")
+        if h is None:
+            import cv2
+
+            h = self.info["_gray_hist"] = cv2.calcHist([self.gray()], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+        return h
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB.
@@ -104,20 +134,51 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _stat_reason(path: str) -> tuple[str | None, int]:
+    """``(reason, size)``: why ``path`` cannot be read as a file, or ``(None, size in bytes)``."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop", 0
+        if os.path.islink(path):
+            return "broken symlink", 0
+        return f"cannot stat file ({exc.strerror or exc})", 0
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file", 0
+    if st.st_size == 0:
+        return "empty file", 0
+    return None, st.st_size
+
+
+def read_file(path: str) -> tuple[bytes | None, str | None]:
+    """``(bytes, None)`` of a readable regular file, else ``(None, reason)``.
+
+    Reasons are those of :func:`decode` (``"empty file"``, ``"symlink loop"``...).
+    """
+    reason, _ = _stat_reason(path)
+    if reason is not None:
+        return None, reason
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return None, f"cannot read file ({exc.strerror or exc})"
+    return (data, None) if data else (None, "empty file")
+
+
 def probe(path: str) -> str | None:
     """Cheap readability probe: ``None`` when the header parses, else the reason.
 
     Reads only the file header (``Image.open`` is lazy), so it costs well under a
     millisecond per file; truncated pixel data is found later by :func:`decode`.
+    Reasons: ``"empty file"``, ``"broken symlink"``, ``"symlink loop"``, ``"not a regular
+    file"``, ``"not an image"``, ``"decompression bomb"``, ``"cannot read file (...)"``,
+    ``"malformed image header (...)"``.
     """
-    try:
-        if os.path.islink(path) and not os.path.exists(path):
-            return "broken symlink"
-        size = os.path.getsize(path)
-    except OSError as exc:
-        return f"cannot stat file ({exc.strerror or exc})"
-    if size == 0:
-        return "empty file"
+    reason, _ = _stat_reason(path)
+    if reason is not None:
+        return reason
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -136,43 +197,48 @@ def probe(path: str) -> str | None:
     return None
 
 
-def decode(path: str, max_side: int | None = None) -> DecodedImage:
-    """Decode one image file safely to an RGB ``uint8`` array.
+def decode(path: str, max_side: int | None = None, data: bytes | None = None) -> DecodedImage:
+    """Decode one image file safely to an RGB ``uint8`` array, opening it once.
 
     Args:
-        path: file path.
+        path: file path (used for reading when ``data`` is ``None``, and in messages).
         max_side: when given, JPEGs are decoded with Pillow's draft mode so that the
             result is no smaller than ``max_side`` on its longer side (libjpeg DCT
             scaling by 1/2, 1/4 or 1/8); other formats decode at full size.
+        data: the file's bytes when the caller has read them already (the audit hashes
+            the same bytes), so the file is read once.
 
     Returns:
-        A :class:`DecodedImage`; never raises for bad files — ``error`` says why.
+        A :class:`DecodedImage`; never raises for bad files — ``error`` says why:
+        ``"empty file"``, ``"broken symlink"``, ``"symlink loop"``, ``"not a regular file"``,
+        ``"not an image"`` (no Pillow format recognises the bytes), ``"decompression bomb"``
+        (over ``Image.MAX_IMAGE_PIXELS``), ``"truncated file"``, ``"cannot read file (...)"``
+        or ``"cannot decode (...)"``.
     """
     out = DecodedImage(path=path)
-    reason = probe(path)
-    if reason is not None:
-        out.error = reason
+    if data is None:
+        data, reason = read_file(path)
+        if reason is not None:
+            out.error = reason
+            return out
+    if not data:
+        out.error = "empty file"
         return out
-    out.file_size = os.path.getsize(path)
+    out.file_size = len(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 out.mode, out.format = img.mode, img.format or ""
                 out.n_frames = int(getattr(img, "n_frames", 1) or 1)
                 full_w, full_h = img.size
-                try:
-                    out.exif_orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-                except Exception:
-                    out.exif_orientation = 1
-                if out.exif_orientation not in range(1, 9):
-                    out.exif_orientation = 1
-                out.exif_rotated = out.exif_orientation != 1
-                if max_side and img.format == "JPEG" and max(full_w, full_h) > max_side:
+                if max_side and out.format == "JPEG" and max(full_w, full_h) > max_side:
                     # draft keeps the result >= requested size, so ask for the scaled box
                     ratio = max_side / max(full_w, full_h)
                     img.draft("RGB", (max(1, int(full_w * ratio)), max(1, int(full_h * ratio))))
                 img.load()
+                out.exif_orientation = _orientation(img)
+                out.exif_rotated = out.exif_orientation != 1
                 rgb = to_rgb(img)
                 if out.exif_rotated:
                     rgb = rgb.transpose(_TRANSPOSE[out.exif_orientation])
@@ -182,6 +248,8 @@ def decode(path: str, max_side: int | None = None) -> DecodedImage:
                 out.scale = out.array.shape[1] / out.width if out.width else 1.0
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         out.error = "decompression bomb"
+    except UnidentifiedImageError:
+        out.error = "not an image"
     except OSError as exc:
         msg = str(exc)
         out.error = "truncated file" if "truncated" in msg or "broken data stream" in msg else f"cannot decode ({msg})"
@@ -190,6 +258,21 @@ def decode(path: str, max_side: int | None = None) -> DecodedImage:
     if out.error is not None:
         out.array = None
     return out
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation 1-8 of an opened (and loaded) image; 1 when absent or invalid.
+
+    Only files that carry EXIF (``info["exif"]``, set by the JPEG/PNG/WebP plugins) or TIFF
+    tags are parsed, so images without EXIF skip ``getexif()`` entirely.
+    """
+    if "exif" not in img.info and img.format not in ("TIFF", "MPO"):
+        return 1
+    try:
+        value = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:
+        return 1
+    return value if value in range(1, 9) else 1
 
 
 def load_rgb(path: str) -> np.ndarray:

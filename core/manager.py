@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "vetset.plugins.audit",
     "vetset.plugins.checks_balance",
     "vetset.plugins.checks_image",
+    "vetset.plugins.checks_quality",
     "vetset.plugins.checks_duplicates",
     "vetset.plugins.checks_unreadable",
     "vetset.plugins.augment",

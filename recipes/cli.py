@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vetset.core.errors import VetsetError
+from vetset.core.errors import ChecksFailed, VetsetError
 
 app = typer.Typer(
     name="recipes",
@@ -124,6 +124,20 @@ def _print_summary(result: dict) -> None:
                   markup=False, highlight=False)
 
 
+@app.command("plan")
+def plan(
+    recipe: str = typer.Argument("augment", help="Recipe name or YAML file whose augment stage is planned."),
+    data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder root or CSV manifest (filepath,label[,split])."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder the run would use (default: ./vetset-runs/<dataset>)."),
+) -> None:
+    """Audit the data and print the augmentation plan (new train images per class, policy and cell); writes no image."""
+    from vetset.plugins.augment_run import cli_plan
+
+    for table in cli_plan(recipe, data, dataset, out, _hooks(), log=lambda m: console.print(m, markup=False, highlight=False)):
+        console.print(table)
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("vetset-demo"), "--out", help="Folder to write the demo ImageFolder tree into."),
@@ -145,6 +159,54 @@ def plugins() -> None:
     console.print(table)
 
 
+@app.command("report")
+def report(
+    dataset: str = typer.Option(..., "--dataset", help="FiftyOne dataset name of an earlier run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html/report.md (default: the run's folder)."),
+) -> None:
+    """Rebuild the HTML report and Markdown summary from a run's stored result.json (nothing is recomputed)."""
+    from vetset.plugins.report import rebuild_report
+
+    def say(msg: str) -> None:
+        console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    block = rebuild_report(dataset, out, _hooks(), log=say)
+    say(f"report: {block['report_html']}")
+    say(f"summary: {block['report_md']}")
+
+
+@app.command("export-labels")
+def export_labels(
+    dataset: str = typer.Option(..., "--dataset", help="FiftyOne dataset name after the label_noise stage."),
+    out: Optional[Path] = typer.Option(None, "--out", help="New folder for <split>/<label>/<file> copies and labels.csv."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the label decisions to this CSV file."),
+    unreviewed: str = typer.Option("keep", "--unreviewed",
+                                   help="Flagged samples nobody tagged: keep (given label), suggested, or drop."),
+    no_splits: bool = typer.Option(False, "--no-splits", help="Write <label>/<file> without split folders."),
+) -> None:
+    """Export reviewed labels: tags label_confirmed (take suggested_label) / label_rejected (keep given label)."""
+    from vetset.plugins.label_review import export_labels as do_export
+
+    if unreviewed not in ("keep", "suggested", "drop"):
+        raise VetsetError(f"--unreviewed must be keep, suggested or drop, not {unreviewed!r}.")
+    import fiftyone as fo
+
+    if not fo.dataset_exists(dataset):
+        raise VetsetError(f"FiftyOne dataset {dataset!r} does not exist; `fiftyone datasets list` shows the names.")
+    res = do_export(fo.load_dataset(dataset), out, csv_file, unreviewed=unreviewed, splits=not no_splits)
+    c = res["counts"]
+    console.print(f"{res['exported']} images exported to {res['out']}" if res["out"] else "no images exported (no --out)",
+                  markup=False, highlight=False)
+    console.print(f"labels: {res['csv']}  ({c['changed']} changed; reviewed: {c['confirmed']} confirmed, "
+                  f"{c['rejected']} rejected, {c['corrected']} corrected, {c['conflict']} conflicting; "
+                  f"{c['unreviewed']} flagged but unreviewed, {c['dropped']} dropped)", markup=False, highlight=False)
+
+
+from vetset.recipes.app_cli import app_cli  # noqa: E402  (fiftyone is imported lazily inside)
+
+app.add_typer(app_cli, name="app")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 1 ``fail_on`` exceeded, 2 user error)."""
     try:
@@ -152,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # click/typer exit with the command's code
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    except ChecksFailed as exc:
+        err_console.print("fail_on: the run finished, but these thresholds of the recipe were exceeded:",
+                          markup=False, highlight=False)
+        for failure in exc.failures:
+            err_console.print(f"  - {failure}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
     except VetsetError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

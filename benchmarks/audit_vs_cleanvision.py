@@ -1,0 +1,155 @@
+"""Benchmark: vetset's full audit vs CleanVision vs a plain Pillow decode, on the same folders.
+
+Run from the repository root (needs ``../shared/data`` or ``$VETSET_SHARED_DATA``)::
+
+    .venv/bin/python benchmarks/audit_vs_cleanvision.py [--workers 2] [--only cifar|hymenoptera]
+
+For each folder, in one process and one run:
+
+1. **plain decode** — ``Image.open(p).convert("RGB")`` of every file, one process: the
+   floor any audit that looks at pixels has to pay;
+2. **CleanVision** — ``Imagelab(filepaths=...).find_issues(n_jobs=W)`` (all its default
+   issue types), the tool people use for this today;
+3. **vetset** — :func:`vetset.plugins.audit.run_audit` with every check and ``workers=W``,
+   including the FiftyOne writes of all fields and tags. The FiftyOne load (one sample
+   per file) happens before and is timed separately: it is the loader's work, shared by
+   every stage.
+
+The files are read once before timing so every contender finds them in the page cache.
+Folders: the CIFAR-10 test set (10,000 32x32 JPEGs) and the hymenoptera photos (398 files,
+193x130 up to 2592x1944), unpacked into ``$VETSET_BENCH_DIR`` (default a folder under the
+system temp dir), never into the repository. Targets (the audit issue): vetset at least
+10x CleanVision's images/s on both folders, and on CIFAR no slower than 1.5x the plain
+decode. Ratios measured in one run are what count; absolute numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))
+BENCH_DIR = Path(os.environ.get("VETSET_BENCH_DIR", Path(tempfile.gettempdir()) / "vetset-bench"))
+
+DATASETS = {
+    "cifar10-test": (SHARED / "cifar10" / "test.tar.gz", "test"),
+    "hymenoptera": (SHARED / "hymenoptera.tar", "hymenoptera_data"),
+}
+
+
+def unpack(archive: Path, inner: str) -> Path:
+    """Unpack ``archive`` under :data:`BENCH_DIR` once; returns the data folder."""
+    if not archive.exists():
+        sys.exit(f"{archive} is missing: the benchmark needs the shared data (set VETSET_SHARED_DATA).")
+    dest = BENCH_DIR / archive.name.split(".")[0]
+    if not (dest / ".unpacked").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+        (dest / ".unpacked").touch()
+    return dest / inner
+
+
+def list_files(root: Path) -> list[str]:
+    from vetset.core.dataset import _list_images
+
+    return _list_images(root)[0]
+
+
+def plain_decode(paths: list[str]) -> float:
+    from PIL import Image
+
+    t = time.perf_counter()
+    for p in paths:
+        with Image.open(p) as im:
+            im.convert("RGB")
+    return time.perf_counter() - t
+
+
+def cleanvision(paths: list[str], workers: int) -> float:
+    import contextlib
+    import io
+
+    from cleanvision import Imagelab
+
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        lab = Imagelab(filepaths=paths, verbose=False)
+        lab.find_issues(n_jobs=workers)
+    return time.perf_counter() - t
+
+
+def vetset_audit(root: Path, name: str, workers: int) -> tuple[float, float, dict]:
+    from vetset.core.dataset import load_dataset
+    from vetset.core.manager import Hooks
+    from vetset.plugins.audit import AuditOptions, run_audit
+
+    t = time.perf_counter()
+    ds, _ = load_dataset(root, name=name)
+    t_load = time.perf_counter() - t
+    t = time.perf_counter()
+    block = run_audit(ds, AuditOptions(workers=workers), Hooks(), log=lambda m: None)
+    return t_load, time.perf_counter() - t, block
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=int, default=2, help="worker processes for vetset and CleanVision (default 2)")
+    ap.add_argument("--only", choices=["cifar", "hymenoptera"], default=None)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="vetset-bench-db-"))
+    os.environ.setdefault("VETSET_PROGRESS", "0")
+    import vetset.core  # noqa: F401  (offline defaults)
+
+    rows = []
+    for key, (archive, inner) in DATASETS.items():
+        if args.only and not key.startswith(args.only):
+            continue
+        root = unpack(archive, inner)
+        paths = list_files(root)
+        for p in paths:  # page cache, so nobody pays the disk
+            Path(p).read_bytes()
+        n = len(paths)
+        print(f"{key}: {n} files in {root}; plain decode ...", flush=True)
+        t_plain = plain_decode(paths)
+        print(f"  plain decode {t_plain:.2f} s; CleanVision ({args.workers} workers) ...", flush=True)
+        t_cv = cleanvision(paths, args.workers)
+        print(f"  CleanVision {t_cv:.2f} s; vetset audit ({args.workers} workers) ...", flush=True)
+        rss0 = maxrss_mb()
+        t_load, t_vs, block = vetset_audit(root, f"bench-{key}-{os.getpid()}", args.workers)
+        print(f"  vetset {t_vs:.2f} s (FiftyOne load before it: {t_load:.2f} s); stages {block['seconds']}", flush=True)
+        rows.append((key, n, t_plain, t_cv, t_vs, t_load, maxrss_mb() - rss0))
+
+    print()
+    head = (f"{'folder':<14} {'images':>7} {'plain decode':>14} {'CleanVision':>14} {'vetset audit':>14} "
+            f"{'vetset/CV':>10} {'vetset/plain':>13} {'targets':>24}")
+    print(head)
+    print("-" * len(head))
+    for key, n, tp, tc, tv, tl, drss in rows:
+        speedup = tc / tv
+        slow = tv / tp
+        ok_cv = speedup >= 10
+        targets = f"CV>=10x {'yes' if ok_cv else 'NO'}"
+        if key.startswith("cifar"):
+            targets += f", <=1.5x plain {'yes' if slow <= 1.5 else 'NO'}"
+        print(f"{key:<14} {n:>7} {n / tp:>9,.0f} im/s {n / tc:>9,.0f} im/s {n / tv:>9,.0f} im/s "
+              f"{speedup:>9.1f}x {slow:>12.2f}x {targets:>24}")
+    print()
+    print(f"workers={args.workers}; CPUs visible={os.cpu_count()}; load average={os.getloadavg()[0]:.1f}. "
+          "vetset includes the FiftyOne writes; the plain decode is single-process.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

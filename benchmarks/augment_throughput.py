@@ -1,0 +1,147 @@
+"""Benchmark: vetset's augmentation writer vs the same ``A.Compose`` in a plain loop.
+
+Every run makes the same new images from the same real photos (the hymenoptera ants/bees
+set, 193x130 to 2592x1944 JPEGs) with the bundled ``light`` policy, decode + transform +
+encode (JPEG quality 95) + write, all in this one process run:
+
+* ``plain loop (cv2)``       -- what a user writes: ``cv2.imread`` -> ``compose(image=...)``
+  -> ``cv2.imencode`` -> file, one process;
+* ``plain loop (vetset decode)`` -- the same loop decoding with
+  :func:`vetset.core.images.decode` (EXIF, palette/16-bit modes), the reference for the
+  bookkeeping overhead;
+* ``vetset writer, 1 worker`` -- :func:`vetset.plugins.augment_write.write_plan`: seeds,
+  applied parameters (``save_applied_params``), atomic writes and FiftyOne samples added
+  in bulk, in-process;
+* ``vetset writer, N workers`` -- the same with N worker processes (start-up included).
+
+Targets (issue 6): N=2 workers at least 1.5x the plain loop; bookkeeping (writer with 1
+worker vs the plain loop with the same decode) under 10% per image. Ratios are measured
+in one run; on a shared machine absolute numbers are noisy, the ratios less so.
+
+Usage::
+
+    .venv/bin/python benchmarks/augment_throughput.py [--repeat 6] [--workers 2] [--rounds 2] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="vetset-bench-db-"))
+os.environ.setdefault("VETSET_PROGRESS", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def hymenoptera(tmp: Path, data: str | None) -> Path:
+    if data:
+        return Path(data)
+    archive = SHARED / "hymenoptera.tar"
+    if not archive.exists():
+        sys.exit(f"{archive} is absent; pass --data with an ImageFolder tree of photos.")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    return tmp / "hymenoptera_data"
+
+
+def plain_loop(images, compose, out_dir: Path, decode_with_vetset: bool) -> float:
+    """The reference: decode, transform, encode, write, one image after another."""
+    import cv2
+
+    from vetset.core.images import decode
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for i, im in enumerate(images):
+        if decode_with_vetset:
+            rgb = decode(im.source.filepath).array
+        else:
+            rgb = cv2.cvtColor(cv2.imread(im.source.filepath), cv2.COLOR_BGR2RGB)
+        out = compose(image=rgb)["image"]
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        (out_dir / f"{i:05d}.jpg").write_bytes(buf.tobytes())
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=6, help="new images per source photo")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of each run counts")
+    ap.add_argument("--data", default=None, help="ImageFolder tree (default: the shared hymenoptera set)")
+    args = ap.parse_args()
+
+    from vetset.core.dataset import load_dataset, split_view
+    from vetset.core.manager import Hooks
+    from vetset.plugins.augment_pipeline import load_pipeline
+    from vetset.plugins.augment_plan import PlannedImage, Source, image_key
+    from vetset.plugins.augment_store import prepare_output, write_plan
+    from vetset.plugins.augment_write import WriterConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="vetset-bench-"))
+    try:
+        root = hymenoptera(tmp, args.data)
+        ds, _ = load_dataset(root, name="vetset-bench-augment")
+        train = split_view(ds, "train")
+        ids, fps, labels = train.values(["id", "filepath", "ground_truth.label"])
+        images = []
+        for sid, fp, lab in zip(ids, fps, labels):
+            for k in range(args.repeat):  # what the planner makes for the fill policy
+                key, seed = image_key(fp, "light", k, 0)
+                images.append(PlannedImage(Source(sid, fp, lab, {}), "light", k, seed, key, None, {}))
+        hooks = Hooks()
+        light = hooks.policies["light"]
+        compose = load_pipeline(light.pipeline, hooks)
+        cfg = WriterConfig({"light": light.pipeline["transform"]}, {}, 95, key="bench")
+        for fp in fps:  # warm the page cache so the first run is not penalised
+            Path(fp).read_bytes()
+
+        times: dict[str, list[float]] = {}
+        names = ["plain loop (cv2)", "plain loop (vetset decode)", "vetset writer, 1 worker",
+                 f"vetset writer, {args.workers} workers"]
+        for r in range(args.rounds):  # configurations interleaved; the best round of each counts
+            times.setdefault(names[0], []).append(
+                plain_loop(images, compose, tmp / f"plain-cv2-{r}", decode_with_vetset=False))
+            times.setdefault(names[1], []).append(
+                plain_loop(images, compose, tmp / f"plain-vetset-{r}", decode_with_vetset=True))
+            for name, workers in ((names[2], 1), (names[3], args.workers)):
+                folder = prepare_output(tmp / f"writer-{workers}-{r}", [str(root)])
+                stats = write_plan(ds, images, folder, f"bench-{workers}-{r}", cfg, workers=workers,
+                                   log=lambda m: None)
+                assert stats["written"] == len(images) and stats["failed"] == 0, stats
+                times.setdefault(name, []).append(stats["seconds"])
+        n_samples = len(ds.match_tags("augmented"))
+        assert n_samples == 2 * args.rounds * len(images), n_samples
+    finally:
+        import fiftyone as fo
+
+        if fo.dataset_exists("vetset-bench-augment"):
+            fo.delete_dataset("vetset-bench-augment")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = [(name, min(ts)) for name, ts in times.items()]
+    plain, t_ref, w1, wn = (t for _, t in rows)
+    n = len(images)
+    cpus = len(os.sched_getaffinity(0))
+    load = os.getloadavg()[0]
+    print(f"\naugment throughput: {n} new images from {len(fps)} hymenoptera train photos, policy 'light', "
+          f"JPEG q95; {cpus} CPUs visible, load average {load:.1f}; best of {args.rounds} interleaved rounds\n")
+    print(f"{'run':<28} {'seconds':>8} {'images/s':>9} {'ms/image':>9} {'vs plain (cv2)':>15} {'vs plain (vetset decode)':>25}")
+    for name, t in rows:
+        print(f"{name:<28} {t:8.2f} {n / t:9.1f} {1000 * t / n:9.2f} {plain / t:14.2f}x {t_ref / t:24.2f}x")
+    print(f"\nbookkeeping overhead per image (writer, 1 worker vs plain loop with the same decode): "
+          f"{100 * (w1 - t_ref) / t_ref:+.1f}%  (target < 10%)")
+    print(f"speed-up of the writer with {args.workers} workers vs the plain loop (cv2): "
+          f"{plain / wn:.2f}x  (target >= 1.5x on 2 cores)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The vetset audit panel: class balance per split, class x property coverage, issue counts.
+
+Everything shown comes from :func:`vetset.core.app_api.audit_summary` (the run's
+``result.json`` plus live counts of vetset's saved views). Clicking an issue row loads its
+saved view in the grid next to the panel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from vetset.plugins.fiftyone_app.navigation import PANEL_NAME
+
+SPLIT_ORDER = ("train", "val", "test", "all")
+
+
+class AuditPanel(foo.Panel):
+    """Audit summary of the current dataset."""
+
+    @property
+    def config(self):
+        return foo.PanelConfig(name=PANEL_NAME, label="vetset audit", icon="fact_check",
+                               help_markdown="Audit summary written by vetset (`recipes run`, or the "
+                                             "'vetset: audit dataset' operator). Click an issue row to "
+                                             "open its saved view.")
+
+    # -- events ----------------------------------------------------------------------
+    def on_load(self, ctx):
+        from vetset.core.app_api import audit_summary, balance_rows, coverage_rows
+        from vetset.core.errors import VetsetError
+
+        if ctx.dataset is None:
+            ctx.panel.state.summary = None
+            return
+        try:
+            summary = audit_summary(ctx.dataset.name)
+        except VetsetError as exc:
+            ctx.panel.state.error = str(exc)
+            return
+        ctx.panel.state.error = None
+        splits = [s for s in SPLIT_ORDER if s in summary["coverage"]] or ["all"]
+        split = ctx.panel.state.split if ctx.panel.state.split in splits else splits[-1]
+        columns, cov_rows = coverage_rows(summary["coverage"], split)
+        ctx.panel.state.summary = {k: summary[k] for k in (
+            "dataset", "num_samples", "has_audit", "result_json", "finished_at", "stages_run")}
+        ctx.panel.state.splits = splits
+        ctx.panel.state.split = split
+        ctx.panel.state.balance_splits = [s for s in SPLIT_ORDER if s in summary["class_counts"]]
+        ctx.panel.state.balance = balance_rows(summary["class_counts"])
+        ctx.panel.state.coverage_columns = columns
+        ctx.panel.state.coverage = cov_rows
+        ctx.panel.state.issues = [{"view": r["name"], "count": r["count"], "description": r["description"]}
+                                  for r in summary["issues"]]
+        ctx.panel.state.metrics = summary["metrics"]
+        ctx.panel.data.balance_plot = _balance_plot(summary["class_counts"])
+
+    def on_change_dataset(self, ctx):
+        self.on_load(ctx)
+
+    def refresh(self, ctx):
+        self.on_load(ctx)
+
+    def change_split(self, ctx):
+        ctx.panel.state.split = ctx.params.get("value") or ctx.panel.state.split
+        self.on_load(ctx)
+
+    def open_issue(self, ctx):
+        """Row action of the issues table: load that row's saved view."""
+        rows = ctx.panel.state.issues or []
+        row = ctx.params.get("row")
+        if row is None or not (0 <= int(row) < len(rows)):
+            return
+        ctx.ops.set_view(name=rows[int(row)]["view"])
+
+    def run_audit(self, ctx):
+        ctx.prompt("@vetset/vetset/run_audit", on_success=self.refresh)
+
+    # -- layout ----------------------------------------------------------------------
+    def render(self, ctx):
+        panel = types.Object()
+        state = ctx.panel.state
+        if state.error:
+            panel.view("error", types.Warning(label=state.error))
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+        summary = state.summary or {}
+        title = f"##### vetset audit of {summary.get('dataset', '-')} ({summary.get('num_samples', 0)} samples)"
+        panel.md(title, name="title")
+        menu = panel.menu("menu", variant="square")
+        menu.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
+        menu.btn("run_audit", label="Run audit", icon="fact_check", on_click=self.run_audit)
+        if not summary.get("has_audit"):
+            panel.view("no_audit", types.Notice(
+                label="No audit result yet for this dataset: run 'vetset: audit dataset' "
+                      "(or `recipes run audit --dataset NAME`). Class counts below are live."))
+        else:
+            panel.md(f"Results: `{summary.get('result_json')}` (finished {summary.get('finished_at') or '-'}; "
+                     f"stages: {', '.join(summary.get('stages_run') or [])})", name="source")
+
+        panel.md("**Class balance per split**", name="balance_title")
+        balance = types.TableView()
+        balance.add_column("class", label="class")
+        for split in state.balance_splits or []:
+            balance.add_column(split, label=split)
+        balance.add_column("share", label="share of all")
+        panel.list("balance", types.Object(), view=balance)
+        panel.plot("balance_plot", layout={"barmode": "group", "height": 260, "margin": {"t": 10, "b": 40},
+                                           "yaxis": {"title": "images"}})
+
+        panel.md("**Coverage: class x property** (images per bin)", name="coverage_title")
+        if state.coverage_columns:
+            splits = types.TabsView()
+            for split in state.splits or []:
+                splits.add_choice(split, label=split)
+            panel.enum("split", splits.values(), default=state.split, view=splits, on_change=self.change_split)
+            coverage = types.TableView()
+            coverage.add_column("class", label="class")
+            for col in state.coverage_columns:
+                coverage.add_column(col, label=col.replace(":", ": "))
+            panel.list("coverage", types.Object(), view=coverage)
+        else:
+            panel.md("_No coverage in the audit result._", name="no_coverage")
+
+        panel.md("**Issues** (open a row's saved view with its button)", name="issues_title")
+        if state.issues:
+            issues = types.TableView()
+            issues.add_column("view", label="saved view")
+            issues.add_column("count", label="samples")
+            issues.add_column("description", label="what it holds")
+            issues.add_row_action("open", on_click=self.open_issue, label="Open", icon="open_in_new",
+                                  tooltip="Load this saved view")
+            panel.list("issues", types.Object(), view=issues)
+        else:
+            panel.md("_No vetset saved views on this dataset yet._", name="no_issues")
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=1))
+
+
+def _balance_plot(class_counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """Plotly bar traces: one per split (``all`` left out), classes on the x axis."""
+    traces = []
+    for split in SPLIT_ORDER[:-1]:
+        counts = class_counts.get(split)
+        if counts:
+            traces.append({"type": "bar", "name": split, "x": list(counts), "y": list(counts.values())})
+    return traces

@@ -1,0 +1,410 @@
+"""The training loop: :func:`fit` and :func:`predict`, usable without a FiftyOne dataset.
+
+The ``train`` stage, the label-noise K-fold and the benchmarks all call these two
+functions with plain ``(filepath, class_index)`` lists.
+
+Reproducibility: weight init, data order, augmentation and mixup draw from seeds derived
+from ``(seed, epoch)`` (see :mod:`vetset.plugins.train_data`), so on CPU two runs with the
+same seed give identical weights, and a run resumed from ``last.pt`` ends where an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vetset.core.errors import DataError
+from vetset.plugins import train_checkpoint as ckpt_io
+from vetset.plugins.train_data import (ImageDataset, build_transforms, default_loader_workers, make_loader,
+                                       resolve_amp, resolve_device, to_model_input)
+from vetset.plugins.train_model import (auto_img_size, create_loss, create_model, create_optimizer, create_scheduler,
+                                        data_config_for)
+from vetset.plugins.train_options import TrainOptions, as_options, load_train_transform
+
+#: Options that do not change what is learned; a resume may change them.
+RUNTIME_OPTIONS = ("workers", "threads", "device", "early_stopping_patience")
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_time_s")
+
+
+@dataclass
+class FitOutput:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the ``torch.nn.Module`` in eval mode on ``device`` with the best epoch's
+            evaluation weights (EMA weights when ``ema`` is on).
+        history: one dict per epoch with :data:`HISTORY_KEYS` (``epoch`` is 1-based;
+            losses are mean cross-entropy in nats; accuracies in 0..1; ``lr`` at the end of
+            the epoch; ``images_per_s`` training images per wall-clock second including
+            data loading; ``val_*`` are ``None`` without val items).
+        data_config: the resolved timm data config (JSON-able).
+        best_checkpoint: path of ``best.pt`` (``None`` without ``out_dir``).
+        last_checkpoint: path of ``last.pt`` (``None`` without ``out_dir``).
+        best_epoch: 1-based epoch of the best ``monitor`` value.
+        device: e.g. ``"cpu"`` or ``"cuda:0"``.
+        amp_dtype: ``"bfloat16"``, ``"float16"`` or ``None``.
+        stopped_early: early stopping ended the run before ``epochs``.
+        resumed_from: the 1-based epoch ``last.pt`` held when training resumed, else ``None``.
+    """
+
+    model: Any
+    history: list[dict[str, Any]]
+    data_config: dict[str, Any]
+    best_checkpoint: str | None = None
+    last_checkpoint: str | None = None
+    best_epoch: int = 0
+    device: str = "cpu"
+    amp_dtype: str | None = None
+    stopped_early: bool = False
+    resumed_from: int | None = None
+    classes: list[str] = field(default_factory=list)
+
+
+def _check_items(items: Sequence[tuple[str, int]], num_classes: int, what: str) -> None:
+    for path, target in items:
+        if not 0 <= int(target) < num_classes:
+            raise DataError(f"{what} item {path} has class index {target}, outside 0..{num_classes - 1}.")
+
+
+def _training_signature(options: TrainOptions) -> dict[str, Any]:
+    return {k: v for k, v in options.model_dump(mode="json").items() if k not in RUNTIME_OPTIONS}
+
+
+def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    with open(out_dir / "history.jsonl", "w", encoding="utf-8") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    with open(out_dir / "history.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(HISTORY_KEYS))
+        writer.writeheader()
+        writer.writerows({k: row.get(k) for k in HISTORY_KEYS} for row in history)
+
+
+def _infer(model: Any, loader: Any, device: Any, amp_dtype: Any, mean: Any, std: Any,
+           channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, K)`` float32 and targets ``(N,)`` int64 over a loader, in loader order."""
+    import torch
+
+    model.eval()
+    logits, targets = [], []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                                enabled=amp_dtype is not None):
+        for images, target in loader:
+            x = to_model_input(images, device, mean, std, channels_last)
+            logits.append(model(x).float().cpu())
+            targets.append(target)
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
+    return torch.cat(logits).numpy().astype(np.float32), torch.cat(targets).numpy().astype(np.int64)
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean cross-entropy in nats of ``(N, K)`` logits against ``(N,)`` class indices."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(targets)), targets].mean()) if len(targets) else float("nan")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, K)`` logits, float32."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _better(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value < best - min_delta if monitor.endswith("loss") else value > best + min_delta
+
+
+class _threads:
+    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
+
+    def __init__(self, n: int | None):
+        self.n, self.prev = n, None
+
+    def __enter__(self) -> None:
+        import torch
+
+        if self.n:
+            self.prev = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        if self.prev:
+            torch.set_num_threads(self.prev)
+
+
+def fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, int]], classes: Sequence[str],
+        options: Any = None, out_dir: str | Path | None = None, log: Callable[[str], Any] = print,
+        resume: bool = False, recipe: dict[str, Any] | None = None) -> FitOutput:
+    """Train a timm classifier on image files.
+
+    Args:
+        train_items: ``(filepath, class_index)`` pairs, class indices in ``0..K-1``.
+        val_items: the same for validation (may be empty: then ``monitor`` uses the
+            training loss and no early stopping happens).
+        classes: the ``K`` class names, index order.
+        options: :class:`TrainOptions`, a mapping of its fields, or ``None`` for defaults.
+        out_dir: folder for ``best.pt``, ``last.pt``, ``history.jsonl``/``.csv``; ``None``
+            keeps everything in memory (K-fold use).
+        log: one-line status callback.
+        resume: continue from ``out_dir/last.pt`` when it exists and was written with the
+            same training options; otherwise start fresh (and say why).
+        recipe: the run's recipe, stored in the checkpoints.
+
+    Returns:
+        A :class:`FitOutput`.
+
+    Worker processes start from a ``forkserver``: a script calling this must guard its
+    entry point with ``if __name__ == "__main__":`` (or pass ``workers=0``).
+
+    Raises:
+        DataError: no training items, fewer than 2 classes, a class index out of range,
+            or an image that cannot be decoded.
+        RecipeError: an option is invalid (model name, optimizer, scheduler, device,
+            amp, train_transform).
+    """
+    opts = as_options(options)
+    with _threads(opts.threads):
+        return _fit(train_items, val_items, classes, opts, out_dir, log, resume, recipe)
+
+
+def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, int]], classes: Sequence[str],
+         opts: TrainOptions, out_dir: str | Path | None, log: Callable[[str], Any], resume: bool,
+         recipe: dict[str, Any] | None) -> FitOutput:
+    import torch
+
+    from vetset.core.progress import track
+    from vetset.plugins.train_checkpoint import load_weights_into
+
+    classes = [str(c) for c in classes]
+    k = len(classes)
+    if k < 2:
+        raise DataError(f"Training needs at least 2 classes, got {k}: {classes}.")
+    if not train_items:
+        raise DataError("Training needs at least one train sample; the train split is empty.")
+    _check_items(train_items, k, "train")
+    _check_items(val_items, k, "val")
+    device = resolve_device(opts.device)
+    amp_dtype = resolve_amp(opts.amp, device)
+    train_tf = load_train_transform(opts.train_transform)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    model = create_model(opts, k, log=log)
+    size = opts.img_size
+    if size is None and not (opts.pretrained or opts.weights):
+        size = auto_img_size([p for p, _ in train_items], opts.max_img_size, seed=opts.seed)
+    data_config = data_config_for(model, opts, size)
+    channels_last = opts.channels_last and device.type == "cuda"
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean = torch.tensor(data_config["mean"], device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(data_config["std"], device=device).view(1, 3, 1, 1) * 255.0
+
+    side = int(data_config["input_size"][-1])
+    workers = default_loader_workers(device) if opts.workers is None else opts.workers
+    train_ds = ImageDataset(train_items, build_transforms(data_config, train_tf, train=True), max_side=2 * side,
+                            seed=opts.seed)
+    mixing = opts.mixup > 0 or opts.cutmix > 0
+    drop_last = len(train_ds) > opts.batch_size and (mixing or len(train_ds) % opts.batch_size == 1)
+    pin = device.type == "cuda"
+    train_loader, train_sampler = make_loader(train_ds, opts.batch_size, workers, True, opts.seed, pin, drop_last)
+    val_loader = None
+    if val_items:
+        val_ds = ImageDataset(val_items, build_transforms(data_config, train=False), max_side=2 * side)
+        val_loader, _ = make_loader(val_ds, opts.batch_size, min(workers, max(0, len(val_items) // opts.batch_size)),
+                                    False, pin_memory=pin)
+
+    optimizer = create_optimizer(model, opts)
+    updates_per_epoch = len(train_loader)
+    scheduler = create_scheduler(optimizer, opts, updates_per_epoch)
+    criterion, mixup_fn = create_loss(opts, k)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    ema = None
+    if opts.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=opts.ema_decay)
+
+    history: list[dict[str, Any]] = []
+    stopped_early = False
+    start_epoch, best_value, best_epoch, best_state, stale, resumed_from = 0, None, 0, None, 0, None
+    monitor = opts.monitor if val_loader is not None else "train_loss"
+    signature = _training_signature(opts)
+    last_path = out / ckpt_io.LAST if out is not None else None
+    best_path = out / ckpt_io.BEST if out is not None else None
+    if resume and last_path is not None and last_path.is_file():
+        last = ckpt_io.load_checkpoint(last_path, map_location=device)
+        same = (last.get("signature") == signature and last.get("classes") == classes
+                and last.get("num_train") == len(train_items) and last.get("train_state"))
+        if not same:
+            log(f"[train] {last_path} was written with other options, classes or data; training from scratch.")
+        else:
+            state = last["train_state"]
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            history = list(last["history"])
+            best = last["best"]
+            best_value, best_epoch, stale = best["value"], best["epoch"], best["stale"]
+            start_epoch = resumed_from = int(last["epoch"]) + 1
+            if best_path.is_file():
+                best_state = ckpt_io.load_checkpoint(best_path)["state_dict"]
+            log(f"[train] resuming from {last_path} after epoch {start_epoch}/{opts.epochs}")
+            if last.get("stopped_early"):
+                start_epoch, stopped_early = opts.epochs, True
+
+    eval_model = (lambda: ema.module) if ema is not None else (lambda: model)
+    num_updates = start_epoch * updates_per_epoch
+    meta = {"model_name": opts.model_name, "classes": classes, "num_classes": k, "data_config": data_config,
+            "options": opts.model_dump(mode="json"), "signature": signature, "recipe": recipe,
+            "num_train": len(train_items)}
+    for epoch in range(start_epoch, opts.epochs):
+        torch.manual_seed(opts.seed + epoch)
+        np.random.seed((opts.seed * 1_000_003 + epoch) % 2**32)  # timm's Mixup draws from numpy's global RNG
+        train_sampler.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        t0 = time.perf_counter()
+        batches = track(train_loader, total=len(train_loader), description=f"epoch {epoch + 1}/{opts.epochs}",
+                        unit="batch")
+        for images, target in batches:
+            x = to_model_input(images, device, mean, std, channels_last)
+            y = target.to(device, non_blocking=True)
+            y_loss = y
+            if mixup_fn is not None:
+                x, y_loss = mixup_fn(x, y)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(x)
+                loss = criterion(logits, y_loss)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if opts.clip_grad is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            num_updates += 1
+            if scheduler is not None:
+                scheduler.step_update(num_updates=num_updates)
+            if ema is not None:
+                ema.update(model, step=num_updates)
+            n = y.shape[0]
+            seen += n
+            loss_sum += loss.detach().float() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+        if scheduler is not None:
+            scheduler.step(epoch + 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen), "train_acc": float(correct) / max(1, seen),
+            "val_loss": None, "val_acc": None, "lr": float(optimizer.param_groups[0]["lr"]),
+            "images_per_s": seen / train_time if train_time > 0 else None}
+        if val_loader is not None:
+            v_logits, v_targets = _infer(eval_model(), val_loader, device, amp_dtype, mean, std, channels_last)
+            row["val_loss"] = cross_entropy(v_logits, v_targets)
+            row["val_acc"] = float((v_logits.argmax(1) == v_targets).mean())
+        row["epoch_time_s"] = time.perf_counter() - t0
+        history.append(row)
+        value = row[monitor]
+        improved = _better(value, best_value, monitor, opts.min_delta)
+        if improved:
+            best_value, best_epoch, stale = value, epoch + 1, 0
+            best_state = {kk: v.detach().to("cpu", copy=True) for kk, v in eval_model().state_dict().items()}
+            if best_path is not None:
+                ckpt_io.save_checkpoint(best_path, {**meta, "epoch": epoch, "history": history,
+                                                    "best": {"monitor": monitor, "value": value, "epoch": epoch + 1},
+                                                    "state_dict": best_state, "train_state": None})
+        else:
+            stale += 1
+        patience = opts.early_stopping_patience
+        stopped_early = bool(patience and val_loader is not None and stale >= patience and epoch + 1 < opts.epochs)
+        if out is not None:
+            ckpt_io.save_checkpoint(last_path, {
+                **meta, "epoch": epoch, "history": history, "stopped_early": stopped_early,
+                "best": {"monitor": monitor, "value": best_value, "epoch": best_epoch, "stale": stale},
+                "state_dict": eval_model().state_dict(),
+                "train_state": {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "ema": ema.state_dict() if ema is not None else None,
+                                "scaler": scaler.state_dict() if scaler.is_enabled() else None}})
+            _write_history(out, history)
+        log(f"[train] epoch {epoch + 1}/{opts.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
+            + (f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}" if row["val_loss"] is not None else "")
+            + f"  lr {row['lr']:.2e}  {row['images_per_s'] or 0:.0f} img/s" + ("  *" if improved else ""))
+        if stopped_early:
+            log(f"[train] early stop: {monitor} did not improve for {patience} epochs (best at epoch {best_epoch})")
+            break
+    final = eval_model()
+    if best_state is not None:
+        load_weights_into(final, best_state, log=log)
+    final.eval()
+    return FitOutput(
+        model=final, history=history, data_config=data_config,
+        best_checkpoint=str(best_path) if best_path is not None and best_path.is_file() else None,
+        last_checkpoint=str(last_path) if last_path is not None and last_path.is_file() else None,
+        best_epoch=best_epoch, device=str(device), amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        stopped_early=stopped_early,
+        resumed_from=resumed_from, classes=classes)
+
+
+def predict(model: Any, filepaths: Sequence[str], data_config: dict[str, Any], options: Any = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and logits of ``model`` for image files (eval transform, no augmentation).
+
+    Args:
+        model: a ``torch.nn.Module`` (e.g. ``FitOutput.model``); it runs on the device its
+            parameters are on and is put in eval mode.
+        filepaths: image files, decoded with :func:`vetset.core.images.decode`.
+        data_config: the model's data config (``FitOutput.data_config`` or a checkpoint's).
+        options: :class:`TrainOptions` or mapping; uses ``batch_size``, ``workers``, ``amp``
+            and ``channels_last``.
+
+    Returns:
+        ``(probs, logits)``, both ``float32`` of shape ``(N, K)``; ``probs`` rows sum to 1
+        (softmax of the logits computed in float32).
+
+    Raises:
+        DataError: a file cannot be decoded.
+    """
+    import torch
+
+    opts = as_options(options)
+    if not filepaths:
+        k = int(getattr(model, "num_classes", 0) or 0)
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.float32)
+    device = next(model.parameters()).device
+    amp_dtype = resolve_amp(opts.amp, device)
+    channels_last = opts.channels_last and device.type == "cuda"
+    side = int(data_config["input_size"][-1])
+    ds = ImageDataset([(p, -1) for p in filepaths], build_transforms(data_config, train=False), max_side=2 * side)
+    workers = default_loader_workers(device) if opts.workers is None else opts.workers
+    workers = min(workers, len(filepaths) // opts.batch_size)
+    loader, _ = make_loader(ds, opts.batch_size, workers, False, pin_memory=device.type == "cuda")
+    mean = torch.tensor(data_config["mean"], device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(data_config["std"], device=device).view(1, 3, 1, 1) * 255.0
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    with _threads(opts.threads):
+        logits, _ = _infer(model, loader, device, amp_dtype, mean, std, channels_last)
+    return softmax(logits), logits

@@ -1,0 +1,160 @@
+"""End to end in a real browser: ``recipes app`` serves a validated dataset to headless Chromium.
+
+Checks that the App loads the dataset, lists the saved views, opens ``validation_errors``
+with the expected sample count, shows vetset's operators in the operator browser, and
+renders the audit panel. Screenshots go to the test's temp folder; browser console errors
+are reported (failed fetches of fonts/analytics from the internet are expected offline and
+ignored; any other error fails the test).
+
+Uses Debian's ``chromium`` (``.ci/run`` installs it) driven by Playwright; skips only when
+no Chromium is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app_data import DATASET, validated_dataset
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+#: Console messages that are expected on a machine without internet access.
+OFFLINE_NOISE = re.compile(r"ERR_NAME_NOT_RESOLVED|ERR_INTERNET_DISCONNECTED|ERR_CONNECTION_REFUSED.*(font|analytics)"
+                           r"|fonts\.googleapis|segment|analytics", re.I)
+VETSET_OPERATORS = ["vetset: audit dataset", "vetset: find label issues", "vetset: plan and apply augmentation",
+                    "vetset: train and validate", "vetset: run a recipe", "vetset: open a saved view",
+                    "vetset: open the audit panel"]
+
+
+def _start_app(name: str, tmp_path: Path) -> tuple[subprocess.Popen, str, list[str]]:
+    """``recipes app --dataset NAME`` on a free port, sharing this session's database."""
+    import fiftyone.core.odm as foo
+
+    from vetset.core.app_launch import free_port, install_plugin
+
+    plugins = tmp_path / "plugins"
+    install_plugin(plugins)
+    host, db_port = foo.get_db_client().address
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=str(plugins), FIFTYONE_DATABASE_URI=f"mongodb://{host}:{db_port}",
+               PYTHONUNBUFFERED="1")
+    exe = Path(sys.executable).parent / "recipes"
+    proc = subprocess.Popen([str(exe), "app", "--dataset", name, "--port", str(free_port()),
+                             "--address", "127.0.0.1", "--no-delegated"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    log: list[str] = []
+
+    def pump():
+        for line in proc.stdout:
+            log.append(line.rstrip())
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        if line.startswith("App: "):
+            return proc, line.split("App: ", 1)[1].strip(), log
+    proc.kill()
+    raise AssertionError("recipes app printed no URL:\n" + "\n".join(log))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(2)  # Ctrl-C: recipes app closes the session and its server
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.browser
+def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
+    import fiftyone as fo
+
+    name = validated_dataset(hymenoptera_dir, session_tmp)
+    ds = fo.load_dataset(name)
+    n_errors = len(ds.load_saved_view("validation_errors"))
+    saved = ds.list_saved_views()
+    # an issue view whose size differs from validation_errors, to see the click-through land
+    issue_view, issue_count = next((v, len(ds.load_saved_view(v))) for v in saved
+                                   if v.startswith("validation_errors/") and 0 < len(ds.load_saved_view(v)) != n_errors)
+    proc, url, server_log = _start_app(name, tmp_path)
+    assert url.endswith(f"/datasets/{DATASET}")
+    console: list[str] = []
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: console.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.on("response", lambda r: console.append(f"http {r.status}: {r.url}") if r.status >= 400 else None)
+            page.on("requestfailed", lambda r: console.append(f"request failed ({r.failure}): {r.url}"))
+            page.goto(url, wait_until="load", timeout=60_000)
+            # the grid shows the dataset's samples
+            page.wait_for_selector('[data-cy="looker"]', timeout=60_000)
+            page.get_by_text(f"{len(ds)} samples", exact=True).wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            dismiss = page.get_by_text("Dismiss", exact=True)  # the App's own promotional popover
+            if dismiss.is_visible():
+                dismiss.click()
+            page.screenshot(path=str(shots / "1-dataset.png"))
+
+            # saved views are listed; validation_errors opens with its sample count
+            page.get_by_text("Unsaved view", exact=True).click()
+            for view in saved:
+                page.get_by_text(view, exact=True).first.wait_for(timeout=10_000)
+            page.screenshot(path=str(shots / "2-saved-views.png"))
+            page.get_by_text("validation_errors", exact=True).first.click()
+            page.get_by_text(f"{n_errors} samples", exact=True).wait_for(timeout=30_000)
+            assert "view=validation-errors" in page.url
+            assert page.locator('[data-cy="looker"]').count() == n_errors
+            page.screenshot(path=str(shots / "3-validation-errors.png"))
+
+            # vetset's operators are in the operator browser
+            page.keyboard.press("`")
+            page.get_by_placeholder("Search operations by name...").fill("vetset")
+            for label in VETSET_OPERATORS:
+                page.get_by_text(label, exact=True).wait_for(timeout=10_000)
+            page.screenshot(path=str(shots / "4-operator-browser.png"))
+
+            # the audit panel opens and shows this dataset's balance and issues
+            page.get_by_text("vetset: open the audit panel", exact=True).click()
+            page.get_by_text("Class balance per split").wait_for(timeout=30_000)
+            page.get_by_text("validation_errors", exact=True).last.wait_for(timeout=10_000)
+            page.screenshot(path=str(shots / "5-audit-panel.png"))
+
+            # click-through: an issue row's button loads its saved view in the grid
+            row = page.locator("tr", has_text=issue_view)
+            row.scroll_into_view_if_needed()
+            row.get_by_role("button").click()
+            page.get_by_text(f"{issue_count} samples", exact=True).wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "6-issue-view.png"))
+            browser.close()
+    finally:
+        _stop(proc)
+    unexpected = [m for m in console if not OFFLINE_NOISE.search(m)]
+    print(f"screenshots: {shots}")
+    print("browser console errors:", "\n".join(console) or "none")
+    assert not unexpected, "browser console errors:\n" + "\n".join(unexpected) + "\nserver:\n" + "\n".join(server_log[-30:])
+    assert proc.returncode is not None

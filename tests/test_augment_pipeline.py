@@ -1,0 +1,138 @@
+"""Loading and validating albumentations pipelines; bundled policies; custom transforms via plugins."""
+
+from __future__ import annotations
+
+import json
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from vetset.core.errors import RecipeError
+from vetset.core.hookspecs import hookimpl
+from vetset.core.manager import Hooks, build_plugin_manager
+from vetset.core.registry import Policy
+from vetset.plugins.augment_pipeline import jsonable_params, load_pipeline
+from vetset.plugins.augment_write import WriterConfig, transform_one
+
+
+class Invert(A.ImageOnlyTransform):
+    """A custom transform, as a third-party plugin would ship it."""
+
+    def apply(self, img, **params):
+        return 255 - img
+
+    def get_transform_init_args_names(self):
+        return ()
+
+
+class AcmePlugin:
+    """Throwaway plugin: a custom transform under its own name, and a policy that uses it."""
+
+    @hookimpl
+    def vetset_register_transforms(self, register):
+        register("acme.Invert", Invert)
+
+    @hookimpl
+    def vetset_register_policies(self, register):
+        pipeline = {"transform": {"__class_fullname__": "Compose", "p": 1.0,
+                                  "transforms": [{"__class_fullname__": "acme.Invert", "p": 1.0}]}}
+        register(Policy("acme_invert", pipeline=pipeline, description="photographic negative"))
+
+
+def test_a_saved_pipeline_loads_as_is(tmp_path, hooks):
+    compose = A.Compose([A.HorizontalFlip(p=1.0), A.GaussianBlur(sigma_limit=(1.0, 2.0), p=1.0),
+                         A.OneOf([A.ToGray(p=1.0), A.ChannelShuffle(p=1.0)], p=1.0)])
+    for ext in ("json", "yaml"):
+        path = tmp_path / f"pipe.{ext}"
+        A.save(compose, str(path), data_format=ext)
+        loaded = load_pipeline(str(path), hooks)
+        assert A.to_dict(loaded) == A.to_dict(compose)
+    assert A.to_dict(load_pipeline(A.to_dict(compose), hooks)) == A.to_dict(compose)
+    # the bare inner mapping and a single transform (wrapped in a Compose) work too
+    inner = A.to_dict(compose)["transform"]
+    assert A.to_dict(load_pipeline(inner, hooks)) == A.to_dict(compose)
+    single = load_pipeline({"__class_fullname__": "ToGray", "p": 1.0}, hooks)
+    assert isinstance(single, A.Compose) and isinstance(single.transforms[0], A.ToGray)
+
+
+def test_bad_transforms_and_parameters_name_the_transform(hooks):
+    where = "r.yaml: stages.augment.policies.p.pipeline"
+    with pytest.raises(RecipeError, match=r"r.yaml: .*unknown transform 'GausianBlur'; did you mean GaussianBlur"):
+        load_pipeline({"__class_fullname__": "Compose", "transforms": [{"__class_fullname__": "GausianBlur"}]},
+                      hooks, where)
+    with pytest.raises(RecipeError, match=r"transform Downscale \(transform.transforms\[1\]\) rejected its "
+                                          r"parameters: scale_range: .*must be >= 0 and <= 1"):
+        load_pipeline({"__class_fullname__": "Compose", "transforms": [
+            {"__class_fullname__": "ToGray", "p": 1.0},
+            {"__class_fullname__": "Downscale", "scale_range": [2, 3], "p": 1.0}]}, hooks, where)
+    with pytest.raises(RecipeError, match=r"GaussianBlur .*Argument\(s\) 'sigma' are not valid for transform GaussianBlur"):
+        load_pipeline({"__class_fullname__": "GaussianBlur", "sigma": 2.0}, hooks, where)
+    with pytest.raises(RecipeError, match="not an albumentations pipeline"):
+        load_pipeline({"transforms": []}, hooks, where)
+    with pytest.raises(RecipeError, match="cannot be read"):
+        load_pipeline("/nonexistent/pipe.json", hooks, where)
+
+
+def test_bundled_policies_move_the_property_they_target(hooks, hymenoptera_dir):
+    """Real photo (landscape, colour): orientation -> portrait, colour -> grayscale, clarity -> blurred."""
+    import cv2
+
+    photo = str(sorted((hymenoptera_dir / "train" / "bees").glob("*.jpg"))[0])
+    names = ["orientation", "colour", "clarity", "sharpen", "light", "square"]
+    pipes = {n: hooks.policies[n].pipeline["transform"] for n in names}
+    cfg = WriterConfig(pipes, key="t")
+    from vetset.core.images import load_rgb
+
+    src = load_rgb(photo)
+    h, w = src.shape[:2]
+    assert w > h and np.ptp(src.astype(int)[..., 0] - src[..., 2]) > 0
+
+    def lap_var(img):
+        return cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+    for seed in range(6):
+        rot, applied = transform_one(cfg, photo, "orientation", seed)
+        assert rot.shape[:2] == (w, h) and applied[0][0] == "Transpose"
+        gray, _ = transform_one(cfg, photo, "colour", seed)
+        assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+        blur, _ = transform_one(cfg, photo, "clarity", seed)
+        assert lap_var(blur) < 0.35 * lap_var(src)
+        sharp, _ = transform_one(cfg, photo, "sharpen", seed)
+        assert lap_var(sharp) > 1.3 * lap_var(src)
+        light, _ = transform_one(cfg, photo, "light", seed)
+        assert light.shape == src.shape
+        sq, _ = transform_one(cfg, photo, "square", seed)
+        assert sq.shape[:2] == (256, 256)
+    # the same seed draws the same image; another seed another one
+    a, pa = transform_one(cfg, photo, "light", 7)
+    b, pb = transform_one(cfg, photo, "light", 7)
+    assert np.array_equal(a, b) and json.dumps(jsonable_params(pa)) == json.dumps(jsonable_params(pb))
+
+
+def test_custom_transforms_and_policies_from_a_plugin():
+    pm = build_plugin_manager()
+    plugin = AcmePlugin()
+    pm.register(plugin, name="acme")
+    try:
+        hooks = Hooks(pm)
+        assert hooks.transforms.plugin_of("acme.Invert") == "acme"
+        pipe = load_pipeline(hooks.policies["acme_invert"].pipeline, hooks, save_applied_params=True)
+        img = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+        out = pipe(image=img)
+        assert np.array_equal(out["image"], 255 - img)
+        assert [name for name, _ in out["applied_transforms"]] == ["Invert"]
+    finally:
+        pm.unregister(plugin)
+    with pytest.raises(RecipeError, match="unknown transform 'acme.Invert'"):
+        load_pipeline({"__class_fullname__": "acme.Invert"}, Hooks(build_plugin_manager()))
+
+
+def test_applied_params_become_json():
+    params = {"matrix": np.eye(3), "kernel": np.ones(100, np.float32), "alpha": np.float32(0.5),
+              "shape": (4, 5, 3), "order": [np.int64(1), 2], "nan": float("nan")}
+    out = jsonable_params(params)
+    assert out == {"matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                   "kernel": {"shape": [100], "dtype": "float32"}, "alpha": 0.5, "shape": [4, 5, 3],
+                   "order": [1, 2], "nan": None}
+    json.dumps(out)

@@ -1,0 +1,51 @@
+"""The main job end to end through the console script: `recipes run full`."""
+
+from __future__ import annotations
+
+import pytest
+
+from vetset.core.result import read_result
+
+from conftest import run_cli
+from test_dataset import tree_digest
+
+pytestmark = pytest.mark.slow
+
+
+def _check_full_run(res, out, name, n_samples_min):
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    result = read_result(out)
+    assert list(result["stages"]) == ["audit", "augment", "train", "validate", "report"]
+    # where things are, printed for the user
+    assert f"dataset: {name}" in res.stdout
+    assert str(out / "result.json") in res.stdout
+    assert "checkpoint" in res.stdout and "report html" in res.stdout
+    import fiftyone as fo
+
+    ds = fo.load_dataset(name)
+    assert len(ds) >= n_samples_min
+    assert "validation_errors" in ds.list_saved_views()
+    errors = ds.load_saved_view("validation_errors")
+    val = ds.match_tags("val").match_tags("unreadable", bool=False)
+    acc = result["stages"]["validate"]["val"]["accuracy"]
+    assert len(errors) == round((1 - acc) * len(val))
+    return result
+
+
+def test_full_recipe_on_demo_digits(digits_dir, tmp_path):
+    before = tree_digest(digits_dir)
+    out = tmp_path / "out"
+    res = run_cli("run", "full", "--data", str(digits_dir), "--dataset", "t-main-digits", "--out", str(out))
+    result = _check_full_run(res, out, "t-main-digits", 1797)
+    assert result["stages"]["validate"]["val"]["accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert tree_digest(digits_dir) == before
+
+
+def test_full_recipe_on_ants_and_bees_photos(hymenoptera_dir, tmp_path):
+    before = tree_digest(hymenoptera_dir)
+    out = tmp_path / "out"
+    res = run_cli("run", "full", "--data", str(hymenoptera_dir), "--dataset", "t-main-hym", "--out", str(out))
+    result = _check_full_run(res, out, "t-main-hym", 398)
+    assert result["stages"]["audit"]["num_images"] >= 398
+    assert tree_digest(hymenoptera_dir) == before
