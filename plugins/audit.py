@@ -183,12 +183,19 @@ def image_pass(paths: list[str], max_side: int | None, computes: tuple, workers:
 
 # -- the driver --------------------------------------------------------------------------
 def _metadata(w: int, h: int, size: int, mode: str, fmt: str) -> dict[str, Any] | None:
-    from PIL import Image
-
+    """``fo.ImageMetadata`` as the dict FiftyOne stores (built directly: 10x faster than the class)."""
     if not w:
         return None
-    return {"_cls": "ImageMetadata", "size_bytes": int(size), "mime_type": Image.MIME.get(fmt, None),
-            "width": int(w), "height": int(h), "num_channels": Image.getmodebands(mode) if mode else None}
+    mime, channels = _mime_channels(mode, fmt)
+    return {"_cls": "ImageMetadata", "size_bytes": int(size), "mime_type": mime, "width": int(w), "height": int(h),
+            "num_channels": channels}
+
+
+@functools.lru_cache(maxsize=256)
+def _mime_channels(mode: str, fmt: str) -> tuple[str | None, int | None]:
+    from PIL import Image
+
+    return Image.MIME.get(fmt), (Image.getmodebands(mode) if mode else None)
 
 
 def _coverage_gaps(coverage: dict[str, Any], share: float) -> list[dict[str, Any]]:
@@ -252,21 +259,17 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     t_pass = time.perf_counter()
 
     n = len(records)
-    cols = list(zip(*records)) if records else [[]] * 9
-    computed: dict[str, dict[str, list[Any]]] = {name: {} for name, _, _ in computes}
+    cols = list(zip(*records)) if records else [()] * 9
+    computed: dict[str, dict[str, list[Any]]] = {}
     failures: dict[str, list[str]] = {}
     for k, (name, _, _) in enumerate(computes):
-        out = computed[name]
-        for i, rec in enumerate(records):
-            res = rec[8][k] if rec[8] else None
+        results = [r[k] if r else None for r in cols[8]]
+        for i, res in enumerate(results):
             if res is not None and "__error__" in res:
                 failures.setdefault(name, []).append(f"{filepaths[i]}: {res['__error__']}")
-                res = None
-            if res is not None:
-                for key, value in res.items():
-                    out.setdefault(key, [None] * n)[i] = value
-    for name, errs in failures.items():
-        log(f"[audit] check {name!r} failed on {len(errs)} image(s), e.g. {errs[0]}")
+                results[i] = None
+        keys = dict.fromkeys(key for res in results if res is not None for key in res)
+        computed[name] = {key: [res.get(key) if res is not None else None for res in results] for key in keys}
     as_int = lambda j: np.asarray(cols[j], dtype=np.int64) if n else np.zeros(0, dtype=np.int64)  # noqa: E731
     ctx = AuditContext(
         view=view, ids=ids, filepaths=filepaths, labels=labels, splits=splits, classes=classes,
@@ -274,8 +277,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
         file_size=as_int(2), exif_orientation=as_int(5), n_frames=as_int(6), mode=list(cols[3]),
         format=list(cols[4]), error=list(cols[7]), sample_tags=sample_tags, computed=computed,
         options=options, log=log)
-    ctx.set_field("metadata", [_metadata(r[0], r[1], r[2], r[3], r[4]) if r[7] is None else None for r in records],
-                  "metadata")
+    ctx.set_field("metadata", [_metadata(*r[:5]) if r[7] is None else None for r in records], "metadata")
 
     summaries: dict[str, dict[str, Any]] = {}
     metrics: dict[str, Any] = {"num_images": n, "num_readable": int(ctx.readable.sum())}

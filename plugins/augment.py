@@ -167,6 +167,14 @@ def vetset_register_stages(register):
 
 
 @hookimpl
+def vetset_register_transforms(register):
+    from vetset.plugins.augment_transforms import TRANSFORMS
+
+    for name, cls in TRANSFORMS.items():
+        register(name, cls)
+
+
+@hookimpl
 def vetset_register_policies(register):
     from vetset.plugins.augment_policies import register_bundled
 

@@ -57,14 +57,22 @@ def datalab_issues(labels: np.ndarray, pred_probs: np.ndarray, features: np.ndar
     if "near_duplicate" in set(summary.issue_type):
         issues = lab.get_issues("near_duplicate")
         out["is_near_duplicate"] = issues["is_near_duplicate_issue"].to_numpy(bool)
-        sets = issues["near_duplicate_sets"].tolist()
-        seen, groups = set(), []
-        for i, members in enumerate(sets):
-            group = tuple(sorted({i, *[int(m) for m in members]}))
-            if len(group) > 1 and group not in seen:
-                seen.add(group)
-                groups.append(list(group))
-        out["near_duplicate_sets"] = groups
+        # Datalab lists each sample's own set; merge overlapping sets (union-find) into groups
+        parent = list(range(len(issues)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, members in enumerate(issues["near_duplicate_sets"].tolist()):
+            for m in members:
+                parent[root(int(m))] = root(i)
+        groups: dict[int, list[int]] = {}
+        for i in np.flatnonzero(out["is_near_duplicate"]):
+            groups.setdefault(root(int(i)), []).append(int(i))
+        out["near_duplicate_sets"] = sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
     return out
 
 
@@ -102,5 +110,7 @@ def run_datalab(ds: Any, ids: list[str], labels: np.ndarray, pred_probs: np.ndar
         flagged = np.flatnonzero(found["is_near_duplicate"])
         if len(flagged):
             ds.select([ids[i] for i in flagged]).tag_samples(NEAR_DUP_TAG)
-        block["near_duplicate_sets"] = [[fps[ids[i]] for i in g] for g in found["near_duplicate_sets"][:max_listed]]
+        block["num_near_duplicate_groups"] = len(found["near_duplicate_sets"])
+        block["near_duplicate_sets"] = [{"size": len(g), "filepaths": [fps[ids[i]] for i in g[:8]]}
+                                        for g in found["near_duplicate_sets"][:max_listed]]
     return block

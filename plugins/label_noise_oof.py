@@ -51,7 +51,8 @@ def _digest(obj: Any) -> str:
 
 def kfold_pred_probs(filepaths: Sequence[str], labels: np.ndarray, classes: Sequence[str], train_options: Any,
                      n_folds: int = 5, seed: int = 0, out_dir: str | Path | None = None,
-                     log: Callable[[str], None] = print, resume: bool = False) -> tuple[np.ndarray, list[dict]]:
+                     log: Callable[[str], None] = print, resume: bool = False,
+                     on_fold: Callable[[int, Any, Any], None] | None = None) -> tuple[np.ndarray, list[dict]]:
     """Out-of-fold ``pred_probs`` from ``n_folds`` models of the timm trainer.
 
     Each fold's model is trained with ``vetset.plugins.train.fit`` on the other folds (no
@@ -68,6 +69,8 @@ def kfold_pred_probs(filepaths: Sequence[str], labels: np.ndarray, classes: Sequ
             stay in memory: no checkpoints are written).
         log: one-line status messages.
         resume: reuse a fold's cached ``pred_probs`` when its options and samples match.
+        on_fold: called as ``on_fold(fold, fit_output, train_options)`` after each fold
+            model is trained (not for cached folds), e.g. to score other files with it.
 
     Returns:
         ``(pred_probs, folds)``: ``float32`` ``(N, K)``, and per fold a dict with
@@ -104,6 +107,8 @@ def kfold_pred_probs(filepaths: Sequence[str], labels: np.ndarray, classes: Sequ
             out = fit([(filepaths[i], int(labels[i])) for i in tr], [], list(classes), opts, out_dir=None, log=log)
             probs, _ = predict(out.model, [filepaths[i] for i in te], out.data_config, opts)
             pred_probs[te] = np.asarray(probs, dtype=np.float32)
+            if on_fold is not None:
+                on_fold(f, out, opts)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(cache, pred_probs=pred_probs[te], key=np.array(fold_key))
@@ -113,7 +118,7 @@ def kfold_pred_probs(filepaths: Sequence[str], labels: np.ndarray, classes: Sequ
     return normalise_rows(pred_probs), info
 
 
-def embed_images(filepaths: Sequence[str], model_name: str = "resnet18", weights: str | None = None,
+def embed_images(filepaths: Sequence[str], model_name: str = "resnet10t", weights: str | None = None,
                  img_size: int | None = None, batch_size: int = 64, device: str = "auto") -> np.ndarray:
     """Pooled timm backbone features, ``float32`` ``(N, D)``.
 

@@ -77,6 +77,11 @@ def _datalab(block: dict[str, Any] | None, ctx: ReportContext) -> str:
         out.append('<p class="muted">Outliers, most atypical first</p><div class="thumbs">' + "".join(
             thumb_img(o["filepath"], ctx.thumb_size, f'outlier score {o["outlier_score"]:.3f}')
             for o in block["outliers"]) + "</div>")
-    for group in (block.get("near_duplicate_sets") or [])[:8]:
-        out.append('<div class="thumbs">' + "".join(thumb_img(fp, ctx.thumb_size) for fp in group) + "</div>")
+    groups = block.get("near_duplicate_sets") or []
+    if groups:
+        out.append(f'<p class="muted">Near-duplicate groups in feature space: {block.get("num_near_duplicate_groups", len(groups))}'
+                   f' (largest first; up to 8 images each)</p>')
+    for group in groups[:8]:
+        out.append(f'<p class="muted">{group["size"]} images</p><div class="thumbs">'
+                   + "".join(thumb_img(fp, ctx.thumb_size) for fp in group["filepaths"]) + "</div>")
     return "".join(out)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from vetset.core.errors import DataError, VetsetError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage
-from vetset.core.result import RESULT_FILE, read_result
+from vetset.core.result import RESULT_FILE, SCHEMA_VERSION, read_result
 
 HTML_FILE = "report.html"
 MD_FILE = "report.md"
@@ -154,7 +154,7 @@ def rebuild_report(dataset_name: str, out: str | os.PathLike | None, hooks: Any,
     try:
         validate_result(result, str(path))
     except ResultSchemaError as exc:
-        if result.get("schema_version") != 1:
+        if result.get("schema_version") != SCHEMA_VERSION:
             raise
         log(f"[report] warning: {len(schema_errors(result))} schema deviations in {path}: {exc}")
     raw = ((result.get("recipe") or {}).get("stages") or {}).get("report") or {}

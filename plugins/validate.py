@@ -62,6 +62,8 @@ class ValidateOptions(GapThresholds):
         top_errors: how many of the most confident errors the result (and report) keep.
         batch_size: inference batch size; default the checkpoint's training batch size.
         workers: DataLoader worker processes; ``None`` = automatic.
+        threads: CPU threads for inference (``torch.set_num_threads``); ``None`` = the
+            train stage's ``threads`` option (else torch's setting).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         amp: ``auto``, ``bfloat16``, ``float16`` or ``off`` (as in ``train``).
     """
@@ -72,6 +74,7 @@ class ValidateOptions(GapThresholds):
     top_errors: int = Field(24, ge=0)
     batch_size: int | None = Field(None, ge=1)
     workers: int | None = Field(None, ge=0)
+    threads: int | None = Field(None, ge=1)
     device: str = "auto"
     amp: Literal["auto", "bfloat16", "float16", "off"] = "auto"
 
@@ -165,7 +168,8 @@ def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
     device = resolve_device(options.device)
     model = model_from_checkpoint(ckpt, device)
     pred_opts = {"batch_size": options.batch_size or ckpt["options"].get("batch_size", 64),
-                 "workers": options.workers, "amp": options.amp}
+                 "workers": options.workers, "amp": options.amp,
+                 "threads": options.threads or ckpt["options"].get("threads")}
     ds = run.dataset
     _reset_runs(ds)
     splits: dict[str, Any] = {}

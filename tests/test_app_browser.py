@@ -35,6 +35,11 @@ VETSET_OPERATORS = ["vetset: audit dataset", "vetset: find label issues", "vetse
                     "vetset: open the audit panel"]
 
 
+def _count(n: int) -> str:
+    """The App's sample count label ("1 sample", "10 samples")."""
+    return f"{n} sample" + ("" if n == 1 else "s")
+
+
 def _start_app(name: str, tmp_path: Path) -> tuple[subprocess.Popen, str, list[str]]:
     """``recipes app --dataset NAME`` on a free port, sharing this session's database."""
     import fiftyone.core.odm as foo
@@ -105,7 +110,7 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.on("console", lambda m: console.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
             page.on("response", lambda r: console.append(f"http {r.status}: {r.url}") if r.status >= 400 else None)
@@ -113,7 +118,7 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
             page.goto(url, wait_until="load", timeout=60_000)
             # the grid shows the dataset's samples
             page.wait_for_selector('[data-cy="looker"]', timeout=60_000)
-            page.get_by_text(f"{len(ds)} samples", exact=True).wait_for(timeout=30_000)
+            page.get_by_text(_count(len(ds)), exact=True).wait_for(timeout=30_000)
             page.wait_for_timeout(500)
             dismiss = page.get_by_text("Dismiss", exact=True)  # the App's own promotional popover
             if dismiss.is_visible():
@@ -126,7 +131,7 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
                 page.get_by_text(view, exact=True).first.wait_for(timeout=10_000)
             page.screenshot(path=str(shots / "2-saved-views.png"))
             page.get_by_text("validation_errors", exact=True).first.click()
-            page.get_by_text(f"{n_errors} samples", exact=True).wait_for(timeout=30_000)
+            page.get_by_text(_count(n_errors), exact=True).wait_for(timeout=30_000)
             assert "view=validation-errors" in page.url
             assert page.locator('[data-cy="looker"]').count() == n_errors
             page.screenshot(path=str(shots / "3-validation-errors.png"))
@@ -148,7 +153,8 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
             row = page.locator("tr", has_text=issue_view)
             row.scroll_into_view_if_needed()
             row.get_by_role("button").click()
-            page.get_by_text(f"{issue_count} samples", exact=True).wait_for(timeout=30_000)
+            page.get_by_text(_count(issue_count), exact=True).wait_for(timeout=30_000)
+            assert page.locator('[data-cy="looker"]').count() == issue_count
             page.screenshot(path=str(shots / "6-issue-view.png"))
             browser.close()
     finally:

@@ -165,7 +165,10 @@ def test_panel_shows_balance_issues_and_opens_a_view(ds_name, ops):
     names = set(_props(rendered))
     assert {"balance", "balance_plot", "issues", "menu"} <= names
     table = _props(rendered)["issues"].view
-    assert [c.key for c in table.columns] == ["view", "count", "description"]
+    assert [c.key for c in table.columns] == ["view", "count"]
+    tips = {(t.row, t.column): t.to_json()["value"] for t in table.tooltips}
+    row = [r["view"] for r in state["issues"]].index("validation_errors")
+    assert "prediction" in tips[(row, "view")]
     assert table.row_actions[0].to_json()["on_click"].endswith("#open_issue")
 
     row = [r["view"] for r in state["issues"]].index("validation_errors")

@@ -18,8 +18,8 @@ from vetset.core.run import Run
 from vetset.plugins.report_actions import recommended_actions
 from vetset.recipes.cli import main
 
-from report_plugin import (BROKEN_TITLE, PLUGIN_NAME, SECTION_TITLE, ClassStatsPlugin, audit_run, make_hooks,
-                           resolve_key)
+from report_plugin import (AUDIT_BUILTINS, BROKEN_TITLE, PLUGIN_NAME, SECTION_TITLE, ClassStatsPlugin, audit_run,
+                           make_hooks, resolve_key)
 
 STAT = re.compile(r'<div class="stat" data-key="([^"]+)"><div class="value">([^<]*)</div>')
 AUDIT_SECTIONS = ["sec-balance", "sec-coverage", "sec-quality", "sec-duplicates", "sec-unreadable"]
@@ -206,33 +206,37 @@ def test_recipes_report_errors_are_one_sentence(hym_run, tmp_path, monkeypatch, 
 
 
 def test_fail_on_exits_1_and_lists_what_failed(hymenoptera_dir, tmp_path, monkeypatch, capsys):
-    hooks = make_hooks(ClassStatsPlugin(broken=False))
-    monkeypatch.setattr(manager, "_default", hooks)
+    """The issue's gates on a real audit: leakage > 0, label issues > 2 %, any class below 200 images."""
+    plugin = ClassStatsPlugin(broken=False)
+    monkeypatch.setattr(manager, "_default", make_hooks(plugin, builtins=AUDIT_BUILTINS))
     recipe = tmp_path / "gate.yaml"
-    recipe.write_text("name: gate\nstages:\n  class_stats: {}\n  report: {}\nfail_on:\n"
-                      "  class_stats.metrics.smallest_class_fraction: 0.40\n"   # 121/245 = 0.49 -> fails
-                      "  class_stats.metrics.smallest_class: 500\n"              # 121 -> passes
-                      "  label_noise.metrics.label_issue_fraction: 0.02\n")      # stage not in recipe -> fails
+    stages = "name: gate\nstages:\n  audit: {}\n  class_stats: {}\n  report: {}\nfail_on:\n"
+    recipe.write_text(stages +
+                      "  audit.metrics.leakage_groups: 0\n"                    # 0 groups -> passes
+                      "  audit.metrics.classes_below_min: 0\n"                 # 121 and 124 < 200 -> fails
+                      "  label_noise.metrics.label_issue_rate: 0.02\n"         # stage not in recipe -> fails
+                      "  class_stats.metrics.smallest_class_fraction: 0.40\n")  # 121/245 = 0.49 -> fails
     out = tmp_path / "out"
     _fresh("t-report-gate")
     code = main(["run", str(recipe), "--data", str(hymenoptera_dir), "--dataset", "t-report-gate", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
-    assert "class_stats.metrics.smallest_class_fraction = 0.493878 exceeds 0.4" in err
-    assert "label_noise.metrics.label_issue_fraction was not computed" in err
-    assert "smallest_class =" not in err
+    listed = [line.strip() for line in err.splitlines() if line.strip().startswith("- ")]
+    assert listed == ["- audit.metrics.classes_below_min = 2 exceeds 0",
+                      "- label_noise.metrics.label_issue_rate was not computed by this run (check the recipe's stages)",
+                      "- class_stats.metrics.smallest_class_fraction = 0.493878 exceeds 0.4"]
     stored = read_result(out)
     validate_result(stored)
-    assert len(stored["fail_on"]["failures"]) == 2
-    assert stored["fail_on"]["checked"]["class_stats.metrics.smallest_class"] == {
-        "value": 121, "threshold": 500.0, "failed": False}
+    assert stored["fail_on"]["checked"]["audit.metrics.leakage_groups"] == {"value": 0, "threshold": 0.0, "failed": False}
+    assert stored["stages"]["audit"]["metrics"]["classes_below_min"] == 2
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "fail_on: 2 of 3 gates failed" in html and html.count('<span class="badge fail">failed</span>') == 2
-    # the same data with passing thresholds exits 0
-    recipe.write_text("name: gate\nstages:\n  class_stats: {}\n  report: {}\nfail_on:\n"
-                      "  class_stats.metrics.smallest_class_fraction: 0.5\n")
-    assert main(["run", str(recipe), "--dataset", "t-report-gate", "--out", str(out)]) == 0
-    assert "fail_on: all 1 gates passed" in (out / "report.html").read_text(encoding="utf-8")
+    assert "fail_on: 3 of 4 gates failed" in html and html.count('<span class="badge fail">failed</span>') == 3
+    assert "- :x: audit.metrics.classes_below_min = 2 exceeds 0" in (out / "report.md").read_text()
+    # the same run resumed with gates it passes exits 0 without recomputing the stages
+    recipe.write_text(stages + "  audit.metrics.leakage_groups: 0\n  class_stats.metrics.smallest_class_fraction: 0.5\n")
+    assert main(["run", str(recipe), "--dataset", "t-report-gate", "--out", str(out), "--resume"]) == 0
+    assert plugin.runs == 1
+    assert "fail_on: all 2 gates passed" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_actions_ranked_by_impact_and_defensive(hym_run):

@@ -237,6 +237,9 @@ def test_a_third_party_trainer_replaces_the_default(hooks, digits_dir, fresh_nam
     from vetset.core.run import Run
     from vetset.plugins.train import TimmTrainer
 
+    from test_validate import drop_dataset
+
+    drop_dataset(fresh_name)
     assert isinstance(hooks.make_trainer("timm", {}), TimmTrainer)
     hooks.pm.register(MajorityPlugin(), name="majority-trainer")
     try:

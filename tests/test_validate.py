@@ -11,6 +11,14 @@ TRAIN = {"model_name": "test_resnet", "img_size": 32, "batch_size": 32, "lr": 3e
          "epochs": 2, "threads": 1, "workers": 0}
 
 
+def drop_dataset(name: str) -> None:
+    """Delete a dataset left by an earlier session (its files may be gone with that session's tmp folder)."""
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
 @pytest.fixture(scope="module")
 def validated(digits_dir, tmp_path_factory):
     """Digits trained for 2 epochs with a tiny model, then validated: (run, result, logs)."""
@@ -18,6 +26,7 @@ def validated(digits_dir, tmp_path_factory):
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
 
+    drop_dataset("t-validate-digits")
     hooks = Hooks()
     recipe = parse_recipe({"name": "t", "stages": {"train": TRAIN, "validate": {"workers": 0}}}, hooks.stages)
     logs: list[str] = []
@@ -174,6 +183,7 @@ def test_validate_without_a_model_says_what_to_do(hooks, digits_dir, fresh_name,
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
 
+    drop_dataset(fresh_name)
     recipe = parse_recipe({"name": "t", "stages": {"validate": {}}}, hooks.stages)
     with pytest.raises(VetsetError, match="put the train stage before validate"):
         Run(recipe, hooks, data=digits_dir, dataset=fresh_name, out_dir=tmp_path, log=lambda m: None).execute()

@@ -52,8 +52,9 @@ class AuditPanel(foo.Panel):
         ctx.panel.state.balance = balance_rows(summary["class_counts"])
         ctx.panel.state.coverage_columns = columns
         ctx.panel.state.coverage = cov_rows
+        rows = sorted(summary["issues"], key=lambda r: -r["count"])  # stable: registry order within a count
         ctx.panel.state.issues = [{"view": r["name"], "count": r["count"], "description": r["description"]}
-                                  for r in summary["issues"]]
+                                  for r in rows]
         ctx.panel.state.metrics = summary["metrics"]
         ctx.panel.data.balance_plot = _balance_plot(summary["class_counts"])
 
@@ -123,12 +124,15 @@ class AuditPanel(foo.Panel):
         else:
             panel.md("_No coverage in the audit result._", name="no_coverage")
 
-        panel.md("**Issues** (open a row's saved view with its button)", name="issues_title")
+        panel.md("**Issues**: vetset's saved views (hover a name for what it holds; Open loads it)",
+                 name="issues_title")
         if state.issues:
             issues = types.TableView()
             issues.add_column("view", label="saved view")
             issues.add_column("count", label="samples")
-            issues.add_column("description", label="what it holds")
+            for i, row in enumerate(state.issues):  # what each view holds, on hover (keeps the table narrow)
+                if row.get("description"):
+                    issues.add_tooltip(i, "view", row["description"])
             issues.add_row_action("open", on_click=self.open_issue, label="Open", icon="open_in_new",
                                   tooltip="Load this saved view")
             panel.list("issues", types.Object(), view=issues)
