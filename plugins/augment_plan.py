@@ -206,6 +206,10 @@ def plan_class(label: str, n_before: int, coverage: Mapping[str, Mapping[str, in
              for p in shares for b, s in shares[p].items()]
     pools: dict[tuple[str, str], list[Source]] = {}
     for cell in cells:
+        if cell.property not in coverage:
+            cell.status = "infeasible"
+            cell.reason = f"the audit computed no {cell.property} coverage (is the check in stages.audit.checks?)"
+            continue
         if cell.policy is None:
             cell.status, cell.reason = "infeasible", f"no policy adds {cell.property}={cell.bin}"
             continue

@@ -121,8 +121,9 @@ def bundled_pipelines() -> dict[str, tuple[dict, tuple[tuple[str, str], ...], st
         "light": (
             A.Compose([
                 A.HorizontalFlip(p=0.5),
+                # always applied, so no output is a copy of its source
                 A.Affine(rotate=(-10, 10), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05),
-                         border_mode=reflect, p=0.7),
+                         border_mode=reflect, p=1.0),
                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
             ]),
             (),

@@ -103,18 +103,24 @@ def _examples(ctx: Any, block: dict[str, Any]) -> str:
 
 
 def plan_tables(summary: dict[str, Any], policies: dict[str, Any]) -> list[Any]:
-    """Rich tables of a plan for ``recipes plan``: classes, then cells."""
+    """Rich tables of a plan for ``recipes plan``: classes, cells, policies (nothing truncated)."""
     from rich.table import Table
 
-    classes = Table("class", "train now", "target", "new", "by policy", title="Class counts (train)")
+    def make(title: str, *headers: str) -> Any:
+        table = Table(title=title)
+        for h in headers:
+            table.add_column(h, overflow="fold")
+        return table
+
+    classes = make("Class counts (train)", "class", "now", "target", "new", "by policy")
     for c in summary["classes"]:
         classes.add_row(c["label"], str(c["before"]), str(c["target"]), str(c["planned"]),
                         ", ".join(f"{k} {v}" for k, v in sorted(c["by_policy"].items())) or "-")
-    cells = Table(*CELL_HEADERS[:-2], "status", title="Coverage cells (train)")
+    cells = make("Coverage cells (train)", "class", "cell", "target", "now", "policy", "new", "planned", "status")
     for row in _cell_rows(summary["cells"]):
         cells.add_row(*[str(x) for x in row[:-2]], row[-1])
-    pols = Table("policy", "adds", "images", "transforms", title="Policies")
+    pols = make("Policies", "policy", "images", "adds", "transforms")
     for name, n in sorted(summary["by_policy"].items()):
         pol = policies[name]
-        pols.add_row(name, ", ".join(f"{p}={b}" for p, b in pol.info.targets) or "-", str(n), pol.description)
+        pols.add_row(name, str(n), ", ".join(f"{p}={b}" for p, b in pol.info.targets) or "-", pol.description)
     return [classes, cells, pols]

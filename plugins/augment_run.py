@@ -20,7 +20,7 @@ from typing import Any
 
 from vetset.core.errors import DataError, RecipeError
 from vetset.core.executor import default_workers
-from vetset.plugins.augment_plan import EPS, Plan, PolicyInfo, Source, class_targets, make_plan
+from vetset.plugins.augment_plan import EPS, Plan, PolicyInfo, Source, make_plan
 from vetset.plugins.augment_policies import PROPERTY_BINS, PROPERTY_FIELDS, default_source_bins
 
 from vetset.plugins.augment_store import AUG_TAG
@@ -137,29 +137,77 @@ def audit_options(run: Any) -> Any:
     return stage.options() if stage is not None else None
 
 
-def _run_audit(run: Any, view: Any) -> dict[str, Any]:
+#: Audit checks whose per-image bins make the coverage table; the re-audit runs only these.
+COVERAGE_CHECKS = ("orientation", "colour", "clarity")
+
+
+def _run_audit(run: Any, view: Any, options: Any) -> dict[str, Any]:
     try:
         from vetset.plugins.audit import run_audit
     except ImportError as exc:
         raise DataError("The augment stage needs the audit (vetset.plugins.audit), which is not installed "
                         f"or is blocked: {exc}.") from None
-    return run_audit(view, audit_options(run), run.hooks)
+    return run_audit(view, options, run.hooks, log=run.log)
 
 
 def base_audit(run: Any) -> dict[str, Any]:
-    """Audit block of the dataset without augmented samples.
+    """Audit block of the dataset without augmented samples, to plan from.
 
-    The recipe's ``audit`` result is used when it saw no augmented sample; otherwise the
-    audit runs on the view without them, so a rerun plans from the same numbers.
+    The ``audit`` stage audits exactly that view, so its result is used when the recipe
+    ran it; otherwise the audit runs here on the same view. Either way a rerun plans from
+    the original data, not from what an earlier run added.
     """
-    ds = run.dataset
     block = run.results.get("audit")
-    has_aug = AUG_TAG in (ds.distinct("tags") or [])
-    if block and not has_aug:
+    if block:
         return block
-    if has_aug:
-        run.log("[augment] auditing the dataset without its augmented samples, to plan from the original data")
-    return _run_audit(run, ds.match_tags(AUG_TAG, bool=False))
+    run.log("[augment] the recipe has no audit stage; auditing the data (without augmented samples) to plan")
+    return _run_audit(run, run.dataset.match_tags(AUG_TAG, bool=False), audit_options(run))
+
+
+def audit_new_images(run: Any, folder: Path) -> dict[str, Any] | None:
+    """Run the audit's coverage checks on the augmented samples of ``folder``.
+
+    Only these samples are audited, so the issue tags and fields of the original samples
+    stay as the ``audit`` stage wrote them (a full re-audit would tag every blurred or
+    grayscale copy and its source as near-duplicates). The thresholds are the recipe's.
+
+    Returns:
+        The audit block of the new samples, or ``None`` when there are none.
+    """
+    from fiftyone import ViewField as F
+
+    view = run.dataset.match_tags(AUG_TAG).match(F("filepath").starts_with(str(folder) + os.sep))
+    if not len(view):
+        return None
+    options = audit_options(run)
+    checks = [c for c in COVERAGE_CHECKS if c in run.hooks.checks]
+    if options is not None and hasattr(options, "model_copy"):
+        options = options.model_copy(update={"checks": checks})
+    return _run_audit(run, view, options)
+
+
+def combine(before: dict[str, Any], new: dict[str, Any] | None, split: str = "train") -> dict[str, Any]:
+    """Train-split class counts and coverage of the data plus the new images.
+
+    Every coverage bin is decided per image (orientation from the size, colour from the
+    pixels, clarity against fixed thresholds), so counts add: the table of the
+    augmented dataset is the table of the original data plus the table of the new images.
+
+    Returns:
+        ``{"class_counts": {class: n}, "coverage": {property: {class: {bin: n}}}}``.
+    """
+    counts = dict(before.get("class_counts", {}).get(split, {}))
+    coverage = {p: {c: dict(bins) for c, bins in table.items()}
+                for p, table in before.get("coverage", {}).get(split, {}).items()}
+    if new:
+        for c, n in new.get("class_counts", {}).get(split, {}).items():
+            counts[c] = counts.get(c, 0) + int(n)
+        for p, table in new.get("coverage", {}).get(split, {}).items():
+            for c, bins in table.items():
+                row = coverage.setdefault(p, {}).setdefault(c, {})
+                for b, n in bins.items():
+                    row[b] = row.get(b, 0) + int(n)
+    return {"class_counts": counts, "coverage": coverage}
 
 
 def collect_sources(dataset: Any, exclude_tags: list[str]) -> dict[str, list[Source]]:
@@ -208,15 +256,14 @@ def build_plan(run: Any, options: Any) -> PlanBundle:
     return PlanBundle(plan, policies, audit, cell_policy, key)
 
 
-def _coverage_train(block: dict[str, Any]) -> dict[str, Any]:
-    return {"class_counts": dict(block.get("class_counts", {}).get("train", {})),
-            "coverage": block.get("coverage", {}).get("train", {})}
-
-
 def evaluate_cells(plan: Plan, after: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Every planned cell with its re-audited count and share, and whether it reached its target."""
+    """Every planned cell with its re-audited count and share, and whether it reached its target.
+
+    Args:
+        after: :func:`combine` output, or ``None`` when there was no re-audit.
+    """
     rows = []
-    cov = (after or {}).get("coverage", {}).get("train", {})
+    cov = (after or {}).get("coverage", {})
     for cell in plan.cells:
         row = cell.to_dict()
         if after is not None:
@@ -258,15 +305,16 @@ def run_augment(run: Any, options: Any) -> dict[str, Any]:
         RecipeError: bad policy/pipeline, or a pipeline that fails on a real source image.
         DataError: the output folder overlaps the source data or is not vetset's.
     """
-    from vetset.plugins.augment_store import prepare_output, write_plan
+    from vetset.plugins.augment_store import check_output, prepare_output, write_plan
     from vetset.plugins.augment_write import WriterConfig, transform_one
 
     ds = run.dataset
+    folder = Path(options.output_dir) if options.output_dir else run.out_dir / "augment" / "images"
+    protected = [(ds.info or {}).get("vetset", {}).get("source"), str(run.data) if run.data else None]
+    check_output(folder, protected)
     bundle = build_plan(run, options)
     plan = bundle.plan
-    folder = Path(options.output_dir) if options.output_dir else run.stage_dir("augment") / "images"
-    info = (ds.info or {}).get("vetset", {})
-    folder = prepare_output(folder, [info.get("source"), str(run.data) if run.data else None])
+    folder = prepare_output(folder, protected)
     custom = {n: run.hooks.transforms[n] for n in run.hooks.transforms}
     used = sorted({im.policy for im in plan.images})
     cfg = WriterConfig({n: bundle.policies[n].pipeline for n in used}, custom, options.jpeg_quality, key=bundle.key)
@@ -287,11 +335,10 @@ def run_augment(run: Any, options: Any) -> dict[str, Any]:
     stats = write_plan(ds, plan.images, folder, bundle.key, cfg, workers, options.image_format,
                        log=run.log)
     stats["workers"] = workers
-    after = _run_audit(run, ds) if options.reaudit else None
+    after = combine(bundle.audit, audit_new_images(run, folder)) if options.reaudit else None
     cells = evaluate_cells(plan, after)
-    targets = class_targets(
-        {c.label: c.before for c in plan.classes}, options.min_count, options.target_ratio)
-    after_counts = (after or {}).get("class_counts", {}).get("train", {})
+    targets = {c.label: c.target for c in plan.classes}
+    after_counts = (after or {}).get("class_counts", {})
     n_aug = len(ds.match_tags(AUG_TAG))
     metrics = {
         "augmented_images": n_aug,
@@ -308,7 +355,7 @@ def run_augment(run: Any, options: Any) -> dict[str, Any]:
                          "plugin": pol.origin, "pipeline": {"transform": pol.pipeline}}
                      for n, pol in bundle.policies.items() if n in used or pol.origin == "recipe"},
         "plan": plan.summary(), "write": stats,
-        "before": _coverage_train(bundle.audit), "after": _coverage_train(after) if after else None,
+        "before": combine(bundle.audit, None), "after": after,
         "cells": cells, "landed": landed(ds, folder), "metrics": metrics,
     }
 

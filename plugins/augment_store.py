@@ -32,8 +32,8 @@ SAMPLE_FIELDS = ("source_id", "source_filepath", "aug_policy", "aug_target", "au
 AUG_TAG = "augmented"
 
 
-def prepare_output(folder: Path, protected: Iterable[str | None]) -> Path:
-    """Create (or reuse) vetset's output folder, refusing anything that could hold user data.
+def check_output(folder: Path, protected: Iterable[str | None]) -> Path:
+    """Refuse an output folder that could hold user data; returns it resolved. Writes nothing.
 
     Args:
         folder: the output folder.
@@ -55,6 +55,12 @@ def prepare_output(folder: Path, protected: Iterable[str | None]) -> Path:
     if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
         raise DataError(f"Augmentation output folder {folder} is not empty and was not created by vetset; "
                         "choose an empty or new folder for stages.augment.output_dir.")
+    return folder
+
+
+def prepare_output(folder: Path, protected: Iterable[str | None]) -> Path:
+    """:func:`check_output`, then create the folder and its :data:`MARKER`; returns it resolved."""
+    folder = check_output(folder, protected)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("files here are written and deleted by the vetset augment stage\n")
     return folder

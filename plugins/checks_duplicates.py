@@ -67,7 +67,6 @@ def duplicates_compute(image: Any, options: DuplicateOptions) -> dict[str, Any]:
     """
     import hashlib
 
-    import cv2
     import imagehash
     from PIL import Image
 
@@ -76,10 +75,8 @@ def duplicates_compute(image: Any, options: DuplicateOptions) -> dict[str, Any]:
         with open(image.path, "rb") as f:
             data = f.read()
     gray = image.gray()
-    h, w = gray.shape
-    if max(h, w) > PHASH_PRESIZE:
-        s = PHASH_PRESIZE / max(h, w)
-        gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    if max(gray.shape) > PHASH_PRESIZE:
+        gray = image.gray_fit(PHASH_PRESIZE)
     bits = imagehash.phash(Image.fromarray(gray)).hash  # bool (8, 8), row-major as str(ImageHash) reads it
     return {"file_hash": hashlib.sha256(data).hexdigest(), "phash": np.packbits(bits).tobytes().hex()}
 

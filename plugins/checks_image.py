@@ -128,13 +128,7 @@ def clarity_compute(image: Any, options: ClarityOptions) -> dict[str, Any]:
     """
     import cv2
 
-    gray = image.gray()
-    h, w = gray.shape
-    scale = options.size / max(h, w)
-    if scale != 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    _, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
+    _, std = cv2.meanStdDev(cv2.Laplacian(image.gray_fit(options.size), cv2.CV_32F))
     return {"sharpness": round(float(std[0, 0]) ** 2, 3)}
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Stage
-from vetset.plugins.train_loop import FitOutput, cross_entropy, fit, predict, softmax
+from vetset.plugins.train_infer import cross_entropy, predict, softmax
+from vetset.plugins.train_loop import FitOutput, fit
 from vetset.plugins.train_options import TrainOptions, as_options
 
 __all__ = ["FitOutput", "TimmTrainer", "TrainOptions", "as_options", "check_options", "cross_entropy", "fit", "items_of", "predict", "softmax"]

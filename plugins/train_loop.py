@@ -1,7 +1,7 @@
-"""The training loop: :func:`fit` and :func:`predict`, usable without a FiftyOne dataset.
+"""The training loop: :func:`fit`, usable without a FiftyOne dataset.
 
-The ``train`` stage, the label-noise K-fold and the benchmarks all call these two
-functions with plain ``(filepath, class_index)`` lists.
+The ``train`` stage, the label-noise K-fold and the benchmarks call it (and
+:func:`vetset.plugins.train_infer.predict`) with plain ``(filepath, class_index)`` lists.
 
 Reproducibility: weight init, data order, augmentation and mixup draw from seeds derived
 from ``(seed, epoch)`` (see :mod:`vetset.plugins.train_data`), so on CPU two runs with the
@@ -24,6 +24,7 @@ from vetset.core.errors import DataError
 from vetset.plugins import train_checkpoint as ckpt_io
 from vetset.plugins.train_data import (ImageDataset, build_transforms, default_loader_workers, make_loader,
                                        resolve_amp, resolve_device, to_model_input)
+from vetset.plugins.train_infer import cpu_threads, cross_entropy, infer_logits
 from vetset.plugins.train_model import (auto_img_size, create_loss, create_model, create_optimizer, create_scheduler,
                                         data_config_for)
 from vetset.plugins.train_options import TrainOptions, as_options, load_train_transform
@@ -87,62 +88,109 @@ def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows({k: row.get(k) for k in HISTORY_KEYS} for row in history)
 
 
-def _infer(model: Any, loader: Any, device: Any, amp_dtype: Any, mean: Any, std: Any,
-           channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Logits ``(N, K)`` float32 and targets ``(N,)`` int64 over a loader, in loader order."""
-    import torch
-
-    model.eval()
-    logits, targets = [], []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                                enabled=amp_dtype is not None):
-        for images, target in loader:
-            x = to_model_input(images, device, mean, std, channels_last)
-            logits.append(model(x).float().cpu())
-            targets.append(target)
-    if not logits:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
-    return torch.cat(logits).numpy().astype(np.float32), torch.cat(targets).numpy().astype(np.int64)
-
-
-def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Mean cross-entropy in nats of ``(N, K)`` logits against ``(N,)`` class indices."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(targets)), targets].mean()) if len(targets) else float("nan")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``(N, K)`` logits, float32."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
 def _better(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
     if best is None:
         return True
     return value < best - min_delta if monitor.endswith("loss") else value > best + min_delta
 
 
-class _threads:
-    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
+@dataclass
+class _Parts:
+    """Everything one training run holds between epochs."""
 
-    def __init__(self, n: int | None):
-        self.n, self.prev = n, None
+    opts: TrainOptions
+    model: Any
+    ema: Any
+    optimizer: Any
+    scheduler: Any
+    criterion: Any
+    mixup_fn: Any
+    scaler: Any
+    device: Any
+    amp_dtype: Any
+    mean: Any
+    std: Any
+    channels_last: bool
 
-    def __enter__(self) -> None:
-        import torch
+    @property
+    def eval_model(self) -> Any:
+        """The weights that are validated and saved: the EMA's when ``ema`` is on."""
+        return self.ema.module if self.ema is not None else self.model
 
-        if self.n:
-            self.prev = torch.get_num_threads()
-            torch.set_num_threads(self.n)
+    def train_state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
 
-    def __exit__(self, *exc: Any) -> None:
-        import torch
 
-        if self.prev:
-            torch.set_num_threads(self.prev)
+def _restore(parts: _Parts, last_path: Path, signature: dict[str, Any], classes: list[str], num_train: int,
+             log: Callable[[str], Any]) -> dict[str, Any] | None:
+    """Load ``last.pt`` into ``parts`` when it belongs to the same training; return it, else ``None``."""
+    last = ckpt_io.load_checkpoint(last_path, map_location=parts.device)
+    if not (last.get("signature") == signature and last.get("classes") == classes
+            and last.get("num_train") == num_train and last.get("train_state")):
+        log(f"[train] {last_path} was written with other options, classes or data; training from scratch.")
+        return None
+    state = last["train_state"]
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.ema is not None and state.get("ema") is not None:
+        parts.ema.load_state_dict(state["ema"])
+    if state.get("scaler"):
+        parts.scaler.load_state_dict(state["scaler"])
+    log(f"[train] resuming from {last_path} after epoch {int(last['epoch']) + 1}/{parts.opts.epochs}")
+    return last
+
+
+def _train_epoch(p: _Parts, loader: Any, sampler: Any, epoch: int) -> dict[str, Any]:
+    """One pass over the training data; returns the epoch's history row without the val columns."""
+    import torch
+
+    from vetset.core.progress import track
+
+    opts = p.opts
+    torch.manual_seed(opts.seed + epoch)
+    np.random.seed((opts.seed * 1_000_003 + epoch) % 2**32)  # timm's Mixup draws from numpy's global RNG
+    sampler.set_epoch(epoch)
+    p.model.train()
+    num_updates = epoch * len(loader)
+    loss_sum = torch.zeros((), device=p.device)
+    correct = torch.zeros((), device=p.device, dtype=torch.long)
+    seen = 0
+    t0 = time.perf_counter()
+    for images, target in track(loader, total=len(loader), description=f"epoch {epoch + 1}/{opts.epochs}",
+                                unit="batch"):
+        x = to_model_input(images, p.device, p.mean, p.std, p.channels_last)
+        y = target.to(p.device, non_blocking=True)
+        y_loss = y
+        if p.mixup_fn is not None:
+            x, y_loss = p.mixup_fn(x, y)
+        with torch.autocast(p.device.type, dtype=p.amp_dtype or torch.float32, enabled=p.amp_dtype is not None):
+            logits = p.model(x)
+            loss = p.criterion(logits, y_loss)
+        p.optimizer.zero_grad(set_to_none=True)
+        p.scaler.scale(loss).backward()
+        if opts.clip_grad is not None:
+            p.scaler.unscale_(p.optimizer)
+            torch.nn.utils.clip_grad_norm_(p.model.parameters(), opts.clip_grad)
+        p.scaler.step(p.optimizer)
+        p.scaler.update()
+        num_updates += 1
+        if p.scheduler is not None:
+            p.scheduler.step_update(num_updates=num_updates)
+        if p.ema is not None:
+            p.ema.update(p.model, step=num_updates)
+        seen += y.shape[0]
+        loss_sum += loss.detach().float() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+    if p.scheduler is not None:
+        p.scheduler.step(epoch + 1)
+    if p.device.type == "cuda":
+        torch.cuda.synchronize(p.device)
+    secs = time.perf_counter() - t0
+    return {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen), "train_acc": float(correct) / max(1, seen),
+            "val_loss": None, "val_acc": None, "lr": float(p.optimizer.param_groups[0]["lr"]),
+            "images_per_s": seen / secs if secs > 0 else None}
 
 
 def fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, int]], classes: Sequence[str],
@@ -176,7 +224,7 @@ def fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, i
             amp, train_transform).
     """
     opts = as_options(options)
-    with _threads(opts.threads):
+    with cpu_threads(opts.threads):
         return _fit(train_items, val_items, classes, opts, out_dir, log, resume, recipe)
 
 
@@ -185,7 +233,6 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
          recipe: dict[str, Any] | None) -> FitOutput:
     import torch
 
-    from vetset.core.progress import track
     from vetset.plugins.train_checkpoint import load_weights_into
 
     classes = [str(c) for c in classes]
@@ -230,15 +277,15 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
                                     False, pin_memory=pin)
 
     optimizer = create_optimizer(model, opts)
-    updates_per_epoch = len(train_loader)
-    scheduler = create_scheduler(optimizer, opts, updates_per_epoch)
     criterion, mixup_fn = create_loss(opts, k)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
     ema = None
     if opts.ema:
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=opts.ema_decay)
+    parts = _Parts(opts, model, ema, optimizer, create_scheduler(optimizer, opts, len(train_loader)), criterion,
+                   mixup_fn, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda"),
+                   device, amp_dtype, mean, std, channels_last)
 
     history: list[dict[str, Any]] = []
     stopped_early = False
@@ -248,81 +295,24 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
     last_path = out / ckpt_io.LAST if out is not None else None
     best_path = out / ckpt_io.BEST if out is not None else None
     if resume and last_path is not None and last_path.is_file():
-        last = ckpt_io.load_checkpoint(last_path, map_location=device)
-        same = (last.get("signature") == signature and last.get("classes") == classes
-                and last.get("num_train") == len(train_items) and last.get("train_state"))
-        if not same:
-            log(f"[train] {last_path} was written with other options, classes or data; training from scratch.")
-        else:
-            state = last["train_state"]
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if ema is not None and state.get("ema") is not None:
-                ema.load_state_dict(state["ema"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
+        last = _restore(parts, last_path, signature, classes, len(train_items), log)
+        if last is not None:
             history = list(last["history"])
-            best = last["best"]
-            best_value, best_epoch, stale = best["value"], best["epoch"], best["stale"]
+            best_value, best_epoch, stale = last["best"]["value"], last["best"]["epoch"], last["best"]["stale"]
             start_epoch = resumed_from = int(last["epoch"]) + 1
             if best_path.is_file():
                 best_state = ckpt_io.load_checkpoint(best_path)["state_dict"]
-            log(f"[train] resuming from {last_path} after epoch {start_epoch}/{opts.epochs}")
             if last.get("stopped_early"):
                 start_epoch, stopped_early = opts.epochs, True
 
-    eval_model = (lambda: ema.module) if ema is not None else (lambda: model)
-    num_updates = start_epoch * updates_per_epoch
     meta = {"model_name": opts.model_name, "classes": classes, "num_classes": k, "data_config": data_config,
             "options": opts.model_dump(mode="json"), "signature": signature, "recipe": recipe,
             "num_train": len(train_items)}
     for epoch in range(start_epoch, opts.epochs):
-        torch.manual_seed(opts.seed + epoch)
-        np.random.seed((opts.seed * 1_000_003 + epoch) % 2**32)  # timm's Mixup draws from numpy's global RNG
-        train_sampler.set_epoch(epoch)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
         t0 = time.perf_counter()
-        batches = track(train_loader, total=len(train_loader), description=f"epoch {epoch + 1}/{opts.epochs}",
-                        unit="batch")
-        for images, target in batches:
-            x = to_model_input(images, device, mean, std, channels_last)
-            y = target.to(device, non_blocking=True)
-            y_loss = y
-            if mixup_fn is not None:
-                x, y_loss = mixup_fn(x, y)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(x)
-                loss = criterion(logits, y_loss)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if opts.clip_grad is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            num_updates += 1
-            if scheduler is not None:
-                scheduler.step_update(num_updates=num_updates)
-            if ema is not None:
-                ema.update(model, step=num_updates)
-            n = y.shape[0]
-            seen += n
-            loss_sum += loss.detach().float() * n
-            correct += (logits.detach().argmax(1) == y).sum()
-        if scheduler is not None:
-            scheduler.step(epoch + 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time = time.perf_counter() - t0
-        row: dict[str, Any] = {
-            "epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen), "train_acc": float(correct) / max(1, seen),
-            "val_loss": None, "val_acc": None, "lr": float(optimizer.param_groups[0]["lr"]),
-            "images_per_s": seen / train_time if train_time > 0 else None}
+        row = _train_epoch(parts, train_loader, train_sampler, epoch)
         if val_loader is not None:
-            v_logits, v_targets = _infer(eval_model(), val_loader, device, amp_dtype, mean, std, channels_last)
+            v_logits, v_targets = infer_logits(parts.eval_model, val_loader, device, amp_dtype, mean, std, channels_last)
             row["val_loss"] = cross_entropy(v_logits, v_targets)
             row["val_acc"] = float((v_logits.argmax(1) == v_targets).mean())
         row["epoch_time_s"] = time.perf_counter() - t0
@@ -331,7 +321,7 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         improved = _better(value, best_value, monitor, opts.min_delta)
         if improved:
             best_value, best_epoch, stale = value, epoch + 1, 0
-            best_state = {kk: v.detach().to("cpu", copy=True) for kk, v in eval_model().state_dict().items()}
+            best_state = {kk: v.detach().to("cpu", copy=True) for kk, v in parts.eval_model.state_dict().items()}
             if best_path is not None:
                 ckpt_io.save_checkpoint(best_path, {**meta, "epoch": epoch, "history": history,
                                                     "best": {"monitor": monitor, "value": value, "epoch": epoch + 1},
@@ -344,10 +334,7 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
             ckpt_io.save_checkpoint(last_path, {
                 **meta, "epoch": epoch, "history": history, "stopped_early": stopped_early,
                 "best": {"monitor": monitor, "value": best_value, "epoch": best_epoch, "stale": stale},
-                "state_dict": eval_model().state_dict(),
-                "train_state": {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "ema": ema.state_dict() if ema is not None else None,
-                                "scaler": scaler.state_dict() if scaler.is_enabled() else None}})
+                "state_dict": parts.eval_model.state_dict(), "train_state": parts.train_state()})
             _write_history(out, history)
         log(f"[train] epoch {epoch + 1}/{opts.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
             + (f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}" if row["val_loss"] is not None else "")
@@ -355,7 +342,7 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         if stopped_early:
             log(f"[train] early stop: {monitor} did not improve for {patience} epochs (best at epoch {best_epoch})")
             break
-    final = eval_model()
+    final = parts.eval_model
     if best_state is not None:
         load_weights_into(final, best_state, log=log)
     final.eval()
@@ -366,45 +353,3 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         best_epoch=best_epoch, device=str(device), amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         stopped_early=stopped_early,
         resumed_from=resumed_from, classes=classes)
-
-
-def predict(model: Any, filepaths: Sequence[str], data_config: dict[str, Any], options: Any = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and logits of ``model`` for image files (eval transform, no augmentation).
-
-    Args:
-        model: a ``torch.nn.Module`` (e.g. ``FitOutput.model``); it runs on the device its
-            parameters are on and is put in eval mode.
-        filepaths: image files, decoded with :func:`vetset.core.images.decode`.
-        data_config: the model's data config (``FitOutput.data_config`` or a checkpoint's).
-        options: :class:`TrainOptions` or mapping; uses ``batch_size``, ``workers``, ``amp``
-            and ``channels_last``.
-
-    Returns:
-        ``(probs, logits)``, both ``float32`` of shape ``(N, K)``; ``probs`` rows sum to 1
-        (softmax of the logits computed in float32).
-
-    Raises:
-        DataError: a file cannot be decoded.
-    """
-    import torch
-
-    opts = as_options(options)
-    if not filepaths:
-        k = int(getattr(model, "num_classes", 0) or 0)
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.float32)
-    device = next(model.parameters()).device
-    amp_dtype = resolve_amp(opts.amp, device)
-    channels_last = opts.channels_last and device.type == "cuda"
-    side = int(data_config["input_size"][-1])
-    ds = ImageDataset([(p, -1) for p in filepaths], build_transforms(data_config, train=False), max_side=2 * side)
-    workers = default_loader_workers(device) if opts.workers is None else opts.workers
-    workers = min(workers, len(filepaths) // opts.batch_size)
-    loader, _ = make_loader(ds, opts.batch_size, workers, False, pin_memory=device.type == "cuda")
-    mean = torch.tensor(data_config["mean"], device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(data_config["std"], device=device).view(1, 3, 1, 1) * 255.0
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    with _threads(opts.threads):
-        logits, _ = _infer(model, loader, device, amp_dtype, mean, std, channels_last)
-    return softmax(logits), logits

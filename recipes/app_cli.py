@@ -58,7 +58,7 @@ def app(
     elif port == 0:
         port = app_launch.free_port(address if address not in ("localhost", "") else "127.0.0.1")
     session = app_launch.launch(dataset, port, address)
-    worker = _start_worker() if delegated else None
+    worker = _start_worker(port) if delegated else None
     _say(f"App: {app_launch.app_url(address, port, dataset)}")
     _say("remote mode: open that URL in a browser (from another machine: ssh -N -L "
          f"{port}:localhost:{port} <this host>); Ctrl-C stops the App.")
@@ -76,13 +76,21 @@ def app(
                 worker.kill()
 
 
-def _start_worker() -> subprocess.Popen:
-    """``fiftyone delegated launch`` in a child process sharing this environment."""
+def _start_worker(port: int) -> subprocess.Popen:
+    """``fiftyone delegated launch`` in a child process sharing this environment.
+
+    Its output goes to ``<temp>/vetset-delegated-<port>.log`` (printed), so a failing
+    scheduled operation can be read there as well as on its run page in the App.
+    """
+    import tempfile
+
     exe = Path(sys.executable).parent / "fiftyone"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fiftyone.core.cli"]
-    proc = subprocess.Popen(cmd + ["delegated", "launch"], env=dict(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _say(f"delegated-operation worker: pid {proc.pid} (scheduled operations run there)")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from fiftyone.core.cli import main; main()"]
+    log_path = Path(tempfile.gettempdir()) / f"vetset-delegated-{port}.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd + ["delegated", "launch"], env=dict(os.environ),
+                                stdout=log, stderr=subprocess.STDOUT)
+    _say(f"delegated-operation worker: pid {proc.pid}, log {log_path} (scheduled operations run there)")
     return proc
 
 

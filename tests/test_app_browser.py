@@ -40,20 +40,18 @@ def _count(n: int) -> str:
     return f"{n} sample" + ("" if n == 1 else "s")
 
 
-def _start_app(name: str, tmp_path: Path) -> tuple[subprocess.Popen, str, list[str]]:
-    """``recipes app --dataset NAME`` on a free port, sharing this session's database."""
+def _start_app(name: str, plugins: Path) -> tuple[subprocess.Popen, str, list[str]]:
+    """``recipes app --dataset NAME`` (with its delegated-operation worker) on a free port,
+    sharing this session's database."""
     import fiftyone.core.odm as foo
 
-    from vetset.core.app_launch import free_port, install_plugin
-
-    plugins = tmp_path / "plugins"
-    install_plugin(plugins)
+    from vetset.core.app_launch import free_port
     host, db_port = foo.get_db_client().address
     env = dict(os.environ, FIFTYONE_PLUGINS_DIR=str(plugins), FIFTYONE_DATABASE_URI=f"mongodb://{host}:{db_port}",
                PYTHONUNBUFFERED="1")
     exe = Path(sys.executable).parent / "recipes"
     proc = subprocess.Popen([str(exe), "app", "--dataset", name, "--port", str(free_port()),
-                             "--address", "127.0.0.1", "--no-delegated"],
+                             "--address", "127.0.0.1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue = queue.Queue()
     log: list[str] = []
@@ -87,8 +85,33 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+def _schedule_label_issues(name: str) -> str:
+    """Queue 'find label issues' (fast embeddings mode) as the App's Schedule button does."""
+    import fiftyone.operators as foo
+
+    params = {"label_noise__method": "embeddings", "label_noise__n_folds": 3,
+              "label_noise__embeddings__model_name": "resnet10t", "label_noise__embeddings__img_size": 64}
+    queued = foo.execute_operator("@vetset/vetset/find_label_issues", dataset=name, params=params,
+                                  request_delegation=True)
+    return queued.result["id"]
+
+
+def _wait_done(doc_id: str, timeout: float = 120) -> object:
+    import fiftyone.operators.delegated as food
+    from fiftyone.operators.executor import ExecutionRunState
+
+    dos = food.DelegatedOperationService()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = dos.get(doc_id)
+        if doc.run_state in (ExecutionRunState.COMPLETED, ExecutionRunState.FAILED):
+            return doc
+        time.sleep(1)
+    return dos.get(doc_id)
+
+
 @pytest.mark.browser
-def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
+def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkeypatch):
     if not Path(CHROMIUM).exists():
         pytest.skip("no Chromium installed (apt-get install chromium; .ci/run does it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
@@ -101,8 +124,18 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
     # an issue view whose size differs from validation_errors, to see the click-through land
     issue_view, issue_count = next((v, len(ds.load_saved_view(v))) for v in saved
                                    if v.startswith("validation_errors/") and 0 < len(ds.load_saved_view(v)) != n_errors)
-    proc, url, server_log = _start_app(name, tmp_path)
+    from vetset.core.app_api import out_dir_of
+    from vetset.core.app_launch import install_plugin
+    from vetset.core.result import read_result
+
+    plugins = tmp_path / "plugins"
+    install_plugin(plugins)
+    monkeypatch.setattr(fo.config, "plugins_dir", str(plugins))  # this process queues a vetset operation
+    audited_at = read_result(out_dir_of(ds))["finished_at"]
+    proc, url, server_log = _start_app(name, plugins)
     assert url.endswith(f"/datasets/{DATASET}")
+    assert any(line.startswith("delegated-operation worker: pid") for line in server_log)
+    doc_id = _schedule_label_issues(name)  # runs in recipes app's worker while the browser works
     console: list[str] = []
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -143,11 +176,28 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
                 page.get_by_text(label, exact=True).wait_for(timeout=10_000)
             page.screenshot(path=str(shots / "4-operator-browser.png"))
 
+            # run the audit from its form (immediate execution)
+            page.get_by_text("vetset: audit dataset", exact=True).click()
+            page.get_by_text("Checks", exact=True).wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "5-audit-form.png"))
+            page.get_by_text("Entire dataset", exact=True).click()
+            page.get_by_role("button", name="Execute").click()
+            try:
+                page.get_by_text("Audit finished").wait_for(timeout=60_000)
+            except Exception:
+                page.screenshot(path=str(shots / "debug-after-execute.png"))
+                open(shots / "debug.html", "w").write(page.content())
+                raise
+            page.screenshot(path=str(shots / "6-audit-done.png"))
+            page.keyboard.press("Escape")
+            page.keyboard.press("`")
+            page.get_by_placeholder("Search operations by name...").fill("vetset")
+
             # the audit panel opens and shows this dataset's balance and issues
             page.get_by_text("vetset: open the audit panel", exact=True).click()
             page.get_by_text("Class balance per split").wait_for(timeout=30_000)
             page.get_by_text("validation_errors", exact=True).last.wait_for(timeout=10_000)
-            page.screenshot(path=str(shots / "5-audit-panel.png"))
+            page.screenshot(path=str(shots / "7-audit-panel.png"))
 
             # click-through: an issue row's button loads its saved view in the grid
             row = page.locator("tr", has_text=issue_view)
@@ -155,10 +205,15 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path):
             row.get_by_role("button").click()
             page.get_by_text(_count(issue_count), exact=True).wait_for(timeout=30_000)
             assert page.locator('[data-cy="looker"]').count() == issue_count
-            page.screenshot(path=str(shots / "6-issue-view.png"))
+            page.screenshot(path=str(shots / "8-issue-view.png"))
             browser.close()
     finally:
         _stop(proc)
+    # the App's audit run rewrote result.json; the scheduled operation ran in the worker
+    assert read_result(out_dir_of(ds))["finished_at"] > audited_at
+    doc = _wait_done(doc_id)
+    assert doc.run_state == "completed", (doc.result.error if doc.result else doc.run_state)
+    assert doc.result.result["metrics"]["label_noise"]["label_issues"] == len(ds.load_saved_view("label_issues"))
     unexpected = [m for m in console if not OFFLINE_NOISE.search(m)]
     print(f"screenshots: {shots}")
     print("browser console errors:", "\n".join(console) or "none")

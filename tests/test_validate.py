@@ -187,3 +187,32 @@ def test_validate_without_a_model_says_what_to_do(hooks, digits_dir, fresh_name,
     recipe = parse_recipe({"name": "t", "stages": {"validate": {}}}, hooks.stages)
     with pytest.raises(VetsetError, match="put the train stage before validate"):
         Run(recipe, hooks, data=digits_dir, dataset=fresh_name, out_dir=tmp_path, log=lambda m: None).execute()
+
+
+def test_cli_run_prints_how_to_open_the_errors_in_the_app(digits_dir, tmp_path):
+    import yaml
+
+    from conftest import run_cli
+
+    drop_dataset("t-validate-cli")
+    recipe = tmp_path / "tv.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "tv", "stages": {"train": dict(TRAIN, epochs=1), "validate": {}}}))
+    res = run_cli("run", str(recipe), "--data", str(digits_dir), "--dataset", "t-validate-cli", "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "open the validation errors in the App: recipes app --dataset t-validate-cli" in res.stdout
+    assert f"train checkpoint: {tmp_path / 'o' / 'train' / 'best.pt'}" in res.stdout
+    assert "[validate] val accuracy" in res.stdout
+
+
+def test_bad_train_options_fail_before_any_stage_runs(hooks, digits_dir, fresh_name, tmp_path):
+    from vetset.core.errors import RecipeError
+    from vetset.core.recipe import parse_recipe
+    from vetset.core.run import Run
+
+    drop_dataset(fresh_name)
+    recipe = parse_recipe({"name": "t", "stages": {"validate": {}, "train": {"model_name": "resnet10x"}}},
+                          hooks.stages)
+    logs: list[str] = []
+    with pytest.raises(RecipeError, match="stages.train.model_name: 'resnet10x' is not a timm model name"):
+        Run(recipe, hooks, data=digits_dir, dataset=fresh_name, out_dir=tmp_path, log=logs.append).execute()
+    assert logs == []  # the validate stage, listed first, never started
