@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     head = (f"{'folder':<14} {'images':>7} {'plain decode':>14} {'CleanVision':>14} {'vetset audit':>14} "
-            f"{'vetset/CV':>10} {'vetset/plain':>13} {'targets':>24}")
+            f"{'vetset/CV':>10} {'vetset/plain':>13} {'RSS +MB':>8} {'targets':>24}")
     print(head)
     print("-" * len(head))
     for key, n, tp, tc, tv, tl, drss in rows:
@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         if key.startswith("cifar"):
             targets += f", <=1.5x plain {'yes' if slow <= 1.5 else 'NO'}"
         print(f"{key:<14} {n:>7} {n / tp:>9,.0f} im/s {n / tc:>9,.0f} im/s {n / tv:>9,.0f} im/s "
-              f"{speedup:>9.1f}x {slow:>12.2f}x {targets:>24}")
+              f"{speedup:>9.1f}x {slow:>12.2f}x {drss:>8.0f} {targets:>24}")
     print()
     print(f"workers={args.workers}; CPUs visible={os.cpu_count()}; load average={os.getloadavg()[0]:.1f}. "
-          "vetset includes the FiftyOne writes; the plain decode is single-process.")
+          "vetset includes the FiftyOne writes; the plain decode is single-process. "
+          "RSS +MB: growth of this process's peak RSS during the vetset audit (workers return numbers, not pixels).")
     return 0
 
 

@@ -118,16 +118,20 @@ _WORKER_READY = False
 
 
 def _worker_setup() -> None:
+    """In a worker process (never the main one): one OpenCV thread, as there is one process per core."""
     global _WORKER_READY
     if not _WORKER_READY:
-        import cv2
+        import multiprocessing
 
-        cv2.setNumThreads(1)  # one process per core already; no nested thread pools
+        if multiprocessing.parent_process() is not None:
+            import cv2
+
+            cv2.setNumThreads(1)
         _WORKER_READY = True
 
 
 def audit_image(path: str, max_side: int | None, computes: tuple) -> tuple:
-    """Read, hash-ready decode and compute every check on one image.
+    """Read one image once, decode it once, and run every check's ``compute`` on the result.
 
     Args:
         path: the image file.

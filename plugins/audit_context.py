@@ -1,17 +1,20 @@
-"""What an audit check's ``evaluate(ctx, options)`` receives, and the one bulk write at the end.
+"""What an audit check's ``evaluate(ctx, options)`` receives, and the single write pass at the end.
 
 The per-image pass (:mod:`vetset.plugins.audit`) decodes every image once in worker
 processes and hands back compact numbers. :class:`AuditContext` holds them as columns
 aligned with the audited samples, and collects what the checks decide:
 
-* per-sample fields (``ctx.set_field``), written for all checks in **one** bulk write;
+* per-sample fields (``ctx.set_field``), written for all checks in **one** pass of bulk
+  writes (one ``UpdateOne`` per sample, 10,000 per batch);
 * issue tags (``ctx.tag``), replacing the tags earlier audits wrote, in the same write;
 * coverage counts (``ctx.coverage``), class x property bin per split.
 
-Why one write: ``SampleCollection.set_values`` issues one bulk operation per field, about
+Why one pass: ``SampleCollection.set_values`` issues one bulk operation per field, about
 0.3 s per field for 10,000 samples (measured on CIFAR-10 test, FiftyOne 1.22); the audit
-writes a dozen fields, so one ``UpdateOne`` per sample that sets all of them, through
-the same ``_bulk_write`` that ``set_values`` uses internally, is about ten times faster.
+writes a dozen fields and the tags, so one ``UpdateOne`` per sample that sets all of
+them, through the same ``Dataset._bulk_write`` that ``set_values`` uses internally, is
+about ten times faster (0.44 s for 12 fields x 10,000 samples). Without that internal
+method (another FiftyOne version) it falls back to ``set_values`` per field.
 """
 
 from __future__ import annotations

@@ -181,16 +181,11 @@ def _apply_in_worker(cfg: WriterConfig, task: Task) -> dict[str, Any]:
     return apply_one(cfg, task)
 
 
-#: Modules the forkserver imports once, so that worker processes start without paying
-#: albumentations' import (about 3-5 s: it imports torch for ``ToTensorV2``).
-PRELOAD = ["__main__", "numpy", "cv2", "albumentations", "vetset.core.images", "vetset.plugins.augment_write"]
-
-
-def preload_forkserver() -> None:
-    """Ask the ``forkserver`` to preload :data:`PRELOAD` (no effect once it is running)."""
-    import multiprocessing as mp
-
-    mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
+#: Modules the forkserver imports once (when this is the first user of the forkserver in
+#: the process), so that workers start without paying albumentations' import (about
+#: 3-5 s: it imports torch for ``ToTensorV2``).
+PRELOAD = ("numpy", "cv2", "albumentations", "vetset.core.images", "vetset.plugins.augment_write",
+           "vetset.plugins.augment_transforms")
 
 
 def run_tasks(tasks: list[Task], cfg: WriterConfig, workers: int | None, progress: Callable[..., Iterable] | None = None
@@ -198,9 +193,7 @@ def run_tasks(tasks: list[Task], cfg: WriterConfig, workers: int | None, progres
     """Apply every task with the local executor; yields ``(task, result)`` in input order."""
     from vetset.core.executor import get_executor
 
-    executor = get_executor("local", workers)
-    if getattr(executor, "workers", 0) > 1 and len(tasks) > 1:
-        preload_forkserver()
+    executor = get_executor("local", workers, preload=PRELOAD)
     fn = partial(_apply_in_worker if getattr(executor, "workers", 0) > 1 else apply_one, cfg)
     results = executor.map(fn, tasks)
     if progress is not None:

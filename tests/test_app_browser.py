@@ -213,7 +213,9 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
     assert read_result(out_dir_of(ds))["finished_at"] > audited_at
     doc = _wait_done(doc_id)
     assert doc.run_state == "completed", (doc.result.error if doc.result else doc.run_state)
+    ds.reload()  # the worker process added fields and the label_issues view
     assert doc.result.result["metrics"]["label_noise"]["label_issues"] == len(ds.load_saved_view("label_issues"))
+    assert ds.count("label_quality") == 40
     unexpected = [m for m in console if not OFFLINE_NOISE.search(m)]
     print(f"screenshots: {shots}")
     print("browser console errors:", "\n".join(console) or "none")
