@@ -54,6 +54,11 @@ def _previous_result(out_dir: Path | None) -> dict[str, Any] | None:
         return None
 
 
+def stored_result(dataset: Any) -> dict[str, Any]:
+    """The run's ``result.json`` for ``dataset`` (via ``dataset.info``), or ``{}`` when there is none."""
+    return _previous_result(out_dir_of(dataset)) or {}
+
+
 def run_stages(dataset_name: str, stages: dict[str, dict[str, Any] | None], view_ids: list[str] | None = None,
                hooks: Any = None, out_dir: str | os.PathLike | None = None,
                log: Callable[[str], Any] = print) -> dict[str, Any]:

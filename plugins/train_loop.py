@@ -53,6 +53,7 @@ class FitOutput:
         amp_dtype: ``"bfloat16"``, ``"float16"`` or ``None``.
         stopped_early: early stopping ended the run before ``epochs``.
         resumed_from: the 1-based epoch ``last.pt`` held when training resumed, else ``None``.
+        classes: the class names, index order of the model's outputs.
     """
 
     model: Any

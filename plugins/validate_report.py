@@ -57,7 +57,8 @@ def render_gap(result: dict[str, Any], ctx: Any) -> str | None:
         return None
     gap = val["gap"]
     colour = {"fine": "ok", "overfitting": "warn", "underfitting": "warn"}.get(gap["verdict"], "")
-    out = [f'<p class="verdict {colour}"><strong>{esc(gap["verdict"])}</strong>: {esc(gap["summary"])}</p>',
+    detail = gap["summary"].removeprefix(f'{gap["verdict"]}: ')
+    out = [f'<p class="verdict {colour}"><strong>{esc(gap["verdict"])}</strong>: {esc(detail)}</p>',
            "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in gap.get("reasons", [])) + "</ul>"]
     rows = [("accuracy", gap.get("train_acc"), gap.get("val_acc"), gap.get("acc_gap")),
             ("loss (cross-entropy)", gap.get("train_loss"), gap.get("val_loss"), gap.get("loss_gap"))]

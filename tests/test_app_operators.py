@@ -294,7 +294,13 @@ def test_augment_plan_writes_nothing_and_apply_writes_the_plan(hymenoptera_dir, 
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
     ds, _ = load_dataset(subset_tree(hymenoptera_dir, session_tmp / "hym40"), name=name)
+    assert "no_audit" in _props(Augment().resolve_input(make_ctx(ds)))
     run_stages(name, {"audit": {"workers": 0}}, out_dir=tmp_path / "run", log=lambda m: None)
+    assert "no_audit" not in _props(Augment().resolve_input(make_ctx(ds)))
+    plan_opts = Augment().resolve_execution_options(make_ctx(ds, {"mode": "plan"}))
+    apply_opts = Augment().resolve_execution_options(make_ctx(ds, {"mode": "apply"}))
+    assert not plan_opts.allow_delegated_execution  # a plan is quick and shown at once
+    assert apply_opts.allow_delegated_execution and apply_opts.default_choice_to_delegated
     params = {"augment__min_count": 12, "augment__workers": 0, "augment__reaudit": False}
 
     ctx = make_ctx(ds, params | {"mode": "plan"})

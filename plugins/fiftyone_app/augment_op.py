@@ -26,7 +26,7 @@ class Augment(foo.Operator):
                                 default_choice_to_delegated=apply)
 
     def resolve_input(self, ctx):
-        from vetset.core.app_api import audit_summary
+        from vetset.core.app_api import stored_result
 
         inputs = types.Object()
         modes = types.RadioGroup()
@@ -35,7 +35,7 @@ class Augment(foo.Operator):
         modes.add_choice("apply", label="Apply", description="Write the planned images (under the run folder) "
                                                              "as train samples tagged 'augmented', then re-audit.")
         inputs.enum("mode", modes.values(), default="plan", label="Mode", view=modes)
-        if not audit_summary(ctx.dataset.name)["has_audit"]:
+        if not (stored_result(ctx.dataset).get("stages") or {}).get("audit"):
             forms.warning(inputs, "no_audit", "This dataset has no audit result yet",
                           "The plan starts from the audit's coverage table; without one the dataset is audited "
                           "first (fields and tags are written).")

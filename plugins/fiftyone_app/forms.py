@@ -200,6 +200,7 @@ def stage_or_warning(inputs: types.Object, hooks: Any, stage: str) -> Any | None
 
 
 def is_delegated(ctx: Any) -> bool:
+    """Whether this execution runs as a delegated (scheduled) operation, away from the App."""
     return bool(getattr(ctx, "delegated", False))
 
 
