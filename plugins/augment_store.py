@@ -26,8 +26,9 @@ from vetset.core.errors import DataError
 MARKER = ".vetset-augment"
 #: Names vetset gives its outputs: ``<stem>-<policy>-<index>-<10 hex>.<ext>`` (and temp files).
 OUTPUT_NAME = re.compile(r"^.+-\d+-[0-9a-f]{10}\.(jpg|png)(\.tmp-\d+)?$")
-#: String fields of every augmented sample (besides ``filepath``, ``tags``, ``ground_truth``,
-#: ``metadata`` and the ``aug_params`` list of ``{"transform", "params"}`` dicts).
+#: String fields of every augmented sample (besides ``filepath``, ``tags``, ``ground_truth``
+#: and the ``aug_params`` list of ``{"transform", "params"}`` dicts). ``metadata`` is left
+#: to the re-audit, which writes it with the rest of the audit's fields.
 SAMPLE_FIELDS = ("source_id", "source_filepath", "aug_policy", "aug_target", "aug_plan", "aug_key")
 AUG_TAG = "augmented"
 
@@ -108,6 +109,8 @@ def declare_fields(dataset: Any) -> None:
     import fiftyone as fo
 
     schema = dataset.get_field_schema()
+    if "ground_truth" not in schema:
+        dataset.add_sample_field("ground_truth", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
     for name in SAMPLE_FIELDS:
         if name not in schema:
             dataset.add_sample_field(name, fo.StringField)
@@ -141,7 +144,10 @@ class BulkAdder:
             if self._error is not None:
                 continue
             try:
-                self.dataset.add_samples([self.make(x) for x in batch], progress=False)
+                # every field is declared up front (declare_fields) and built by vetset, so
+                # FiftyOne's per-sample schema inference and validation are skipped
+                self.dataset.add_samples([self.make(x) for x in batch], expand_schema=False, validate=False,
+                                         progress=False)
                 self.added += len(batch)
             except BaseException as exc:  # re-raised in the calling thread by close()
                 self._error = exc
@@ -182,7 +188,6 @@ def _sample(plan_key: str, item: tuple[Any, Any, dict[str, Any]]) -> Any:
     im, task, res = item
     return fo.Sample(
         filepath=task.out_path, tags=["train", AUG_TAG], ground_truth=fo.Classification(label=im.source.label),
-        metadata=fo.ImageMetadata(width=res["width"], height=res["height"]),
         source_id=im.source.id, source_filepath=im.source.filepath, aug_policy=im.policy,
         aug_target=f"{im.target[0]}={im.target[1]}" if im.target else None,
         aug_plan=plan_key, aug_key=im.key, aug_params=res["params"])

@@ -186,23 +186,20 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
     ids, fps, splits = [ids[i] for i in keep], [fps[i] for i in keep], [splits[i] for i in keep]
     labels = np.array([classes.index(given[i]) for i in keep], dtype=np.int64)
     counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), int)
-    if (counts > 0).sum() < 2:
-        present = [classes[c] for c in np.flatnonzero(counts)]
-        reason = (f"label_noise needs labelled samples of at least 2 classes; found {len(labels)} samples of "
-                  f"{present or 'no class'}; no label issues were searched.")
-        say.append(reason)
-        result.update(skipped=reason, num_checked=0, num_issues=0, metrics={"label_issues": 0, "label_checked": 0})
-        run.log(f"[label_noise] {reason}")
-        return result
     checkable = np.ones(len(labels), dtype=bool)
     if options.method != "pred_probs_file":
         small = [c for c in np.flatnonzero(counts) if counts[c] < options.n_folds]
         if small:
-            say.append("classes with fewer samples than n_folds=" f"{options.n_folds}: "
+            say.append(f"classes with fewer samples than n_folds={options.n_folds}: "
                        + ", ".join(f"{classes[c]!r} ({counts[c]})" for c in small)
                        + "; their samples help train the fold models but are not checked (add images or lower "
                        "stages.label_noise.n_folds).")
             checkable &= ~np.isin(labels, small)
+    if len(np.unique(labels[checkable])) < 2:
+        present = [classes[c] for c in np.flatnonzero(counts)]
+        reason = (f"label_noise needs at least 2 classes with enough labelled samples to check; found "
+                  f"{len(labels)} usable samples of {present or 'no class'}; no label issues were searched.")
+        return _skip(run, result, say, reason)
     pred_probs, has_row, features, folds = compute_pred_probs(run, options, ids, fps, labels, classes)
     result["folds"] = folds
     if not has_row.all():
@@ -214,12 +211,9 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
                                 classes, labels[has_row])
     sel = np.flatnonzero(checkable)
     if len(np.unique(labels[sel])) < 2:
-        reason = "label_noise: fewer than 2 classes are left to check after the exclusions above; nothing was flagged."
-        say.append(reason)
-        is_issue, quality, notes = np.zeros(0, bool), np.zeros(0), []
-        result["skipped"] = reason
-    else:
-        is_issue, quality, notes = find_issues(labels[sel], pred_probs[sel], options)
+        reason = ("label_noise: fewer than 2 classes have rows in the pred_probs file; nothing was flagged.")
+        return _skip(run, result, say, reason)
+    is_issue, quality, notes = find_issues(labels[sel], pred_probs[sel], options)
     say.extend(f"cleanlab: {n}" for n in notes)
     issue_ids = [ids[i] for i, flag in zip(sel, is_issue) if flag]
     write_fields(ds, [s for s, h in zip(ids, has_row) if h], classes, pred_probs[has_row],
@@ -234,6 +228,15 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
     run.log(f"[label_noise] {result['num_issues']} of {result['num_checked']} checked samples flagged "
             f"(out-of-sample accuracy against the given labels {result['oof_accuracy']:.3f}); "
             f"saved view {VIEW_NAME!r}")
+    return result
+
+
+def _skip(run: Any, result: dict[str, Any], say: list[str], reason: str) -> dict[str, Any]:
+    say.append(reason)
+    result.update(skipped=reason, num_checked=0, num_issues=0, issue_rate=0.0, oof_accuracy=None,
+                  metrics={"label_issues": 0, "label_checked": 0})
+    for line in say:
+        run.log(f"[label_noise] {line}")
     return result
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 FilterBy = Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
                    "predicted_neq_given", "low_normalized_margin", "low_self_confidence"]
@@ -102,6 +102,21 @@ class LabelNoiseOptions(BaseModel):
     ids_file: str | None = None
     datalab: bool = False
     max_report_samples: int = Field(48, ge=0, le=1000)
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from vetset.plugins.train_options import TrainOptions
+
+        try:
+            TrainOptions.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "train"
+            raise ValueError(f"train.{where}: {err['msg']} (the train stage's options)") from None
+        return value
 
     @model_validator(mode="after")
     def _file_for_file_method(self) -> "LabelNoiseOptions":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vetset.core.report_kit import ReportContext, esc, fmt, note, safe, stat_cards, table
+from vetset.core.report_kit import ReportContext, esc, note, safe, stat_cards, table
 
 
 def split_totals(result: dict[str, Any]) -> dict[str, int]:

@@ -85,10 +85,10 @@ def create_model(options: TrainOptions, num_classes: int, log: Any = print) -> A
             except Exception as exc:
                 raise RecipeError(f"stages.train.weights: {path} cannot be read with weights_only=True: {exc}") from None
             if is_vetset_checkpoint(obj):
-                model = timm.create_model(options.model_name, pretrained=False, num_classes=num_classes)
-                if obj.get("model_name") != options.model_name.split(".")[0] and obj.get("model_name") != options.model_name:
+                if obj.get("model_name") not in (options.model_name, options.model_name.split(".")[0]):
                     raise RecipeError(f"stages.train.weights: {path} holds a {obj.get('model_name')} checkpoint, "
                                       f"not {options.model_name}.")
+                model = timm.create_model(options.model_name, pretrained=False, num_classes=num_classes)
                 load_weights_into(model, obj["state_dict"], log=log)
                 return model
     elif options.pretrained:

@@ -21,14 +21,15 @@ Result block (``result["stages"]["validate"]``)::
      "train"|"val"|"test": {num_samples, accuracy, loss, macro, weighted,
                 per_class: {class: {precision, recall, f1, support}},
                 confusion_matrix: {classes, matrix}},
-     "gap": {...see vetset.plugins.validate_metrics.gap_verdict...},
+     "gap": {...see vetset.plugins.validate_metrics.gap_verdict...} | None (no train metrics),
      "brain": {"mistakenness_field", "hardness_field"} | None,
      "views": {"validation_errors": n, "per_class": {class: n}},
      "top_errors": [{"filepath", "ground_truth", "prediction", "confidence", "mistakenness"}],
      "app": "recipes app --dataset NAME",
      "metrics": {"val_accuracy", "val_error_rate", "val_loss", "validation_errors",
-                 "train_accuracy", "train_val_acc_gap", "overfitting", "underfitting",
-                 "classes_with_recall_gap", "test_accuracy"?, "test_error_rate"?}}
+                 and with a gap: "train_accuracy", "train_val_acc_gap", "overfitting" (0/1),
+                 "underfitting" (0/1), "classes_with_recall_gap"; with a test split:
+                 "test_accuracy", "test_error_rate"}}
 """
 
 from __future__ import annotations
@@ -149,32 +150,18 @@ def _save_class_views(dataset: Any, classes: list[str]) -> dict[str, int]:
     return counts
 
 
-def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
-    import fiftyone.brain as fob
-    import numpy as np
-
+def _predict_splits(run: Any, ckpt: dict[str, Any], model: Any, options: ValidateOptions) -> dict[str, Any]:
+    """Predict, store and evaluate each split; returns ``{split: split_metrics(...)}``."""
     from vetset.core.dataset import split_view
     from vetset.plugins.train import predict
-    from vetset.plugins.train_checkpoint import load_checkpoint, model_from_checkpoint
-    from vetset.plugins.train_data import resolve_device
 
-    train_result = run.results.get("train") or {}
-    path = options.checkpoint or train_result.get("checkpoint")
-    if not path:
-        raise VetsetError("The validate stage needs a model: put the train stage before validate in the recipe, "
-                          "or set stages.validate.checkpoint to a best.pt file.")
-    ckpt = load_checkpoint(path)
     classes = list(ckpt["classes"])
-    device = resolve_device(options.device)
-    model = model_from_checkpoint(ckpt, device)
     pred_opts = {"batch_size": options.batch_size or ckpt["options"].get("batch_size", 64),
                  "workers": options.workers, "amp": options.amp,
                  "threads": options.threads or ckpt["options"].get("threads")}
     ds = run.dataset
-    _reset_runs(ds)
     splits: dict[str, Any] = {}
     predicted: set[str] = set()
-    eval_results = {}
     for split in ("train", "val", "test"):
         if split == "train" and not options.gap_on_train:
             continue
@@ -188,17 +175,47 @@ def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
         predicted.update(ids)
         results = view.evaluate_classifications(PRED_FIELD, gt_field=GT_FIELD, eval_key=EVAL_KEYS.get(split),
                                                 classes=classes, progress=False)
-        eval_results[split] = results
         splits[split] = split_metrics(results, classes, _loss(logits, gt, classes))
-    stale = set(ds.exists(PRED_FIELD).values("id")) - predicted
+    stale = set(ds.exists(PRED_FIELD).values("id")) - predicted  # e.g. files that became unreadable
     if stale:
         ds.select(list(stale)).set_field(PRED_FIELD, None).save()
+    return splits
+
+
+def _top_errors(errors: Any, n: int, with_brain: bool) -> list[dict[str, Any]]:
+    if not n or not len(errors):
+        return []
+    head = errors.limit(n)
+    cols = head.values(["filepath", f"{GT_FIELD}.label", f"{PRED_FIELD}.label", f"{PRED_FIELD}.confidence"])
+    mist = head.values(MISTAKENNESS_FIELD) if with_brain else [None] * len(cols[0])
+    return [{"filepath": f, "ground_truth": g, "prediction": p, "confidence": round(float(c), 4),
+             "mistakenness": None if m is None else round(float(m), 4)} for f, g, p, c, m in zip(*cols, mist)]
+
+
+def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
+    import fiftyone.brain as fob
+
+    from vetset.core.dataset import split_view
+    from vetset.plugins.train_checkpoint import load_checkpoint, model_from_checkpoint
+    from vetset.plugins.train_data import resolve_device
+
+    train_result = run.results.get("train") or {}
+    path = options.checkpoint or train_result.get("checkpoint")
+    if not path:
+        raise VetsetError("The validate stage needs a model: put the train stage before validate in the recipe, "
+                          "or set stages.validate.checkpoint to a best.pt file.")
+    ckpt = load_checkpoint(path)
+    classes = list(ckpt["classes"])
+    model = model_from_checkpoint(ckpt, resolve_device(options.device))
+    ds = run.dataset
+    _reset_runs(ds)
+    splits = _predict_splits(run, ckpt, model, options)
     if "val" not in splits:
         raise VetsetError("The dataset has no readable val samples to validate on; load data with a val split "
                           "or set data.val_fraction in the recipe.")
-    val_view = split_view(ds, "val").exists(PRED_FIELD)
     brain = None
     if options.brain:
+        val_view = split_view(ds, "val").exists(PRED_FIELD)
         fob.compute_mistakenness(val_view, PRED_FIELD, label_field=GT_FIELD, mistakenness_field=MISTAKENNESS_FIELD,
                                  use_logits=True, progress=False)
         fob.compute_hardness(val_view, PRED_FIELD, hardness_field=HARDNESS_FIELD, progress=False)
@@ -206,35 +223,31 @@ def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
 
     if "train" in splits:
         train_block = {**splits["train"], "source": "eval-mode predictions on the train split"}
-    else:
+    else:  # gap_on_train: false -> the trainer's last running metrics, when it reported any
         last = (train_result.get("history") or [{}])[-1]
-        train_block = {"accuracy": last.get("train_acc", float("nan")), "loss": last.get("train_loss"),
-                       "per_class": {}, "source": "last epoch's running training metrics (augmented)"}
-    gap = gap_verdict(train_block, splits["val"], GapThresholds(**options.model_dump(include=set(
-        GapThresholds.model_fields))), history=train_result.get("history"))
+        train_block = None if last.get("train_acc") is None else {
+            "accuracy": last["train_acc"], "loss": last.get("train_loss"), "per_class": {},
+            "source": "last epoch's running training metrics (augmented)"}
+    gap = None if train_block is None else gap_verdict(
+        train_block, splits["val"], GapThresholds(**options.model_dump(include=set(GapThresholds.model_fields))),
+        history=train_result.get("history"))
 
     errors = errors_view(ds)
     per_class_views = _save_class_views(ds, classes)
-    top = []
-    if options.top_errors and len(errors):
-        fields = ["filepath", f"{GT_FIELD}.label", f"{PRED_FIELD}.label", f"{PRED_FIELD}.confidence"]
-        head = errors.limit(options.top_errors)
-        cols = head.values(fields)
-        mist = head.values(MISTAKENNESS_FIELD) if brain else [None] * len(cols[0])
-        top = [{"filepath": f, "ground_truth": g, "prediction": p, "confidence": round(float(c), 4),
-                "mistakenness": None if m is None else round(float(m), 4)}
-               for f, g, p, c, m in zip(*cols, mist)]
+    top = _top_errors(errors, options.top_errors, brain is not None)
     n_errors = len(errors)
     val = splits["val"]
     metrics = {"val_accuracy": val["accuracy"], "val_error_rate": round(1.0 - val["accuracy"], 4),
-               "val_loss": val["loss"], "validation_errors": n_errors, "train_accuracy": gap["train_acc"],
-               "train_val_acc_gap": gap["acc_gap"], "overfitting": int(gap["overfitting"]),
-               "underfitting": int(gap["underfitting"]), "classes_with_recall_gap": len(gap["classes_with_recall_gap"])}
+               "val_loss": val["loss"], "validation_errors": n_errors}
+    if gap is not None:
+        metrics.update({"train_accuracy": gap["train_acc"], "train_val_acc_gap": gap["acc_gap"],
+                        "overfitting": int(gap["overfitting"]), "underfitting": int(gap["underfitting"]),
+                        "classes_with_recall_gap": len(gap["classes_with_recall_gap"])})
     if "test" in splits:
         metrics["test_accuracy"] = splits["test"]["accuracy"]
         metrics["test_error_rate"] = round(1.0 - splits["test"]["accuracy"], 4)
     run.log(f"[validate] val accuracy {val['accuracy']:.3f}, {n_errors} errors in saved view {ERRORS_VIEW!r}")
-    run.log(f"[validate] {gap['summary']}")
+    run.log(f"[validate] {gap['summary'] if gap else 'no train metrics: no train/validation comparison'}")
     return {
         "checkpoint": str(path), "model_name": ckpt["model_name"], "classes": classes, "pred_field": PRED_FIELD,
         "eval_keys": {s: k for s, k in EVAL_KEYS.items() if s in splits}, "splits": list(splits), **splits, "gap": gap,

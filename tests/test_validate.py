@@ -216,3 +216,17 @@ def test_bad_train_options_fail_before_any_stage_runs(hooks, digits_dir, fresh_n
     with pytest.raises(RecipeError, match="stages.train.model_name: 'resnet10x' is not a timm model name"):
         Run(recipe, hooks, data=digits_dir, dataset=fresh_name, out_dir=tmp_path, log=logs.append).execute()
     assert logs == []  # the validate stage, listed first, never started
+
+
+def test_gap_from_training_history_when_train_is_not_predicted(validated):
+    from vetset.plugins.validate import ValidateOptions
+
+    run, result, _ = validated
+    block = run.hooks.stages["validate"].run(run, ValidateOptions(gap_on_train=False, brain=False, workers=0))
+    last = result["stages"]["train"]["history"][-1]
+    assert block["splits"] == ["val"] and block["brain"] is None
+    assert block["gap"]["train_source"].startswith("last epoch's running training metrics")
+    assert block["gap"]["train_acc"] == pytest.approx(last["train_acc"], abs=1e-4)
+    # predictions of samples not predicted this time are cleared, not left stale
+    assert len(run.dataset.match_tags("train").exists("predictions")) == 0
+    assert len(run.dataset.match_tags("val").exists("predictions")) == block["val"]["num_samples"]

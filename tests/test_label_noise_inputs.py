@@ -1,0 +1,154 @@
+"""label_noise on degenerate inputs, user-supplied pred_probs files and bad options.
+
+pred_probs here are real: a cross-validated logistic regression on the digits' pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from label_noise_data import flip_labels, fresh, imagefolder_rows, recall_precision, run_stages, write_manifest
+from vetset.core.errors import RecipeError
+
+
+def pixel_pred_probs(filepaths: list[str], labels: list[str], classes: list[str]) -> np.ndarray:
+    """Out-of-fold probabilities of a logistic regression on the 8x8 pixels, (N, K)."""
+    from vetset.plugins.label_noise_oof import embedding_pred_probs
+
+    x = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() for p in filepaths])
+    y = np.array([classes.index(lab) for lab in labels])
+    return embedding_pred_probs(x, y, len(classes), n_folds=5, seed=0, C=0.1)
+
+
+@pytest.fixture(scope="module")
+def digits_rows(digits_dir):
+    return imagefolder_rows(digits_dir, per_class=40)
+
+
+def test_pred_probs_file_npz_and_npy_find_flipped_labels(digits_rows, tmp_path):
+    rows = [dict(r) for r in digits_rows]
+    flipped = flip_labels(rows, 20, seed=3)
+    classes = sorted({r["label"] for r in rows})
+    fps, labels = [r["filepath"] for r in rows], [r["label"] for r in rows]
+    probs = pixel_pred_probs(fps, labels, classes)
+    order = np.random.default_rng(0).permutation(len(rows))  # the file's row order differs from the dataset's
+    np.savez(tmp_path / "pp.npz", pred_probs=probs[order], filepaths=np.array(fps)[order], classes=np.array(classes))
+    manifest = write_manifest(rows, tmp_path / "noisy.csv")
+    run = run_stages({"label_noise": {"method": "pred_probs_file", "pred_probs_file": str(tmp_path / "pp.npz")}},
+                     manifest, "ln-ppfile", tmp_path / "out")
+    block = run.results["label_noise"]
+    flagged = set(run.dataset.match_tags("label_issue").values("filepath"))
+    recall, precision = recall_precision(flagged, flipped)
+    assert block["num_checked"] == len(rows) and not block["warnings"]
+    assert recall >= 0.7 and precision >= 0.3, (recall, precision)  # chance precision: 20/400 = 0.05
+    # the same pred_probs as .npy + ids file, rows missing for 10 samples
+    keep = order[10:]
+    np.save(tmp_path / "pp.npy", probs[keep])
+    (tmp_path / "ids.txt").write_text("\n".join(np.array(fps)[keep]) + "\n")
+    stage = {"method": "pred_probs_file", "pred_probs_file": str(tmp_path / "pp.npy"), "ids_file": str(tmp_path / "ids.txt")}
+    again = run_stages({"label_noise": stage}, None, "ln-ppfile", tmp_path / "out2").results["label_noise"]
+    assert again["num_checked"] == len(rows) - 10
+    assert any("10 samples have no row in" in w for w in again["warnings"])
+    q = run.dataset.values("label_quality")
+    assert sum(v is None for v in q) == 10
+
+
+def test_bad_pred_probs_files_are_named(tmp_path):
+    from vetset.plugins.label_noise_oof import load_pred_probs_file
+
+    ids, fps, classes = ["a", "b"], ["/x/a.png", "/x/b.png"], ["cat", "dog"]
+    np.save(tmp_path / "wide.npy", np.full((2, 3), 1 / 3))
+    np.save(tmp_path / "logits.npy", np.array([[2.0, 1.0], [0.5, 0.1]]))
+    np.save(tmp_path / "negative.npy", np.array([[1.5, -0.5], [0.5, 0.5]]))
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    np.savez(tmp_path / "noids.npz", pred_probs=np.array([[0.5, 0.5], [0.2, 0.8]]))
+    np.savez(tmp_path / "classes.npz", pred_probs=np.array([[0.5, 0.5], [0.2, 0.8]]), sample_ids=np.array(ids),
+             classes=np.array(["dog", "cat"]))
+    cases = [("missing.npy", "ids.txt", "does not exist"), ("wide.npy", "ids.txt", "expected (N, 2)"),
+             ("logits.npy", "ids.txt", "do not sum to 1"), ("negative.npy", "ids.txt", "negative or non-finite"), ("wide.npy", None, "set stages.label_noise.ids_file"),
+             ("noids.npz", None, "needs a 'sample_ids' or 'filepaths' array"), ("classes.npz", None, "has classes")]
+    for name, ids_file, words in cases:
+        with pytest.raises(RecipeError, match="pred_probs_file") as info:
+            load_pred_probs_file(str(tmp_path / name), str(tmp_path / ids_file) if ids_file else None, ids, fps, classes)
+        assert words in str(info.value), (name, str(info.value))
+
+
+def test_degenerate_labels_get_messages_and_the_run_goes_on(digits_rows, tmp_path):
+    rows = [dict(r) for r in digits_rows if r["label"] != "9"] + [dict(r) for r in digits_rows if r["label"] == "9"][:3]
+    manifest = write_manifest(rows, tmp_path / "small9.csv")
+    from vetset.core.dataset import load_dataset
+
+    ds, _ = load_dataset(manifest, name=fresh("ln-degenerate"))
+    import fiftyone as fo
+
+    ids = ds.values("id")
+    ds.select(ids[:2]).set_values("ground_truth", [None, None])  # missing labels
+    ds.select(ids[2:4]).set_values("ground_truth", [fo.Classification(label="eleven")] * 2)  # not in the class list
+    logs: list[str] = []
+    stage = {"method": "embeddings", "embeddings": {"model_name": "resnet10t", "img_size": 16}}
+    run = run_stages({"label_noise": stage}, None, "ln-degenerate", tmp_path / "out", logs=logs)
+    block = run.results["label_noise"]
+    text = "\n".join(block["warnings"])
+    assert "2 samples have no ground_truth label" in text
+    assert "2 samples have labels outside the class list" in text and "'eleven' (2)" in text
+    assert "fewer samples than n_folds=5: '9' (3)" in text
+    assert block["num_candidates"] == len(rows)
+    assert block["num_checked"] == len(rows) - 2 - 2 - 3
+    assert block["per_class"]["9"]["checked"] == 0
+    assert run.result["finished_at"] is not None and any("fewer samples than n_folds" in m for m in logs)
+
+
+def test_single_class_is_skipped_with_a_message(digits_rows, tmp_path):
+    rows = [dict(r) for r in digits_rows if r["label"] == "3"]
+    manifest = write_manifest(rows, tmp_path / "one.csv")
+    run = run_stages({"label_noise": {"method": "embeddings"}}, manifest, "ln-single", tmp_path / "out")
+    block = run.results["label_noise"]
+    assert block["skipped"] and "at least 2 classes" in block["skipped"] and "['3']" in block["skipped"]
+    assert block["num_issues"] == 0 and block["metrics"]["label_checked"] == 0
+    assert len(run.dataset.match_tags("label_issue")) == 0
+    assert len(run.dataset.load_saved_view("label_issues")) == 0
+
+
+def test_every_class_smaller_than_folds_is_skipped(digits_rows, tmp_path):
+    rows = [dict(r) for lab in ("1", "7") for r in [x for x in digits_rows if x["label"] == lab][:3]]
+    manifest = write_manifest(rows, tmp_path / "tiny.csv")
+    run = run_stages({"label_noise": {"method": "kfold"}}, manifest, "ln-tiny", tmp_path / "out")
+    block = run.results["label_noise"]
+    assert "'1' (3), '7' (3)" in " ".join(block["warnings"]) and block["skipped"]
+
+
+@pytest.mark.parametrize("stage, words", [
+    ({"filter_by": "nope"}, "stages.label_noise.filter_by"),
+    ({"method": "pred_probs_file"}, "needs the pred_probs_file option"),
+    ({"frac_noise": 0.5, "filter_by": "confident_learning"}, "frac_noise works only with"),
+    ({"train": {"epoch": 3}}, "train.epoch"),
+    ({"n_folds": 1}, "stages.label_noise.n_folds"),
+    ({"rank_by": "margin"}, "stages.label_noise.rank_by"),
+])
+def test_bad_options_are_named(hooks, stage, words):
+    from vetset.core.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe({"name": "x", "stages": {"label_noise": stage}}, hooks.stages)
+    assert words in str(info.value)
+
+
+def test_find_issues_uses_the_cleanlab_options(digits_rows):
+    from vetset.plugins.label_noise import find_issues
+    from vetset.plugins.label_noise_options import LabelNoiseOptions
+
+    rows = [dict(r) for r in digits_rows]
+    flip_labels(rows, 20, seed=5)
+    classes = sorted({r["label"] for r in rows})
+    probs = pixel_pred_probs([r["filepath"] for r in rows], [r["label"] for r in rows], classes)
+    labels = np.array([classes.index(r["label"]) for r in rows])
+    base, q_sc, _ = find_issues(labels, probs, LabelNoiseOptions())
+    neq, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="predicted_neq_given"))
+    half, _, _ = find_issues(labels, probs, LabelNoiseOptions(frac_noise=0.5))
+    _, q_nm, _ = find_issues(labels, probs, LabelNoiseOptions(rank_by="normalized_margin"))
+    np.testing.assert_array_equal(neq, probs.argmax(1) != labels)
+    assert half.sum() < base.sum() and not (half & ~base).any()
+    np.testing.assert_allclose(q_sc, probs[np.arange(len(labels)), labels], rtol=1e-6)
+    assert not np.allclose(q_sc, q_nm)
