@@ -70,7 +70,8 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML file (or a recip
     from vetset.core.recipe import load_recipe
 
     recipe = load_recipe(str(file), _hooks())
-    console.print(f"{recipe.source}: valid recipe {recipe.name!r} with stages {', '.join(recipe.stage_names())}.")
+    console.print(f"{recipe.source}: valid recipe {recipe.name!r} with stages {', '.join(recipe.stage_names())}.",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("run")
