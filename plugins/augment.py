@@ -1,24 +1,33 @@
 """Built-in plugin: the ``augment`` stage — close the audit's coverage gaps with albumentations.
 
 The stage reads the audit's train-split class counts and coverage table, plans per class
-how many new images each policy must write (:mod:`vetset.plugins.augment_plan`), checks
-every pipeline before writing anything, writes the images and their FiftyOne samples
-(:mod:`vetset.plugins.augment_write`), and audits the dataset again to show each planned
-cell before and after (:mod:`vetset.plugins.augment_report`). Only ``train`` samples are
-sources and only ``train`` samples are added: augmenting val or test would leak.
+how many new images each policy must write (:mod:`vetset.plugins.augment_plan`), builds
+and tries every pipeline before writing anything (:mod:`vetset.plugins.augment_pipeline`),
+writes the images (:mod:`vetset.plugins.augment_write`) and their FiftyOne samples
+(:mod:`vetset.plugins.augment_store`), and audits the new images to show each planned cell
+before and after (:mod:`vetset.plugins.augment_audit`, report section in
+:mod:`vetset.plugins.augment_report`). Only ``train`` samples are sources and only
+``train`` samples are added: augmenting val or test would leak. The whole run is in
+:mod:`vetset.plugins.augment_run`; ``recipes plan`` prints the plan without writing.
+
+This plugin also registers the bundled policies (:mod:`vetset.plugins.augment_policies`),
+the ``AtWorkingSize`` transform (:mod:`vetset.plugins.augment_transforms`), the saved
+view ``augmented`` and the report section ``augmentation`` (order 70).
+:func:`load_pipeline` is the one way to turn a recipe's pipeline into an ``A.Compose``.
 
 Result block (``run.results["augment"]``)::
 
     {"output_dir": str, "plan_key": str, "options": {...},
      "policies": {name: {"targets": ["orientation=portrait", ...], "description", "plugin", "pipeline"}},
      "plan": {"images", "by_policy", "classes": [...], "cells": [...]},   # see augment_plan
-     "write": {"planned", "written", "recovered", "skipped", "deleted_samples", ...},
+     "write": {"planned", "written", "recovered", "skipped", "deleted_samples", "deleted_files",
+               "failed", "errors", "seconds", "images_per_s", "workers"},
      "before": {"class_counts": {class: n}, "coverage": {property: {class: {bin: n}}}},  # train
-     "after": {... same, from the re-audit ...} | None,
-     "cells": [{..."after_count", "after_total", "after_share", "reached"}],
+     "after": {... the same for the data plus the new images ...} | None,
+     "cells": [{...plan cell..., "after_count", "after_total", "after_share", "reached"}],
      "landed": {policy: {"targeted": n, "landed": n}},
-     "metrics": {"augmented_images", "cells_planned", "cells_below_target",
-                 "cells_infeasible", "classes_below_min_after", "images_per_s"}}
+     "metrics": {"augmented_images", "cells_planned", "cells_below_target", "cells_infeasible",
+                 "classes_below_min_after", "images_per_s", "failed_images"}}
 """
 
 from __future__ import annotations

@@ -2,28 +2,29 @@
 
 1. Resolve policies (registered, then recipe-defined) and build every pipeline once, so
    an unknown transform or a bad parameter stops the run before any image is written.
-2. Take the audit of the dataset without augmented samples (the recipe's ``audit``
-   stage result, or a fresh :func:`vetset.plugins.audit.run_audit`), and the readable
-   train samples with their audited bins as sources.
+2. Take the audit of the dataset without augmented samples
+   (:func:`vetset.plugins.augment_audit.base_audit`), and the readable train samples
+   with their audited bins as sources.
 3. Plan (:func:`vetset.plugins.augment_plan.make_plan`), fingerprint the plan, try each
-   used policy on one real source, write (:func:`vetset.plugins.augment_write.write_plan`).
-4. Audit again and compare every planned cell with its target.
+   used policy on one real source, write (:func:`vetset.plugins.augment_store.write_plan`).
+4. Audit the new images and compare every planned cell with its target
+   (:mod:`vetset.plugins.augment_audit`).
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vetset.core.errors import DataError, RecipeError
+from vetset.core.errors import RecipeError
 from vetset.core.executor import default_workers
-from vetset.plugins.augment_plan import EPS, Plan, PolicyInfo, Source, make_plan
+from vetset.plugins.augment_audit import audit_new_images, base_audit, combine, evaluate_cells, landed
+from vetset.plugins.augment_plan import Plan, PolicyInfo, Source, make_plan
 from vetset.plugins.augment_policies import PROPERTY_BINS, PROPERTY_FIELDS, default_source_bins
-
 from vetset.plugins.augment_store import AUG_TAG
+
 #: With ``workers`` unset, worker processes are used only when the plan's estimated
 #: serial time (seconds) is above this: each worker pays a start-up of a few seconds
 #: (albumentations imports torch), which a small plan never wins back.
@@ -52,7 +53,6 @@ class PlanBundle:
     audit: dict[str, Any]
     cell_policy: dict[tuple[str, str], str | None]
     key: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def _cell(text: str) -> tuple[str, str]:
@@ -129,89 +129,12 @@ def validate_pipelines(policies: dict[str, ResolvedPolicy], names: set[str], hoo
             load_pipeline(pol.pipeline, hooks, pol.where)
 
 
-def audit_options(run: Any) -> Any:
-    """The recipe's ``audit`` options, or the audit stage's defaults."""
-    if "audit" in run.recipe.stages:
-        return run.recipe.options("audit")
-    stage = run.hooks.stages.get("audit")
-    return stage.options() if stage is not None else None
-
-
-#: Audit checks whose per-image bins make the coverage table; the re-audit runs only these.
-COVERAGE_CHECKS = ("orientation", "colour", "clarity")
-
-
-def _run_audit(run: Any, view: Any, options: Any) -> dict[str, Any]:
-    try:
-        from vetset.plugins.audit import run_audit
-    except ImportError as exc:
-        raise DataError("The augment stage needs the audit (vetset.plugins.audit), which is not installed "
-                        f"or is blocked: {exc}.") from None
-    return run_audit(view, options, run.hooks, log=run.log)
-
-
-def base_audit(run: Any) -> dict[str, Any]:
-    """Audit block of the dataset without augmented samples, to plan from.
-
-    The ``audit`` stage audits exactly that view, so its result is used when the recipe
-    ran it; otherwise the audit runs here on the same view. Either way a rerun plans from
-    the original data, not from what an earlier run added.
-    """
-    block = run.results.get("audit")
-    if block:
-        return block
-    run.log("[augment] the recipe has no audit stage; auditing the data (without augmented samples) to plan")
-    return _run_audit(run, run.dataset.match_tags(AUG_TAG, bool=False), audit_options(run))
-
-
-def audit_new_images(run: Any, folder: Path) -> dict[str, Any] | None:
-    """Run the audit's coverage checks on the augmented samples of ``folder``.
-
-    Only these samples are audited, so the issue tags and fields of the original samples
-    stay as the ``audit`` stage wrote them (a full re-audit would tag every blurred or
-    grayscale copy and its source as near-duplicates). The thresholds are the recipe's.
-
-    Returns:
-        The audit block of the new samples, or ``None`` when there are none.
-    """
-    from fiftyone import ViewField as F
-
-    view = run.dataset.match_tags(AUG_TAG).match(F("filepath").starts_with(str(folder) + os.sep))
-    if not len(view):
-        return None
-    options = audit_options(run)
-    checks = [c for c in COVERAGE_CHECKS if c in run.hooks.checks]
-    if options is not None and hasattr(options, "model_copy"):
-        options = options.model_copy(update={"checks": checks})
-    return _run_audit(run, view, options)
-
-
-def combine(before: dict[str, Any], new: dict[str, Any] | None, split: str = "train") -> dict[str, Any]:
-    """Train-split class counts and coverage of the data plus the new images.
-
-    Every coverage bin is decided per image (orientation from the size, colour from the
-    pixels, clarity against fixed thresholds), so counts add: the table of the
-    augmented dataset is the table of the original data plus the table of the new images.
-
-    Returns:
-        ``{"class_counts": {class: n}, "coverage": {property: {class: {bin: n}}}}``.
-    """
-    counts = dict(before.get("class_counts", {}).get(split, {}))
-    coverage = {p: {c: dict(bins) for c, bins in table.items()}
-                for p, table in before.get("coverage", {}).get(split, {}).items()}
-    if new:
-        for c, n in new.get("class_counts", {}).get(split, {}).items():
-            counts[c] = counts.get(c, 0) + int(n)
-        for p, table in new.get("coverage", {}).get(split, {}).items():
-            for c, bins in table.items():
-                row = coverage.setdefault(p, {}).setdefault(c, {})
-                for b, n in bins.items():
-                    row[b] = row.get(b, 0) + int(n)
-    return {"class_counts": counts, "coverage": coverage}
-
-
 def collect_sources(dataset: Any, exclude_tags: list[str]) -> dict[str, list[Source]]:
-    """Readable, non-augmented train samples per class, with their audited bins."""
+    """Readable, non-augmented train samples per class, with their audited bins.
+
+    Samples with a tag in ``exclude_tags`` are left out, and so are samples the audit gave
+    no bin at all (it could not decode them).
+    """
     from vetset.core.dataset import GT_FIELD, split_view
 
     view = split_view(dataset, "train").match_tags(AUG_TAG, bool=False)
@@ -219,12 +142,13 @@ def collect_sources(dataset: Any, exclude_tags: list[str]) -> dict[str, list[Sou
         view = view.match_tags(list(exclude_tags), bool=False)
     schema = view.get_field_schema()
     ids, fps, labels = view.values(["id", "filepath", f"{GT_FIELD}.label"])
-    bins = {p: view.values(f) if f in schema else [None] * len(ids) for p, f in PROPERTY_FIELDS.items()}
+    audited = [p for p, f in PROPERTY_FIELDS.items() if f in schema]
+    bins = {p: view.values(PROPERTY_FIELDS[p]) for p in audited}
     out: dict[str, list[Source]] = {}
     for i, (sid, fp, label) in enumerate(zip(ids, fps, labels)):
-        if label is None:
+        b = {p: bins[p][i] for p in audited if bins[p][i] in PROPERTY_BINS[p]}
+        if label is None or (audited and not b):  # no bin at all: the audit could not decode it
             continue
-        b = {p: bins[p][i] for p in bins if bins[p][i] in PROPERTY_BINS[p]}
         out.setdefault(label, []).append(Source(sid, fp, label, b))
     return out
 
@@ -254,48 +178,6 @@ def build_plan(run: Any, options: Any) -> PlanBundle:
         "format": [options.image_format, options.jpeg_quality],
     })
     return PlanBundle(plan, policies, audit, cell_policy, key)
-
-
-def evaluate_cells(plan: Plan, after: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Every planned cell with its re-audited count and share, and whether it reached its target.
-
-    Args:
-        after: :func:`combine` output, or ``None`` when there was no re-audit.
-    """
-    rows = []
-    cov = (after or {}).get("coverage", {})
-    for cell in plan.cells:
-        row = cell.to_dict()
-        if after is not None:
-            bins = cov.get(cell.property, {}).get(cell.label, {})
-            total = int(sum(bins.values()))
-            count = int(bins.get(cell.bin, 0))
-            share = count / total if total else 0.0
-            row.update(after_count=count, after_total=total, after_share=round(share, 4),
-                       reached=bool(share >= cell.target_share - EPS))
-        rows.append(row)
-    return rows
-
-
-def landed(dataset: Any, folder: Path) -> dict[str, dict[str, int]]:
-    """Per policy: augmented samples of ``folder`` with a target cell, and how many the
-    re-audit put in that cell (the policy moved the property it was meant to move)."""
-    from fiftyone import ViewField as F
-
-    view = dataset.match_tags(AUG_TAG).match(F("filepath").starts_with(str(folder) + os.sep))
-    view = view.exists("aug_target")
-    if not len(view):
-        return {}
-    schema = view.get_field_schema()
-    policies, targets = view.values(["aug_policy", "aug_target"])
-    values = {p: view.values(f) if f in schema else [None] * len(targets) for p, f in PROPERTY_FIELDS.items()}
-    out: dict[str, dict[str, int]] = {}
-    for i, (pol, tgt) in enumerate(zip(policies, targets)):
-        prop, _, b = tgt.partition("=")
-        row = out.setdefault(pol, {"targeted": 0, "landed": 0})
-        row["targeted"] += 1
-        row["landed"] += int(values.get(prop, [None] * len(targets))[i] == b)
-    return out
 
 
 def run_augment(run: Any, options: Any) -> dict[str, Any]:

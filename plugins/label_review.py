@@ -103,7 +103,11 @@ def decide(dataset: Any, unreviewed: Unreviewed = "keep") -> tuple[list[Decision
     return out, counts
 
 
-def _check_out(out: Path, dataset: Any) -> None:
+def _check_out(out: Path, dataset: Any, decisions: list[Decision]) -> None:
+    for d in decisions:
+        if out in Path(d.filepath).resolve().parents:
+            raise VetsetError(f"--out {out} holds source images (e.g. {d.filepath}); choose a new folder "
+                              "(the source is never written to).")
     source = (dataset.info or {}).get("vetset", {}).get("source")
     if source:
         src = Path(source).resolve()
@@ -149,7 +153,7 @@ def export_labels(dataset: Any, out: str | os.PathLike | None = None, csv_path: 
     exported = 0
     out_dir = Path(out).expanduser().resolve() if out is not None else None
     if out_dir is not None:
-        _check_out(out_dir, dataset)
+        _check_out(out_dir, dataset, decisions)
         tmp = out_dir.with_name(out_dir.name + ".tmp-export")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -81,6 +81,17 @@ def run_stages(stages: dict, data: Path | None, dataset: str, out: Path, resume:
     return run
 
 
+def pixel_pred_probs(filepaths: list[str], labels: list[str], classes: list[str]) -> np.ndarray:
+    """Out-of-fold probabilities of a logistic regression on the 8x8 pixels, (N, K)."""
+    from PIL import Image
+
+    from vetset.plugins.label_noise_oof import embedding_pred_probs
+
+    x = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() for p in filepaths])
+    y = np.array([classes.index(lab) for lab in labels])
+    return embedding_pred_probs(x, y, len(classes), n_folds=5, seed=0, C=0.1)
+
+
 def recall_precision(flagged: set[str], truth: set[str]) -> tuple[float, float]:
     """Recall and precision of a flagged set of file paths against the flipped set."""
     hit = len(flagged & truth)

@@ -136,3 +136,35 @@ def test_applied_params_become_json():
                    "kernel": {"shape": [100], "dtype": "float32"}, "alpha": 0.5, "shape": [4, 5, 3],
                    "order": [1, 2], "nan": None}
     json.dumps(out)
+
+
+def test_at_working_size_blurs_by_a_share_of_the_image(hooks, hymenoptera_dir):
+    """The same AtWorkingSize blur leaves a small and a 4x larger copy of a photo equally blurred
+    at the audit's 128 px scale, where a bare GaussianBlur barely touches the large one."""
+    import cv2
+
+    from vetset.core.images import load_rgb
+    from vetset.plugins.augment_transforms import AtWorkingSize
+
+    photo = load_rgb(str(sorted((hymenoptera_dir / "train" / "ants").glob("*.jpg"))[3]))
+    small = cv2.resize(photo, (320, round(320 * photo.shape[0] / photo.shape[1])), interpolation=cv2.INTER_AREA)
+    large = cv2.resize(photo, (1280, round(1280 * photo.shape[0] / photo.shape[1])), interpolation=cv2.INTER_CUBIC)
+    blur = A.GaussianBlur(sigma_limit=(3.0, 3.0), p=1.0)
+    relative = load_pipeline(A.to_dict(A.Compose([AtWorkingSize([blur], size=256)])), hooks, save_applied_params=True)
+    bare = A.Compose([blur])
+
+    def sharpness_128(img):  # the audit's clarity measure: variance of the Laplacian at 128 px
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        gray = cv2.resize(gray, (128, round(128 * gray.shape[0] / gray.shape[1])), interpolation=cv2.INTER_AREA)
+        return cv2.Laplacian(gray, cv2.CV_32F).var()
+
+    out_small, out_large = relative(image=small), relative(image=large)
+    assert out_small["image"].shape == small.shape and out_large["image"].shape == large.shape
+    assert out_large["applied_transforms"][0] == ("AtWorkingSize", {"size": 256, "working_shape": [
+        round(256 * large.shape[0] / large.shape[1]), 256]})
+    s_small, s_large = sharpness_128(out_small["image"]), sharpness_128(out_large["image"])
+    assert abs(s_small - s_large) / max(s_small, s_large) < 0.25
+    assert sharpness_128(bare(image=large)["image"]) > 4 * s_large
+    spec = A.to_dict(relative)
+    assert spec["transform"]["transforms"][0]["size"] == 256
+    assert A.to_dict(load_pipeline(spec, hooks)) == spec

@@ -246,3 +246,36 @@ def test_recipes_plan_prints_the_plan_and_writes_no_image(hym_subset, tmp_path, 
     bad.write_text("name: bad\nstages:\n  augment:\n    coverage_targets: {colour: {greyscale: 0.1}}\n")
     res = run_cli("plan", str(bad), "--data", str(hym_subset), "--dataset", ds_name)
     assert res.returncode == 2 and "colour.greyscale is not a bin" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_recipe_policy_from_a_saved_file_and_a_plugin_policy(hym_subset, tmp_path, ds_name):
+    """A pipeline file ``A.save`` wrote fills a cell; a plugin's policy, whose transform only the
+    plugin's ``vetset_register_transforms`` names (``acme.Invert``), lifts the class counts."""
+    import albumentations as A
+
+    from vetset.core.manager import Hooks, build_plugin_manager
+
+    from test_augment_pipeline import AcmePlugin, Invert
+
+    path = tmp_path / "negative_gray.json"
+    A.save(A.Compose([Invert(p=1.0), A.ToGray(p=1.0)]), str(path))
+    pm = build_plugin_manager()
+    plugin = AcmePlugin()
+    pm.register(plugin, name="acme")
+    try:
+        hooks = Hooks(pm)
+        augment = {"min_count": 25, "fill_policy": "acme_invert", "coverage_targets": {"colour": {"grayscale": 0.2}},
+                   "policies": {"negative_gray": {"pipeline": str(path), "targets": ["colour.grayscale"]}}}
+        run = make_run(hooks, hym_subset, tmp_path / "out", ds_name, augment)
+        result = run.execute()["stages"]["augment"]
+    finally:
+        pm.unregister(plugin)
+    assert result["policies"]["negative_gray"]["plugin"] == "recipe"
+    assert result["policies"]["acme_invert"]["plugin"] == "acme"
+    by_policy = result["plan"]["by_policy"]
+    assert set(by_policy) == {"negative_gray", "acme_invert"} and min(by_policy.values()) > 0
+    assert result["landed"]["negative_gray"]["landed"] == result["landed"]["negative_gray"]["targeted"]
+    assert result["metrics"]["cells_below_target"] == 0 and result["metrics"]["classes_below_min_after"] == 0
+    expected = {"negative_gray": ["Invert", "ToGray"], "acme_invert": ["Invert"]}
+    for policy, applied in zip(*run.dataset.match_tags("augmented").values(["aug_policy", "aug_params"])):
+        assert [p["transform"] for p in applied] == expected[policy]

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from label_noise_data import flip_labels, fresh, imagefolder_rows, recall_precision, run_stages, write_manifest
+from label_noise_data import (flip_labels, fresh, imagefolder_rows, pixel_pred_probs, recall_precision, run_stages,
+                              write_manifest)
 from vetset.core.errors import RecipeError
-
-
-def pixel_pred_probs(filepaths: list[str], labels: list[str], classes: list[str]) -> np.ndarray:
-    """Out-of-fold probabilities of a logistic regression on the 8x8 pixels, (N, K)."""
-    from vetset.plugins.label_noise_oof import embedding_pred_probs
-
-    x = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() for p in filepaths])
-    y = np.array([classes.index(lab) for lab in labels])
-    return embedding_pred_probs(x, y, len(classes), n_folds=5, seed=0, C=0.1)
 
 
 @pytest.fixture(scope="module")

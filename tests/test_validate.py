@@ -199,9 +199,10 @@ def test_cli_run_prints_how_to_open_the_errors_in_the_app(digits_dir, tmp_path):
     recipe.write_text(yaml.safe_dump({"name": "tv", "stages": {"train": dict(TRAIN, epochs=1), "validate": {}}}))
     res = run_cli("run", str(recipe), "--data", str(digits_dir), "--dataset", "t-validate-cli", "--out", str(tmp_path / "o"))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "open the validation errors in the App: recipes app --dataset t-validate-cli" in res.stdout
-    assert f"train checkpoint: {tmp_path / 'o' / 'train' / 'best.pt'}" in res.stdout
-    assert "[validate] val accuracy" in res.stdout
+    out = res.stdout.replace("\n", "")  # rich wraps long lines at the terminal width
+    assert "open the validation errors in the App: recipes app --dataset t-validate-cli" in out
+    assert f"train checkpoint: {tmp_path / 'o' / 'train' / 'best.pt'}" in out
+    assert "[validate] val accuracy" in out
 
 
 def test_bad_train_options_fail_before_any_stage_runs(hooks, digits_dir, fresh_name, tmp_path):
