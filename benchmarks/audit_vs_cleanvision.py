@@ -86,7 +86,7 @@ def cleanvision(paths: list[str], workers: int) -> float:
     return time.perf_counter() - t
 
 
-def vetset_audit(root: Path, name: str, workers: int) -> tuple[float, float, dict]:
+def vetset_audit(root: Path, name: str, workers: int) -> tuple[float, float, dict, float]:
     from vetset.core.dataset import load_dataset
     from vetset.core.manager import Hooks
     from vetset.plugins.audit import AuditOptions, run_audit
@@ -94,9 +94,10 @@ def vetset_audit(root: Path, name: str, workers: int) -> tuple[float, float, dic
     t = time.perf_counter()
     ds, _ = load_dataset(root, name=name)
     t_load = time.perf_counter() - t
+    rss0 = maxrss_mb()
     t = time.perf_counter()
     block = run_audit(ds, AuditOptions(workers=workers), Hooks(), log=lambda m: None)
-    return t_load, time.perf_counter() - t, block
+    return t_load, time.perf_counter() - t, block, maxrss_mb() - rss0
 
 
 def maxrss_mb() -> float:
@@ -126,10 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  plain decode {t_plain:.2f} s; CleanVision ({args.workers} workers) ...", flush=True)
         t_cv = cleanvision(paths, args.workers)
         print(f"  CleanVision {t_cv:.2f} s; vetset audit ({args.workers} workers) ...", flush=True)
-        rss0 = maxrss_mb()
-        t_load, t_vs, block = vetset_audit(root, f"bench-{key}-{os.getpid()}", args.workers)
+        t_load, t_vs, block, drss = vetset_audit(root, f"bench-{key}-{os.getpid()}", args.workers)
         print(f"  vetset {t_vs:.2f} s (FiftyOne load before it: {t_load:.2f} s); stages {block['seconds']}", flush=True)
-        rows.append((key, n, t_plain, t_cv, t_vs, t_load, maxrss_mb() - rss0))
+        rows.append((key, n, t_plain, t_cv, t_vs, t_load, drss))
 
     print()
     head = (f"{'folder':<14} {'images':>7} {'plain decode':>14} {'CleanVision':>14} {'vetset audit':>14} "
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"workers={args.workers}; CPUs visible={os.cpu_count()}; load average={os.getloadavg()[0]:.1f}. "
           "vetset includes the FiftyOne writes; the plain decode is single-process. "
-          "RSS +MB: growth of this process's peak RSS during the vetset audit (workers return numbers, not pixels).")
+          "RSS +MB: growth of this process's peak RSS during the vetset audit alone (workers return numbers, not pixels).")
     return 0
 
 

@@ -7,7 +7,6 @@ with a clear reason), the run finishes, and the source folder is left untouched.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import struct
