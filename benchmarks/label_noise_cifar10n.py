@@ -150,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
                 test_probs.append(predict(out.model, test["fps"], out.data_config, opts)[0])
 
         t0 = time.perf_counter()
+        def log(msg: str) -> None:  # fold starts go to stderr, with the time since the label set began
+            if msg.startswith("[label_noise] fold"):
+                print(f"{time.perf_counter() - t0:7.0f} s  {label_set}: {msg}", file=sys.stderr, flush=True)
+
         pred_probs, folds = kfold_pred_probs(fps, given, classes, train_opts, args.folds, args.seed,
-                                             log=lambda m: None, on_fold=score_test)
+                                             log=log, on_fold=score_test)
         seconds = time.perf_counter() - t0
         pred = pred_probs.argmax(1)
         base = prf(pred != given, truth)

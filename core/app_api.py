@@ -67,8 +67,8 @@ def run_stages(dataset_name: str, stages: dict[str, dict[str, Any] | None], view
     The stages form a one-off recipe named ``app`` validated by
     :func:`vetset.core.recipe.parse_recipe`, so a bad option gives the same one-sentence
     error as a bad recipe file. On the whole dataset the recipe runs through
-    :class:`vetset.core.run.Run` (saved views rebuilt, ``result.json`` written); blocks of
-    stages not in this recipe are carried over from the previous ``result.json``.
+    :class:`vetset.core.run.Run` (saved views rebuilt, ``result.json`` written); the other
+    stages' blocks of the previous ``result.json`` are kept, in their order.
 
     With ``view_ids`` only the ``audit`` stage is allowed: it calls
     ``vetset.plugins.audit.run_audit`` on ``dataset.select(view_ids)``, which writes the
@@ -127,11 +127,10 @@ def run_stages(dataset_name: str, stages: dict[str, dict[str, Any] | None], view
                 "result_json": None, "stages": {"audit": block}, "saved_views": dataset.list_saved_views()}
 
     previous = _previous_result(out)
-    if previous:
+    if previous:  # carry every earlier block over, in its order; the stages run now replace theirs
         for name, block in (previous.get("stages") or {}).items():
-            if name not in stages:
-                run.results[name] = block
-                run.stage_times[name] = (previous.get("stage_times_s") or {}).get(name, 0.0)
+            run.results[name] = block
+            run.stage_times[name] = (previous.get("stage_times_s") or {}).get(name, 0.0)
     result = run.execute()
     ds = run.dataset
     return {"dataset": ds.name, "target": "dataset", "num_samples": len(ds), "out_dir": str(run.out_dir),

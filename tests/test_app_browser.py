@@ -166,7 +166,7 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
             page.get_by_text("validation_errors", exact=True).first.click()
             page.get_by_text(_count(n_errors), exact=True).wait_for(timeout=30_000)
             assert "view=validation-errors" in page.url
-            assert page.locator('[data-cy="looker"]').count() == n_errors
+            sync_api.expect(page.locator('[data-cy="looker"]')).to_have_count(n_errors, timeout=30_000)
             page.screenshot(path=str(shots / "3-validation-errors.png"))
 
             # vetset's operators are in the operator browser
@@ -204,7 +204,7 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
             row.scroll_into_view_if_needed()
             row.get_by_role("button").click()
             page.get_by_text(_count(issue_count), exact=True).wait_for(timeout=30_000)
-            assert page.locator('[data-cy="looker"]').count() == issue_count
+            sync_api.expect(page.locator('[data-cy="looker"]')).to_have_count(issue_count, timeout=30_000)
             page.screenshot(path=str(shots / "8-issue-view.png"))
             browser.close()
     finally:

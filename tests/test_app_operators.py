@@ -158,12 +158,19 @@ def test_panel_shows_balance_issues_and_opens_a_view(ds_name, ops):
     assert [r["share"] for r in state["balance"]] == ["50.0%", "50.0%"]
     issues = {r["view"]: r["count"] for r in state["issues"]}
     assert issues["validation_errors"] == len(ds.load_saved_view("validation_errors"))
+    from vetset.core.app_api import audit_summary
+
+    coverage = audit_summary(ds_name)["coverage"]["all"]
+    assert set(state["coverage_props"]) == set(coverage) >= {"orientation", "colour", "clarity"}
+    for prop, bins in state["coverage_props"].items():
+        assert {r["class"]: {b: r[b] for b in bins} for r in state[f"coverage_{prop}"]} == {
+            c: {b: coverage[prop][c].get(b, 0) for b in bins} for c in coverage[prop]}
     traces = ctx.ops.patch_panel_data.call_args_list[-1].args[0]["balance_plot"]
     assert [t["name"] for t in traces] == ["train", "val"] and traces[0]["y"] == [10, 10]
 
     rendered = panel.render(ctx)
     names = set(_props(rendered))
-    assert {"balance", "balance_plot", "issues", "menu"} <= names
+    assert {"balance", "balance_plot", "issues", "menu", "split", "coverage_orientation"} <= names
     table = _props(rendered)["issues"].view
     assert [c.key for c in table.columns] == ["view", "count"]
     tips = {(t.row, t.column): t.to_json()["value"] for t in table.tooltips}
@@ -175,6 +182,11 @@ def test_panel_shows_balance_issues_and_opens_a_view(ds_name, ops):
     ctx = make_ctx(ds, {"row": row}, panel_state=state)
     panel.open_issue(ctx)
     ctx.ops.set_view.assert_called_once_with(name="validation_errors")
+
+    ctx = make_ctx(ds, {"value": "train"}, panel_state=dict(state))
+    panel.change_split(ctx)
+    assert ctx.panel_state["split"] == "train"
+    assert sum(sum(v for k, v in r.items() if k != "class") for r in ctx.panel_state["coverage_orientation"]) == 20
 
     panel.plugin_name = "@vetset/vetset"  # set by FiftyOne when it registers the panel
     ctx = make_ctx(ds, panel_state=state)

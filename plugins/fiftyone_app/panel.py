@@ -50,8 +50,13 @@ class AuditPanel(foo.Panel):
         ctx.panel.state.split = split
         ctx.panel.state.balance_splits = [s for s in SPLIT_ORDER if s in summary["class_counts"]]
         ctx.panel.state.balance = balance_rows(summary["class_counts"])
-        ctx.panel.state.coverage_columns = columns
-        ctx.panel.state.coverage = cov_rows
+        # one small table per property (orientation, colour, clarity): narrow enough for a split panel
+        props = list(dict.fromkeys(col.split(":", 1)[0] for col in columns))
+        ctx.panel.state.coverage_props = {
+            prop: [col.split(":", 1)[1] for col in columns if col.startswith(prop + ":")] for prop in props}
+        for prop, bins in ctx.panel.state.coverage_props.items():
+            ctx.panel.state.set(f"coverage_{prop}",
+                                [{"class": r["class"], **{b: r[f"{prop}:{b}"] for b in bins}} for r in cov_rows])
         rows = sorted(summary["issues"], key=lambda r: -r["count"])  # stable: registry order within a count
         ctx.panel.state.issues = [{"view": r["name"], "count": r["count"], "description": r["description"]}
                                   for r in rows]
@@ -111,16 +116,17 @@ class AuditPanel(foo.Panel):
                                            "yaxis": {"title": "images"}})
 
         panel.md("**Coverage: class x property** (images per bin)", name="coverage_title")
-        if state.coverage_columns:
+        if state.coverage_props:
             splits = types.TabsView()
             for split in state.splits or []:
                 splits.add_choice(split, label=split)
             panel.enum("split", splits.values(), default=state.split, view=splits, on_change=self.change_split)
-            coverage = types.TableView()
-            coverage.add_column("class", label="class")
-            for col in state.coverage_columns:
-                coverage.add_column(col, label=col.replace(":", ": "))
-            panel.list("coverage", types.Object(), view=coverage)
+            for prop, bins in state.coverage_props.items():
+                coverage = types.TableView()
+                coverage.add_column("class", label=prop)
+                for b in bins:
+                    coverage.add_column(b, label=b)
+                panel.list(f"coverage_{prop}", types.Object(), view=coverage)
         else:
             panel.md("_No coverage in the audit result._", name="no_coverage")
 
