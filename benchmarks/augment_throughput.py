@@ -22,7 +22,7 @@ times are noisy; the single-process rows also show this process's CPU time
 
 Usage::
 
-    .venv/bin/python benchmarks/augment_throughput.py [--repeat 4] [--workers 2] [--rounds 3] [--data DIR]
+    .venv/bin/python benchmarks/augment_throughput.py [--repeat 8] [--workers 2] [--rounds 2] [--data DIR]
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def plain_loop(images, compose, out_dir: Path, decode_with_vetset: bool) -> tupl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeat", type=int, default=4, help="new images per source photo")
+    ap.add_argument("--repeat", type=int, default=8, help="new images per source photo")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each run counts")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of each run counts")
     ap.add_argument("--data", default=None, help="ImageFolder tree (default: the shared hymenoptera set)")
     args = ap.parse_args()
 

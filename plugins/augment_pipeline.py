@@ -23,8 +23,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from vetset.core.errors import RecipeError
 
 #: Arrays (or lists) with more elements than this are stored as a shape/dtype summary in
@@ -206,6 +204,8 @@ def jsonable_params(value: Any) -> Any:
     numpy scalars become Python numbers, small arrays lists, tuples lists; arrays with
     more than :data:`MAX_PARAM_ELEMENTS` elements become ``{"shape", "dtype"}`` summaries.
     """
+    import numpy as np
+
     if isinstance(value, dict):
         return {str(k): jsonable_params(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):

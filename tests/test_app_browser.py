@@ -117,6 +117,10 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
     import fiftyone as fo
 
+    from vetset.core.app_api import out_dir_of
+    from vetset.core.app_launch import install_plugin
+    from vetset.core.result import read_result
+
     name = validated_dataset(hymenoptera_dir, session_tmp)
     ds = fo.load_dataset(name)
     n_errors = len(ds.load_saved_view("validation_errors"))
@@ -124,22 +128,19 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
     # an issue view whose size differs from validation_errors, to see the click-through land
     issue_view, issue_count = next((v, len(ds.load_saved_view(v))) for v in saved
                                    if v.startswith("validation_errors/") and 0 < len(ds.load_saved_view(v)) != n_errors)
-    from vetset.core.app_api import out_dir_of
-    from vetset.core.app_launch import install_plugin
-    from vetset.core.result import read_result
 
     plugins = tmp_path / "plugins"
     install_plugin(plugins)
     monkeypatch.setattr(fo.config, "plugins_dir", str(plugins))  # this process queues a vetset operation
     audited_at = read_result(out_dir_of(ds))["finished_at"]
-    proc, url, server_log = _start_app(name, plugins)
-    assert url.endswith(f"/datasets/{DATASET}")
-    assert any(line.startswith("delegated-operation worker: pid") for line in server_log)
-    doc_id = _schedule_label_issues(name)  # runs in recipes app's worker while the browser works
     console: list[str] = []
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    proc, url, server_log = _start_app(name, plugins)
     try:
+        assert url.endswith(f"/datasets/{DATASET}")
+        assert any(line.startswith("delegated-operation worker: pid") for line in server_log)
+        doc_id = _schedule_label_issues(name)  # runs in recipes app's worker while the browser works
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -207,11 +208,11 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
             sync_api.expect(page.locator('[data-cy="looker"]')).to_have_count(issue_count, timeout=30_000)
             page.screenshot(path=str(shots / "8-issue-view.png"))
             browser.close()
+        doc = _wait_done(doc_id)  # before stopping recipes app, whose worker runs it
     finally:
         _stop(proc)
     # the App's audit run rewrote result.json; the scheduled operation ran in the worker
     assert read_result(out_dir_of(ds))["finished_at"] > audited_at
-    doc = _wait_done(doc_id)
     assert doc.run_state == "completed", (doc.result.error if doc.result else doc.run_state)
     ds.reload()  # the worker process added fields and the label_issues view
     assert doc.result.result["metrics"]["label_noise"]["label_issues"] == len(ds.load_saved_view("label_issues"))
