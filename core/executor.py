@@ -53,8 +53,15 @@ class LocalExecutor:
         ctx = mp.get_context("forkserver")
         if self.preload:
             ctx.set_forkserver_preload(["__main__", *self.preload])
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        finished = False
+        try:
             yield from pool.map(fn, items, chunksize=chunksize)
+            finished = True
+        finally:
+            # on Ctrl-C, an error or an abandoned generator, drop the chunks not started yet
+            # instead of waiting for all of them (``with`` would wait)
+            pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def get_executor(name: str = "local", workers: int | None = None, **kwargs: Any) -> Executor:
