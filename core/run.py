@@ -165,8 +165,14 @@ class Run:
         return path
 
     def save_views(self, stage: str) -> list[str]:
-        """(Re)save every registered view that belongs to ``stage``; returns their names."""
+        """(Re)save every registered view that belongs to ``stage``; returns their names.
+
+        The dataset document is reloaded first: FiftyOne writes the whole saved-view list
+        when one view is saved, so a stale in-memory list would drop views that another
+        process (an App session, a delegated operation) saved since this run loaded it.
+        """
         saved = []
+        self.dataset.reload()
         for spec in self.hooks.views.values():
             if spec.stage != stage:
                 continue

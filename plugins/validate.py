@@ -136,6 +136,7 @@ def _reset_runs(dataset: Any) -> None:
 def _save_class_views(dataset: Any, classes: list[str]) -> dict[str, int]:
     """(Re)save ``validation_errors/<class>`` for classes with errors; drop stale ones."""
     counts = {}
+    dataset.reload()  # see Run.save_views: never write back a stale saved-view list
     for cls in classes:
         view = errors_view(dataset, cls)
         n = len(view) if view is not None else 0
