@@ -106,17 +106,21 @@ def run(
 def _print_where(the_run) -> None:
     ds = the_run.dataset
     console.print(f"dataset: {ds.name} ({len(ds)} samples)  saved views: {', '.join(ds.list_saved_views()) or '-'}",
-                  markup=False, highlight=False)
-    console.print(f"results: {the_run.out_dir / 'result.json'}", markup=False, highlight=False)
-    for stage, res in the_run.results.items():
-        for key in ("report_html", "checkpoint", "output_dir"):
-            if isinstance(res, dict) and res.get(key):
-                console.print(f"{stage} {key.replace('_', ' ')}: {res[key]}", markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"results: {the_run.out_dir / 'result.json'}", markup=False, highlight=False, soft_wrap=True)
+    shown: set[str] = set()
+    for res in the_run.results.values():
+        for key, label in (("report_html", "report html"), ("checkpoint", "checkpoint"),
+                           ("output_dir", "augmented images")):
+            path = res.get(key) if isinstance(res, dict) else None
+            if path and path not in shown:
+                shown.add(path)
+                console.print(f"{label}: {path}", markup=False, highlight=False, soft_wrap=True)
     if "validation_errors" in ds.list_saved_views():
         console.print(
             f"open the validation errors in the App: recipes app --dataset {ds.name}  "
             f"(or in Python: fo.launch_app(fo.load_dataset('{ds.name}').load_saved_view('validation_errors')))",
-            markup=False, highlight=False)
+            markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(result: dict) -> None:

@@ -201,7 +201,7 @@ def test_cli_run_prints_how_to_open_the_errors_in_the_app(digits_dir, tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     out = res.stdout.replace("\n", "")  # rich wraps long lines at the terminal width
     assert "open the validation errors in the App: recipes app --dataset t-validate-cli" in out
-    assert f"train checkpoint: {tmp_path / 'o' / 'train' / 'best.pt'}" in out
+    assert f"checkpoint: {tmp_path / 'o' / 'train' / 'best.pt'}" in out
     assert "[validate] val accuracy" in out
 
 
