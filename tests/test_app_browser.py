@@ -140,7 +140,10 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
     try:
         assert url.endswith(f"/datasets/{DATASET}")
         assert any(line.startswith("delegated-operation worker: pid") for line in server_log)
-        doc_id = _schedule_label_issues(name)  # runs in recipes app's worker while the browser works
+        doc_id = _schedule_label_issues(name)  # runs in recipes app's delegated-operation worker
+        # Let it finish before the browser's audit run: two processes saving views of one dataset
+        # at the same moment can lose one (FiftyOne rewrites the whole saved-view list).
+        doc = _wait_done(doc_id)
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -208,7 +211,6 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
             sync_api.expect(page.locator('[data-cy="looker"]')).to_have_count(issue_count, timeout=30_000)
             page.screenshot(path=str(shots / "8-issue-view.png"))
             browser.close()
-        doc = _wait_done(doc_id)  # before stopping recipes app, whose worker runs it
     finally:
         _stop(proc)
     # the App's audit run rewrote result.json; the scheduled operation ran in the worker
