@@ -136,6 +136,12 @@ def test_applied_params_become_json():
                    "kernel": {"shape": [100], "dtype": "float32"}, "alpha": 0.5, "shape": [4, 5, 3],
                    "order": [1, 2], "nan": None}
     json.dumps(out)
+    # the fast path (no NaN) gives the same values and types, and still summarises long sequences
+    del params["nan"]
+    params.update(flag=np.bool_(True), nested={"pts": [(1, 2)] * 70, "k": np.uint8(7)}, key={1: "a"})
+    out = jsonable_params(params)
+    assert out["flag"] is True and out["nested"] == {"pts": {"length": 70}, "k": 7} and out["key"] == {"1": "a"}
+    assert out["order"] == [1, 2] and isinstance(out["order"][0], int) and out["alpha"] == 0.5
 
 
 def test_at_working_size_blurs_by_a_share_of_the_image(hooks, hymenoptera_dir):
@@ -168,3 +174,27 @@ def test_at_working_size_blurs_by_a_share_of_the_image(hooks, hymenoptera_dir):
     spec = A.to_dict(relative)
     assert spec["transform"]["transforms"][0]["size"] == 256
     assert A.to_dict(load_pipeline(spec, hooks)) == spec
+
+
+def test_writer_workers_import_albumentations_without_torch_and_still_build_totensor():
+    """The writer's forkserver preload skips albumentations' optional torch import; ToTensorV2 still resolves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import vetset.plugins.augment_preload as pre\n"
+        "assert 'albumentations' in sys.modules and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
+        "assert 'albumentations.pytorch' not in sys.modules\n"
+        "from vetset.plugins.augment_pipeline import build_pipeline\n"
+        "pipe = build_pipeline({'__class_fullname__': 'Compose', 'transforms': [\n"
+        "    {'__class_fullname__': 'HorizontalFlip', 'p': 1.0},\n"
+        "    {'__class_fullname__': 'ToTensorV2', 'p': 1.0}]})\n"
+        "import numpy as np\n"
+        "out = pipe(image=np.arange(24, dtype=np.uint8).reshape(2, 4, 3))['image']\n"
+        "print(type(out).__module__, tuple(out.shape), int(out[0, 0, 0]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # ToTensorV2 gives a CHW torch tensor; the flip put pixel (0, 3) first: value 9 in channel 0
+    assert proc.stdout.split() == ["torch", "(3,", "2,", "4)", "9"]
