@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from vetset.core.errors import DataError, RecipeError
+from vetset.core.errors import ChecksFailed, DataError, RecipeError
 from vetset.core.result import RESULT_FILE, read_result
 
 #: Saved views that vetset itself maintains besides the ``audit/<check>`` family.
@@ -61,7 +61,7 @@ def stored_result(dataset: Any) -> dict[str, Any]:
 
 def run_stages(dataset_name: str, stages: dict[str, dict[str, Any] | None], view_ids: list[str] | None = None,
                hooks: Any = None, out_dir: str | os.PathLike | None = None,
-               log: Callable[[str], Any] = print) -> dict[str, Any]:
+               log: Callable[[str], Any] = print, fail_on: dict[str, float] | None = None) -> dict[str, Any]:
     """Run registered stages on a FiftyOne dataset (or, for the audit, on some of its samples).
 
     The stages form a one-off recipe named ``app`` validated by
@@ -84,11 +84,15 @@ def run_stages(dataset_name: str, stages: dict[str, dict[str, Any] | None], view
         out_dir: run folder; default the one recorded in ``dataset.info``, else
             ``./vetset-runs/<dataset>``.
         log: called with one-line status messages.
+        fail_on: a recipe's ``fail_on`` gates (dotted metric path -> threshold), checked
+            on the whole-dataset result as ``recipes run`` does; an exceeded gate does not
+            raise here (the App shows it): it is listed in the returned ``fail_on``.
 
     Returns:
         ``{"dataset", "target" ("dataset" | "view"), "num_samples" (samples processed),
         "out_dir", "result_json" (path or ``None``), "stages": {name: block of this run},
-        "saved_views": [names on the dataset afterwards]}``.
+        "saved_views": [names on the dataset afterwards], "fail_on": {"failures": [sentence,
+        ...], "checked": {metric: {...}}}}`` (``fail_on`` empty for a view).
 
     Raises:
         RecipeError: an unknown stage or invalid options (named in the message).
@@ -104,7 +108,7 @@ def run_stages(dataset_name: str, stages: dict[str, dict[str, Any] | None], view
     if not stages:
         raise RecipeError("No stage chosen: pick at least one of " + ", ".join(hooks.stages.names()) + ".")
     recipe = parse_recipe({"name": APP_RECIPE, "description": "started from the FiftyOne App",
-                           "data": {"format": "fiftyone"}, "stages": dict(stages)},
+                           "data": {"format": "fiftyone"}, "stages": dict(stages), "fail_on": dict(fail_on or {})},
                           hooks.stages, source="from the FiftyOne App")
     dataset = load_fo_dataset(dataset_name)
     out = Path(out_dir) if out_dir else out_dir_of(dataset)
@@ -124,18 +128,24 @@ def run_stages(dataset_name: str, stages: dict[str, dict[str, Any] | None], view
         run.dataset = dataset
         run.save_views("audit")
         return {"dataset": dataset.name, "target": "view", "num_samples": len(view), "out_dir": str(run.out_dir),
-                "result_json": None, "stages": {"audit": block}, "saved_views": dataset.list_saved_views()}
+                "result_json": None, "stages": {"audit": block}, "saved_views": dataset.list_saved_views(),
+                "fail_on": {}}
 
     previous = _previous_result(out)
     if previous:  # carry every earlier block over, in its order; the stages run now replace theirs
         for name, block in (previous.get("stages") or {}).items():
             run.results[name] = block
             run.stage_times[name] = (previous.get("stage_times_s") or {}).get(name, 0.0)
-    result = run.execute()
+    try:
+        result = run.execute()
+    except ChecksFailed:  # result.json is written; the gates' outcome goes back to the App
+        result = run.result
+        log("[fail_on] " + "; ".join(result["fail_on"]["failures"]))
     ds = run.dataset
     return {"dataset": ds.name, "target": "dataset", "num_samples": len(ds), "out_dir": str(run.out_dir),
             "result_json": str(run.out_dir / RESULT_FILE),
-            "stages": {name: result["stages"][name] for name in stages}, "saved_views": ds.list_saved_views()}
+            "stages": {name: result["stages"][name] for name in stages}, "saved_views": ds.list_saved_views(),
+            "fail_on": result.get("fail_on") or {}}
 
 
 def plan_augmentation(dataset_name: str, options: dict[str, Any] | None = None, hooks: Any = None,

@@ -205,7 +205,10 @@ def test_run_recipe_lists_registered_recipes_and_runs_one(ds_name, ops, tmp_path
     from vetset.core.manager import get_hooks
 
     recipe = tmp_path / "quick.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "quick-validate", "stages": {"validate": VALIDATE}}))
+    # two gates as `recipes run` checks them: one the run passes, one it exceeds
+    recipe.write_text(yaml.safe_dump({"name": "quick-validate", "stages": {"validate": VALIDATE},
+                                      "fail_on": {"validate.metrics.validation_errors": -1,
+                                                  "validate.metrics.val_accuracy": 1.0}}))
 
     class QuickRecipes:
         @hookimpl
@@ -225,6 +228,13 @@ def test_run_recipe_lists_registered_recipes_and_runs_one(ds_name, ops, tmp_path
         out = ops[0].RunRecipe().execute(ctx)
         assert out["stages"] == ["validate"]
         assert out["metrics"]["validate"]["validation_errors"] == len(before)
+        # the recipe's fail_on is checked as the CLI does and shown, not raised; result.json records it
+        errors = len(before)
+        assert out["fail_on_failures"] == [f"validate.metrics.validation_errors = {errors:g} exceeds -1"]
+        gates = json.loads(open(out["result_json"]).read())["fail_on"]
+        assert gates["checked"]["validate.metrics.val_accuracy"]["failed"] is False
+        assert gates["checked"]["validate.metrics.validation_errors"] == {"value": errors, "threshold": -1,
+                                                                            "failed": True}
         ctx.executor.trigger.assert_called_once_with("reload_dataset", None)
     finally:
         get_hooks(refresh=True)

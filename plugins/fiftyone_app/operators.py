@@ -24,17 +24,19 @@ def _hooks() -> Any:
     return get_hooks()
 
 
-def _run(ctx: Any, stages: dict[str, dict[str, Any]], view_ids: list[str] | None = None) -> dict[str, Any]:
+def _run(ctx: Any, stages: dict[str, dict[str, Any]], view_ids: list[str] | None = None,
+         fail_on: dict[str, float] | None = None) -> dict[str, Any]:
     """Call ``app_api.run_stages`` with App progress; return a small JSON-able summary."""
     from vetset.core.app_api import run_stages
 
     with forms.reporting(ctx) as log:
-        out = run_stages(ctx.dataset.name, stages, view_ids=view_ids, hooks=_hooks(), log=log)
+        out = run_stages(ctx.dataset.name, stages, view_ids=view_ids, hooks=_hooks(), log=log, fail_on=fail_on)
     forms.reload_app(ctx)
     return {"dataset": out["dataset"], "target": out["target"], "num_samples": out["num_samples"],
             "out_dir": out["out_dir"], "result_json": out["result_json"], "stages": list(out["stages"]),
             "metrics": {name: (block or {}).get("metrics", {}) for name, block in out["stages"].items()},
-            "saved_views": out["saved_views"]}
+            "saved_views": out["saved_views"],
+            "fail_on_failures": list((out.get("fail_on") or {}).get("failures", []))}
 
 
 def _open_view(ctx: Any, name: str) -> None:
@@ -254,7 +256,7 @@ class RunRecipe(foo.Operator):
         from vetset.core.recipe import read_yaml, resolve_recipe_path
 
         raw = read_yaml(resolve_recipe_path(ctx.params["recipe"], _hooks().recipes))
-        return _run(ctx, dict(raw.get("stages") or {}))
+        return _run(ctx, dict(raw.get("stages") or {}), fail_on=dict(raw.get("fail_on") or {}))
 
     def resolve_output(self, ctx):
         return forms.summary_output(ctx, "Recipe finished")
