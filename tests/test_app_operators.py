@@ -347,3 +347,20 @@ def test_augment_plan_writes_nothing_and_apply_writes_the_plan(hymenoptera_dir, 
     assert len(ds.match_tags("train")) == 20 + plan["images"]
     ctx.ops.set_view.assert_called_once_with(name="augmented")
     fo.delete_dataset(name)
+
+
+def test_label_issues_form_offers_list_options_as_multi_select(ds_name, ops):
+    """List-valued options (label_noise.splits: list of fixed choices) are multi-selects that validate."""
+    import fiftyone as fo
+
+    ds = fo.load_dataset(ds_name)
+    props = _props(ops[0].FindLabelIssues().resolve_input(make_ctx(ds)))
+    splits = props["label_noise__splits"]
+    view = splits.view.to_json()
+    assert view["name"] == "AutocompleteView" and view["allow_user_input"] is False
+    assert [c["value"] for c in view["choices"]] == ["train", "val", "test"]
+    assert splits.default == ["train", "val", "test"]
+    ok = _props(ops[0].FindLabelIssues().resolve_input(make_ctx(ds, {"label_noise__splits": ["val"]})))
+    assert not getattr(ok["label_noise__splits"], "invalid", False)
+    bad = _props(ops[0].FindLabelIssues().resolve_input(make_ctx(ds, {"label_noise__splits": ["holdout"]})))
+    assert bad["label_noise__splits"].invalid is True and "train" in bad["label_noise__splits"].error_message

@@ -4,8 +4,9 @@ Every stage validates its options with a pydantic model (``extra="forbid"``); th
 shows the fields of that model with their defaults, and ``resolve_input`` validates what
 the user typed against the same model, marking the offending field invalid with the
 pydantic message (the way FiftyOne's own plugins flag inputs), so a bad value never
-reaches ``execute``. Fields whose type has no simple form widget (lists, mappings,
-nested models) keep their defaults; recipes set those.
+reaches ``execute``. Lists of strings (or of fixed choices) are multi-select
+autocomplete fields, as FiftyOne's own plugins do for tags; nested models get their own
+fields; mappings keep their defaults (recipes set those).
 """
 
 from __future__ import annotations
@@ -36,10 +37,20 @@ def _kind(annotation: Any) -> tuple[str | None, list[Any]]:
         return "enum", list(typing.get_args(annotation))
     if origin is typing.Annotated:
         return _kind(typing.get_args(annotation)[0])
+    if origin is list:
+        args = typing.get_args(annotation)
+        item, choices = _kind(args[0]) if args else (None, [])
+        if item == "str":
+            return "list", []
+        if item == "enum" and all(isinstance(c, str) for c in choices):
+            return "list", choices
+        return None, []
     return _SIMPLE.get(annotation), []
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, (bool, int, float, str))]
     return value if isinstance(value, (bool, int, float, str)) else None
 
 
@@ -120,8 +131,8 @@ def model_inputs(inputs: types.Object, model: type, prefix: str, skip: tuple[str
         if kind is None:
             continue
         label = name.replace("_", " ").capitalize()
-        kwargs = {"label": label, "description": docs.get(name) or None,
-                  "default": _json_default(None if field.is_required() else field.default)}
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        kwargs = {"label": label, "description": docs.get(name) or None, "default": _json_default(default)}
         key = f"{_path}{name}"
         if kind == "bool":
             props[key] = inputs.bool(pname, view=types.CheckboxView(), **kwargs)
@@ -131,6 +142,13 @@ def model_inputs(inputs: types.Object, model: type, prefix: str, skip: tuple[str
             props[key] = inputs.float(pname, **kwargs)
         elif kind == "str":
             props[key] = inputs.str(pname, **kwargs)
+        elif kind == "list":
+            # fixed choices (a list of Literal) or free text; the default's items are offered too
+            offered = list(dict.fromkeys([*choices, *(kwargs["default"] or [])]))
+            view = types.AutocompleteView(allow_user_input=not choices, allow_duplicates=False)
+            for choice in offered:
+                view.add_choice(choice, label=str(choice))
+            props[key] = inputs.list(pname, types.String(), view=view, **kwargs)
         else:
             dropdown = types.DropdownView()
             for choice in choices:
@@ -172,6 +190,8 @@ def validate_options(inputs: types.Object, model: type, values: dict[str, Any], 
             field = ".".join(str(part) for part in err["loc"])
             msg = err["msg"]
             lines.append(f"{field}: {msg}" if field else msg)
+            # an item of a list option ("splits.0") flags the list's field
+            field = ".".join(str(part) for part in err["loc"] if not isinstance(part, int))
             if field in props:
                 props[field].invalid = True
                 props[field].error_message = msg
