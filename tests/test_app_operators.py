@@ -251,6 +251,7 @@ def test_audit_form_lists_registered_checks_and_validates(ds_name, ops):
     assert [k.split("__", 1)[1] for k in props if k.startswith("check__")] == names
     assert all(props[f"check__{n}"].default is True for n in names)
     assert "audit__clarity__header" in props and "audit__max_side" in props
+    assert "audit__checks" not in props  # the check boxes stand for the checks option
 
     params = {f"check__{n}": False for n in names} | {"check__orientation": True, "audit__max_side": 8}
     props = _props(ops[0].RunAudit().resolve_input(make_ctx(ds, params)))

@@ -80,7 +80,8 @@ class RunAudit(foo.Operator):
                 forms.warning(inputs, "none_chosen", "Choose at least one check", block=True)
         inputs.view("options_header", types.Header(label="Audit options", divider=True))
         unticked = tuple(n for n in names if n not in _chosen_checks(ctx.params, names))
-        props = forms.model_inputs(inputs, spec.options, "audit", skip=unticked)
+        # the check boxes above stand for the `checks` option
+        props = forms.model_inputs(inputs, spec.options, "audit", skip=("checks", *unticked))
         values = _audit_options(ctx.params, spec.options, names)
         forms.validate_options(inputs, spec.options, values, props, "audit")
         return types.Property(inputs, view=types.View(label="vetset: audit"))
