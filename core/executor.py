@@ -3,19 +3,37 @@
 The local backend runs worker processes from a ``forkserver`` context (safe next to the
 open MongoDB client FiftyOne keeps in the parent; ``fork`` is not). Work travels in
 chunks of paths and only the small per-image results come back, so the parent's memory
-does not grow with image size. Other backends (Ray) implement the same
-:class:`Executor` protocol.
+does not grow with image size. The Ray backend (:mod:`vetset.core.executor_ray`, the
+``ray`` extra) implements the same :class:`Executor` protocol with Ray tasks.
+
+Stages do not pick a backend themselves: they call :func:`executor_for`, which takes the
+choice of the enclosing :func:`use_executor` block (the run sets it from the recipe's
+``executor:`` block or ``--executor``), else the local backend. This is joblib's
+``parallel_config`` pattern: the caller chooses the engine, the library code stays the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import multiprocessing as mp
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+from vetset.core.errors import RecipeError
+
+#: Executor backends by name, in the order messages list them.
+BACKENDS = ("local", "ray")
 
 
 class Executor(Protocol):
+    """What every backend offers: its ``name``, ``workers`` (items processed at once), an ordered ``map``."""
+
+    name: str
+    workers: int
+
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None = None) -> Iterator[Any]:
         """Apply ``fn`` to every item; results come back in input order."""
 
@@ -38,6 +56,8 @@ class LocalExecutor:
             loaded instead of importing them itself. Takes effect only if the forkserver
             of this process has not started yet; a module that fails to import is skipped.
     """
+
+    name = "local"
 
     def __init__(self, workers: int | None = None, preload: Sequence[str] = ()):
         self.workers = default_workers() if workers is None else max(0, int(workers))
@@ -65,14 +85,90 @@ class LocalExecutor:
 
 
 def get_executor(name: str = "local", workers: int | None = None, **kwargs: Any) -> Executor:
-    """Executor by name (``local``; others come from later backends).
+    """Executor by name: ``local`` (:class:`LocalExecutor`) or ``ray`` (:class:`~vetset.core.executor_ray.RayExecutor`).
 
-    ``kwargs`` are backend options; ``local`` reads ``preload`` (see :class:`LocalExecutor`)
-    and ignores the rest.
+    ``kwargs`` are backend options: ``preload`` (both; see each class) and ``address``
+    (``ray`` only: ``None`` starts a local Ray instance, ``"auto"`` joins the running one,
+    ``"ray://host:10001"`` a remote cluster); options a backend does not use are ignored.
 
     Raises:
-        ValueError: unknown executor name.
+        RecipeError: unknown executor name.
+        VetsetError: ``ray`` without the ``ray`` package installed.
     """
     if name == "local":
         return LocalExecutor(workers, preload=kwargs.get("preload", ()))
-    raise ValueError(f"Unknown executor {name!r}; available: local.")
+    if name == "ray":
+        from vetset.core.executor_ray import RayExecutor
+
+        return RayExecutor(workers, address=kwargs.get("address"), preload=kwargs.get("preload", ()))
+    raise RecipeError(f"Unknown executor {name!r}; the executor must be one of: {', '.join(BACKENDS)}.")
+
+
+# -- the run's choice --------------------------------------------------------------------
+_CHOICE: contextvars.ContextVar[Any] = contextvars.ContextVar("vetset_executor", default=None)
+
+
+def _fields(spec: Any) -> tuple[str, str | None, int | None]:
+    """``(name, address, workers)`` of a name, a mapping or an object with those attributes."""
+    if isinstance(spec, str):
+        return spec, None, None
+    if isinstance(spec, Mapping):
+        return spec.get("name") or "local", spec.get("address"), spec.get("workers")
+    return getattr(spec, "name", None) or "local", getattr(spec, "address", None), getattr(spec, "workers", None)
+
+
+@contextlib.contextmanager
+def use_executor(spec: Any) -> Iterator[None]:
+    """Make ``spec`` the executor of per-image work (:func:`executor_for`) inside the block.
+
+    Args:
+        spec: ``None`` (local), a backend name, or anything with ``name``/``address``/
+            ``workers`` (:class:`~vetset.core.recipe.ExecutorOptions`, a mapping).
+
+    On exit, a Ray instance that vetset started inside the block is shut down; a Ray
+    instance it joined (one running before, or a cluster) is left running.
+    """
+    token = _CHOICE.set(spec)
+    try:
+        yield
+    finally:
+        _CHOICE.reset(token)
+        release()
+
+
+def current_executor() -> tuple[str, str | None, int | None]:
+    """``(name, address, workers)`` of the enclosing :func:`use_executor` block; ``("local", None, None)`` outside one."""
+    spec = _CHOICE.get()
+    return ("local", None, None) if spec is None else _fields(spec)
+
+
+def executor_for(spec: Any = None, workers: int | None = None, preload: Sequence[str] = ()) -> Executor:
+    """The executor a stage uses for its per-image work.
+
+    Args:
+        spec: ``None`` = the enclosing :func:`use_executor` choice (else local); a backend
+            name; an object with ``name``/``address``/``workers`` or such a mapping; or an
+            :class:`Executor` instance, returned as it is.
+        workers: the stage's own ``workers`` option; 0 or 1 runs in-process whatever the
+            backend (the stage found the work too small for workers); ``None`` = the
+            choice's ``workers``, else :func:`default_workers` (``ray``: the CPUs of the
+            instance it starts; a running instance or cluster keeps its own).
+        preload: modules worker processes import once (see the backends).
+
+    Raises:
+        RecipeError: unknown executor name.
+        VetsetError: ``ray`` without the ``ray`` package installed.
+    """
+    if spec is not None and callable(getattr(spec, "map", None)):
+        return spec
+    name, address, choice_workers = current_executor() if spec is None else _fields(spec)
+    if workers is not None and workers <= 1 and name in BACKENDS:
+        return LocalExecutor(0)
+    return get_executor(name, workers if workers is not None else choice_workers, address=address, preload=preload)
+
+
+def release() -> None:
+    """Shut down what a backend started in this process (a local Ray instance vetset started; nothing else)."""
+    ray_backend = sys.modules.get("vetset.core.executor_ray")
+    if ray_backend is not None:
+        ray_backend.shutdown_started()

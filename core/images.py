@@ -180,8 +180,19 @@ def _stat_reason(path: str) -> tuple[str | None, int]:
 def read_file(path: str) -> tuple[bytes | None, str | None]:
     """``(bytes, None)`` of a readable regular file, else ``(None, reason)``.
 
-    Reasons are those of :func:`decode` (``"empty file"``, ``"symlink loop"``...).
+    ``path`` is a local path, a ``file://`` URL, or any other URL fsspec opens
+    (``s3://``, ``gs://``, ``https://``, ``memory://``...; the protocol's package must be
+    installed), read with ``fsspec.open``; that is how Ray workers on other machines read
+    images from shared storage.
+
+    Reasons are those of :func:`decode` (``"empty file"``, ``"symlink loop"``...); for
+    URLs ``"cannot read file (...)"``, ``"not a regular file"`` (a directory) or
+    ``"empty file"``.
     """
+    if "://" in path:
+        if not path.startswith("file://"):
+            return _read_url(path)
+        path = path[len("file://"):]
     reason, _ = _stat_reason(path)
     if reason is not None:
         return None, reason
@@ -190,6 +201,24 @@ def read_file(path: str) -> tuple[bytes | None, str | None]:
             data = f.read()
     except OSError as exc:
         return None, f"cannot read file ({exc.strerror or exc})"
+    return (data, None) if data else (None, "empty file")
+
+
+def _read_url(url: str) -> tuple[bytes | None, str | None]:
+    """:func:`read_file` for a URL, through ``fsspec.open`` (fsspec ships with fiftyone)."""
+    try:
+        import fsspec
+
+        fs, fpath = fsspec.core.url_to_fs(url)
+        try:
+            with fs.open(fpath, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None, "not a regular file" if fs.isdir(fpath) else "cannot read file (no such file)"
+    except (ImportError, ValueError) as exc:  # unknown protocol, or its package missing
+        return None, f"cannot read file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    except Exception as exc:  # network and permission errors of any filesystem
+        return None, f"cannot read file ({type(exc).__name__}: {exc})"
     return (data, None) if data else (None, "empty file")
 
 

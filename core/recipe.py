@@ -11,6 +11,7 @@ A recipe looks like::
       report: {}
     fail_on:           # dotted metric path in the run result -> fail when value > threshold
       audit.metrics.leakage_groups: 0
+    executor: {name: local}   # where per-image work runs: local processes or ray
 
 Files are read with ``yaml.safe_load`` only. Every problem becomes a
 :class:`~vetset.core.errors.RecipeError` naming the file, the key path and what is allowed.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
 from vetset.core.errors import RecipeError
 
@@ -45,6 +46,38 @@ class DataOptions(BaseModel):
     seed: int = 0
 
 
+class ExecutorOptions(BaseModel):
+    """Where the per-image work of a run goes (the audit's image pass, the augmentation writer).
+
+    Attributes:
+        name: ``local`` (worker processes on this machine; the default) or ``ray`` (Ray
+            tasks on a local Ray instance or a cluster; ``pip install 'vetset[ray]'``).
+        address: ``ray`` only. ``null`` starts a local Ray instance (or joins the cluster
+            ``RAY_ADDRESS`` names), ``auto`` joins the instance running on this machine,
+            ``ray://host:10001`` a remote cluster through Ray Client. ``recipes run
+            --address`` overrides it.
+        workers: worker processes (``local``) or CPUs of the Ray instance vetset starts
+            (``ray``) for stages whose own ``workers`` option is ``null``; ``null`` = every
+            CPU this process may use.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = None
+    workers: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> "ExecutorOptions":
+        import importlib.util
+
+        if self.address and self.name != "ray":
+            raise ValueError(f"address {self.address!r} is only used by the ray executor; set name: ray or drop it")
+        if self.name == "ray" and importlib.util.find_spec("ray") is None:  # fail before the data is loaded
+            raise ValueError("the ray executor needs the 'ray' package: pip install 'vetset[ray]'")
+        return self
+
+
 class Recipe(BaseModel):
     """A validated recipe. Stage options are validated against each stage's model."""
 
@@ -55,6 +88,7 @@ class Recipe(BaseModel):
     data: DataOptions = DataOptions()
     stages: dict[str, dict[str, Any] | None] = Field(min_length=1)
     fail_on: dict[str, float] = {}
+    executor: ExecutorOptions = ExecutorOptions()
 
     _stage_options: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="<mapping>")
@@ -81,6 +115,28 @@ class Recipe(BaseModel):
         out["stages"] = {name: self._stage_options[name].model_dump(mode="json") for name in self.stages}
         out["source"] = self._source
         return out
+
+
+def with_executor(recipe: Recipe, name: str | None = None, address: str | None = None) -> Recipe:
+    """A copy of ``recipe`` whose ``executor`` takes the command line's ``--executor``/``--address``.
+
+    ``None`` keeps the recipe's value; switching to ``local`` drops the recipe's address.
+
+    Raises:
+        RecipeError: an unknown executor name, or an address without the ray executor.
+    """
+    current = recipe.executor
+    new_name = name or current.name
+    new_address = address if address is not None else (current.address if new_name == "ray" else None)
+    try:
+        options = ExecutorOptions(name=new_name, address=new_address, workers=current.workers)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] != "value_error" and "input" in err:
+            msg += f" (got {err['input']!r})"
+        raise RecipeError(f"--executor/--address: {msg}.") from None
+    return recipe.model_copy(update={"executor": options})
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:

@@ -105,6 +105,10 @@ class Run:
     def execute(self) -> dict[str, Any]:
         """Load, run every stage, save views, write ``result.json``, check ``fail_on``.
 
+        Per-image work runs on the recipe's executor (``executor:``, see
+        :func:`vetset.core.executor.use_executor`); a Ray instance the run started is shut
+        down when it ends.
+
         Returns:
             The complete run result (see :mod:`vetset.core.result`).
 
@@ -112,6 +116,12 @@ class Run:
             VetsetError: a user-fixable problem in a stage.
             ChecksFailed: a ``fail_on`` threshold was exceeded (after the result is written).
         """
+        from vetset.core.executor import use_executor
+
+        with use_executor(self.recipe.executor):
+            return self._execute()
+
+    def _execute(self) -> dict[str, Any]:
         started, t0 = _now(), time.perf_counter()
         if self.dataset is None:
             self.load()

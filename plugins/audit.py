@@ -24,7 +24,6 @@ import math
 import time
 from typing import Any, Callable
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from vetset.core.errors import PluginError, RecipeError
@@ -168,19 +167,27 @@ def audit_chunk(spec: tuple, paths: list[str]) -> list[tuple]:
     return [audit_image(p, max_side, computes) for p in paths]
 
 
-def image_pass(paths: list[str], max_side: int | None, computes: tuple, workers: int | None,
-               chunk_size: int | None = None) -> Any:
-    """Yield :func:`audit_image` records for ``paths`` in order, computed by worker processes."""
-    from vetset.core.executor import default_workers, get_executor
+def pass_executor(n: int, workers: int | None, computes: tuple, executor: Any = None) -> Any:
+    """The executor of an image pass over ``n`` images: in-process below :data:`MIN_IMAGES_FOR_WORKERS`,
+    else :func:`vetset.core.executor.executor_for` (an :class:`Executor` instance is used as it is)."""
+    from vetset.core.executor import executor_for
 
+    preload = WORKER_PRELOAD + tuple(sorted({fn.__module__ for _, fn, _ in computes}))
+    return executor_for(executor, 0 if n < MIN_IMAGES_FOR_WORKERS else workers, preload=preload)
+
+
+def image_pass(paths: list[str], max_side: int | None, computes: tuple, workers: int | None,
+               chunk_size: int | None = None, executor: Any = None) -> Any:
+    """Yield :func:`audit_image` records for ``paths`` in order, computed by worker processes.
+
+    ``executor``: see :func:`vetset.core.executor.executor_for` (``None`` = the run's choice,
+    else local worker processes).
+    """
     n = len(paths)
-    workers = default_workers() if workers is None else workers
-    if n < MIN_IMAGES_FOR_WORKERS:
-        workers = 0
+    executor = pass_executor(n, workers, computes, executor)
+    workers = executor.workers
     size = chunk_size or min(256, max(8, math.ceil(n / max(1, workers * 8))))
     chunks = [paths[i:i + size] for i in range(0, n, size)]
-    preload = WORKER_PRELOAD + tuple(sorted({fn.__module__ for _, fn, _ in computes}))
-    executor = get_executor("local", workers, preload=preload)
     for records in executor.map(functools.partial(audit_chunk, (max_side, computes)), chunks, chunksize=1):
         yield from records
 
@@ -224,7 +231,7 @@ def _coverage_gaps(coverage: dict[str, Any], share: float) -> list[dict[str, Any
 
 
 def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: Any = None, *,
-              run: Any = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              run: Any = None, log: Callable[[str], None] | None = None, executor: Any = None) -> dict[str, Any]:
     """Audit every sample of a FiftyOne dataset or view; write fields, tags; return the block.
 
     Args:
@@ -234,6 +241,11 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
         run: the current run, if any; ``vetset_on_check_finished`` fires for each check
             once the write is done.
         log: one-line message callable (default ``run.log`` or ``print``).
+        executor: where the image pass runs: ``None`` (the enclosing
+            :func:`~vetset.core.executor.use_executor` choice, which a run sets from its
+            recipe; else local worker processes), ``"local"``, ``"ray"``, an
+            ``ExecutorOptions``/mapping with ``name``/``address``/``workers``, or an executor
+            instance (:func:`vetset.core.executor.executor_for`).
 
     Returns:
         The audit result block (module docstring); JSON-able.
@@ -244,7 +256,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     """
     from vetset.core.manager import get_hooks
     from vetset.core.progress import track
-    from vetset.plugins.audit_context import AuditContext, read_columns, write_all
+    from vetset.plugins.audit_context import AuditContext, collect_records, read_columns, write_all
 
     options = options or AuditOptions()
     hooks = hooks or get_hooks()
@@ -258,30 +270,21 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     computes = tuple((name, chk.compute, opts) for name, chk, opts in selected if chk.compute is not None)
     side = None if options.max_side is None else max(options.max_side, options.clarity.size)
     t_read = time.perf_counter()
-    records = list(track(image_pass(filepaths, side, computes, options.workers, options.chunk_size),
-                         total=len(filepaths), description="audit", unit="img"))
+    pool = pass_executor(len(filepaths), options.workers, computes, executor)
+    cols = collect_records(track(image_pass(filepaths, side, computes, options.workers, options.chunk_size, pool),
+                                 total=len(filepaths), description="audit", unit="img"),
+                           filepaths, [name for name, _, _ in computes])
     t_pass = time.perf_counter()
 
-    n = len(records)
-    cols = list(zip(*records)) if records else [()] * 9
-    computed: dict[str, dict[str, list[Any]]] = {}
-    failures: dict[str, list[str]] = {}
-    for k, (name, _, _) in enumerate(computes):
-        results = [r[k] if r else None for r in cols[8]]
-        for i, res in enumerate(results):
-            if res is not None and "__error__" in res:
-                failures.setdefault(name, []).append(f"{filepaths[i]}: {res['__error__']}")
-                results[i] = None
-        keys = dict.fromkeys(key for res in results if res is not None for key in res)
-        computed[name] = {key: [res.get(key) if res is not None else None for res in results] for key in keys}
-    as_int = lambda j: np.asarray(cols[j], dtype=np.int64) if n else np.zeros(0, dtype=np.int64)  # noqa: E731
+    n = len(filepaths)
+    failures = cols.failures
     ctx = AuditContext(
         view=view, ids=ids, filepaths=filepaths, labels=labels, splits=splits, classes=classes,
-        readable=np.array([e is None for e in cols[7]], dtype=bool), width=as_int(0), height=as_int(1),
-        file_size=as_int(2), exif_orientation=as_int(5), n_frames=as_int(6), mode=list(cols[3]),
-        format=list(cols[4]), error=list(cols[7]), sample_tags=sample_tags, computed=computed,
-        options=options, log=log)
-    ctx.set_field("metadata", [_metadata(*r[:5]) if r[7] is None else None for r in records], "metadata")
+        readable=cols.readable, width=cols.width, height=cols.height, file_size=cols.file_size,
+        exif_orientation=cols.exif_orientation, n_frames=cols.n_frames, mode=cols.mode, format=cols.format,
+        error=cols.error, sample_tags=sample_tags, computed=cols.computed, options=options, log=log)
+    ctx.set_field("metadata", [_metadata(*r) if e is None else None for *r, e in
+                               zip(cols.width, cols.height, cols.file_size, cols.mode, cols.format, cols.error)], "metadata")
 
     summaries: dict[str, dict[str, Any]] = {}
     metrics: dict[str, Any] = {"num_images": n, "num_readable": int(ctx.readable.sum())}
@@ -321,6 +324,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     block = {
         "num_images": n, "num_readable": int(ctx.readable.sum()),
         "images_per_s": round(n / total, 2) if total > 0 else None,
+        "executor": {"name": pool.name, "workers": pool.workers},
         "seconds": {"read_samples": round(t_read - t0, 3), "image_pass": round(t_pass - t_read, 3),
                     "evaluate": round(t_eval - t_pass, 3), "write": round(t_write - t_eval, 3), "total": round(total, 3)},
         "options": options.model_dump(mode="json"), "checks_run": [name for name, _, _ in selected],

@@ -316,6 +316,82 @@ def write_all(ctx: AuditContext, old_tags: Iterable[str]) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
+@dataclass
+class PassColumns:
+    """The image pass's records as columns (see :func:`collect_records`).
+
+    Attributes:
+        width, height, file_size, exif_orientation, n_frames: ``int64`` arrays, shape ``(n,)``.
+        mode, format: Pillow mode / format per image (``""`` if unreadable).
+        error: decode failure reason per image (``None`` when readable).
+        computed: ``{check: {key: list}}`` as :attr:`AuditContext.computed`.
+        failures: ``{check: ["<filepath>: <error>", ...]}``, images whose ``compute`` raised.
+    """
+
+    width: np.ndarray
+    height: np.ndarray
+    file_size: np.ndarray
+    exif_orientation: np.ndarray
+    n_frames: np.ndarray
+    mode: list[str]
+    format: list[str]
+    error: list[str | None]
+    computed: dict[str, dict[str, list[Any]]]
+    failures: dict[str, list[str]]
+
+    @property
+    def readable(self) -> np.ndarray:
+        """``bool`` array, shape ``(n,)``: the image decoded."""
+        return np.array([e is None for e in self.error], dtype=bool)
+
+
+def collect_records(records: Iterable[tuple], filepaths: Sequence[str], checks: Sequence[str]) -> PassColumns:
+    """Turn the stream of image-pass records into columns as they arrive.
+
+    Each record (``vetset.plugins.audit.audit_image``: ``(width, height, file_size,
+    mode, format, exif_orientation, n_frames, error, results)``, one ``results`` dict per
+    check in ``checks`` order) is unpacked into preallocated ``int64`` arrays and one list
+    per computed key, then dropped: the driver keeps about 8 bytes per number instead of a
+    tuple and a dict per image (about 1 KB per image less for the built-in checks, measured
+    with ``tracemalloc`` on CIFAR-10; ``benchmarks/audit_scaling.py``).
+
+    Args:
+        records: the records in the order of ``filepaths`` (a generator is consumed once).
+        filepaths: the audited files (length ``n``), for failure messages.
+        checks: names of the checks whose ``compute`` produced ``results``, in order.
+
+    Raises:
+        PluginError: the stream has more or fewer records than ``filepaths``.
+    """
+    n = len(filepaths)
+    ints = np.zeros((5, n), dtype=np.int64)  # width, height, file_size, exif_orientation, n_frames
+    mode: list[str] = [""] * n
+    fmt: list[str] = [""] * n
+    error: list[str | None] = [None] * n
+    computed: dict[str, dict[str, list[Any]]] = {name: {} for name in checks}
+    failures: dict[str, list[str]] = {}
+    i = -1
+    for i, (w, h, size, m, f, orient, frames, err, results) in enumerate(records):
+        if i >= n:
+            raise PluginError(f"the image pass returned more than {n} records")
+        ints[:, i] = (w, h, size, orient, frames)
+        mode[i], fmt[i], error[i] = m, f, err
+        for name, res in zip(checks, results):
+            if "__error__" in res:
+                failures.setdefault(name, []).append(f"{filepaths[i]}: {res['__error__']}")
+                continue
+            cols = computed[name]
+            for key, value in res.items():
+                col = cols.get(key)
+                if col is None:
+                    col = cols[key] = [None] * n
+                col[i] = value
+    if i + 1 != n:
+        raise PluginError(f"the image pass returned {i + 1} records for {n} images")
+    return PassColumns(width=ints[0], height=ints[1], file_size=ints[2], exif_orientation=ints[3], n_frames=ints[4],
+                       mode=mode, format=fmt, error=error, computed=computed, failures=failures)
+
+
 def read_columns(view: Any) -> tuple[list[str], list[str], list[str | None], list[str | None], list[list[str]]]:
     """``(ids, filepaths, labels, splits, tags)`` of ``view``."""
     ids, filepaths, tags = view.values(["id", "filepath", "tags"])
@@ -330,4 +406,5 @@ def read_columns(view: Any) -> tuple[list[str], list[str], list[str | None], lis
     return list(ids), list(filepaths), list(labels), splits, [list(t or []) for t in tags]
 
 
-__all__ = ["AuditContext", "FIELD_KINDS", "RESERVED_TAGS", "UNREADABLE_TAG", "read_columns", "shares", "write_all"]
+__all__ = ["AuditContext", "FIELD_KINDS", "PassColumns", "RESERVED_TAGS", "UNREADABLE_TAG", "collect_records",
+           "read_columns", "shares", "write_all"]

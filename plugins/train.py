@@ -90,7 +90,8 @@ class TimmTrainer:
         """Train on ``run.dataset`` and return the train result block.
 
         Unreadable samples (tag ``unreadable``) are left out; ``run.resume`` continues
-        from ``<out>/train/last.pt``.
+        from ``<out>/train/last.pt``. With ``nproc`` > 1 the training runs under torchrun
+        (:func:`vetset.plugins.train_ddp.launch_fit`) while this process keeps the dataset.
 
         Raises:
             DataError: the train split is empty or has fewer than 2 classes.
@@ -104,15 +105,21 @@ class TimmTrainer:
         val_items = items_of(split_view(run.dataset, "val"), classes)
         out_dir = run.stage_dir("train")
         run.log(f"[train] {opts.model_name}: {len(train_items)} train / {len(val_items)} val images, "
-                f"{len(classes)} classes, {opts.epochs} epochs")
-        out = fit(train_items, val_items, classes, opts, out_dir=out_dir, log=run.log, resume=run.resume,
-                  recipe=run.recipe.dump())
+                f"{len(classes)} classes, {opts.epochs} epochs" + (f", {opts.nproc} processes" if opts.nproc > 1 else ""))
+        if opts.nproc > 1:
+            from vetset.plugins.train_ddp import launch_fit
+
+            out = launch_fit(train_items, val_items, classes, opts, out_dir, log=run.log, resume=run.resume,
+                             recipe=run.recipe.dump())
+        else:
+            out = fit(train_items, val_items, classes, opts, out_dir=out_dir, log=run.log, resume=run.resume,
+                      recipe=run.recipe.dump())
         return result_block(out, opts, len(train_items), len(val_items), out_dir)
 
 
 def check_options(options: Any) -> TrainOptions:
     """Check the options that need timm/albumentations/torch: model name, optimizer,
-    scheduler, device, amp and ``train_transform``.
+    scheduler, device, amp, ``nproc`` and ``train_transform``.
 
     Returns:
         The validated :class:`TrainOptions`.
@@ -129,6 +136,9 @@ def check_options(options: Any) -> TrainOptions:
     check_model_name(opts.model_name)
     load_train_transform(opts.train_transform)
     resolve_amp(opts.amp, resolve_device(opts.device))
+    from vetset.plugins.train_ddp import check_nproc
+
+    check_nproc(opts)
     from timm.optim import list_optimizers
 
     from vetset.core.errors import RecipeError

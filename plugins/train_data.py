@@ -215,19 +215,31 @@ class EpochSampler:
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, workers: int, train: bool, seed: int = 0,
-                pin_memory: bool = False, drop_last: bool = False) -> tuple[Any, EpochSampler]:
+                pin_memory: bool = False, drop_last: bool = False, num_replicas: int = 1,
+                rank: int = 0) -> tuple[Any, Any]:
     """A ``torch.utils.data.DataLoader`` with worker processes and an :class:`EpochSampler`.
 
     Workers start from a ``forkserver`` context (safe next to the MongoDB client FiftyOne
     keeps in this process, unlike ``fork``) that preloads this module and torch once, and
     they persist across epochs.
 
+    Args:
+        num_replicas, rank: with ``num_replicas`` > 1 (training under torchrun) and
+            ``train``, the sampler is a
+            :class:`vetset.plugins.train_dist.DistributedEpochSampler` giving this rank its
+            share of every epoch.
+
     Returns:
         ``(loader, sampler)``; call ``sampler.set_epoch(e)`` before each epoch.
     """
     import torch
 
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=train)
+    if num_replicas > 1 and train:
+        from vetset.plugins.train_dist import DistributedEpochSampler
+
+        sampler = DistributedEpochSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+    else:
+        sampler = EpochSampler(len(dataset), seed=seed, shuffle=train)
     kwargs: dict[str, Any] = {}
     if workers > 0:
         ctx = mp.get_context("forkserver")

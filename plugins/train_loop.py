@@ -112,11 +112,18 @@ class _Parts:
     mean: Any
     std: Any
     channels_last: bool
+    net: Any = None  # DistributedDataParallel around ``model`` under torchrun, else None
+    ctx: Any = None  # train_dist.DistContext under torchrun, else None
 
     @property
     def eval_model(self) -> Any:
         """The weights that are validated and saved: the EMA's when ``ema`` is on."""
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def forward_model(self) -> Any:
+        """What training batches go through: the DDP wrapper (gradients all-reduced) or the model."""
+        return self.net if self.net is not None else self.model
 
     def train_state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -150,8 +157,9 @@ def _train_epoch(p: _Parts, loader: Any, sampler: Any, epoch: int) -> dict[str, 
     from vetset.core.progress import track
 
     opts = p.opts
-    torch.manual_seed(opts.seed + epoch)
-    np.random.seed((opts.seed * 1_000_003 + epoch) % 2**32)  # timm's Mixup draws from numpy's global RNG
+    rank = p.ctx.rank if p.ctx is not None else 0
+    torch.manual_seed(opts.seed + epoch + 7919 * rank)  # ranks draw different dropout/drop-path masks
+    np.random.seed((opts.seed * 1_000_003 + epoch + 7919 * rank) % 2**32)  # timm's Mixup draws from numpy's global RNG
     sampler.set_epoch(epoch)
     p.model.train()
     num_updates = epoch * len(loader)
@@ -167,7 +175,7 @@ def _train_epoch(p: _Parts, loader: Any, sampler: Any, epoch: int) -> dict[str, 
         if p.mixup_fn is not None:
             x, y_loss = p.mixup_fn(x, y)
         with torch.autocast(p.device.type, dtype=p.amp_dtype or torch.float32, enabled=p.amp_dtype is not None):
-            logits = p.model(x)
+            logits = p.forward_model(x)
             loss = p.criterion(logits, y_loss)
         p.optimizer.zero_grad(set_to_none=True)
         p.scaler.scale(loss).backward()
@@ -186,12 +194,25 @@ def _train_epoch(p: _Parts, loader: Any, sampler: Any, epoch: int) -> dict[str, 
         correct += (logits.detach().argmax(1) == y).sum()
     if p.scheduler is not None:
         p.scheduler.step(epoch + 1)
+    loss_total, correct_total = float(loss_sum), float(correct)
+    if p.ctx is not None and p.ctx.distributed:
+        from vetset.plugins.train_dist import all_reduce_sums, sync_batchnorm_stats
+
+        # every rank's share (DistributedSampler pads the last one with repeated images)
+        loss_total, correct_total, seen = all_reduce_sums([loss_total, correct_total, seen], p.device)
+        sync_batchnorm_stats(p.model, p.ctx.world_size)
+        if p.ema is not None:
+            sync_batchnorm_stats(p.ema.module, p.ctx.world_size)
     if p.device.type == "cuda":
         torch.cuda.synchronize(p.device)
     secs = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen), "train_acc": float(correct) / max(1, seen),
+    return {"epoch": epoch + 1, "train_loss": loss_total / max(1, seen), "train_acc": correct_total / max(1, seen),
             "val_loss": None, "val_acc": None, "lr": float(p.optimizer.param_groups[0]["lr"]),
             "images_per_s": seen / secs if secs > 0 else None}
+
+
+def _quiet(msg: str) -> None:
+    """Log callback of ranks other than 0 (rank 0 speaks for all)."""
 
 
 def fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, int]], classes: Sequence[str],
@@ -217,6 +238,13 @@ def fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, i
 
     Worker processes start from a ``forkserver``: a script calling this must guard its
     entry point with ``if __name__ == "__main__":`` (or pass ``workers=0``).
+
+    Several processes: started by ``torchrun`` (``WORLD_SIZE`` > 1), every process calls
+    this with the same arguments and trains with DistributedDataParallel (see
+    :mod:`vetset.plugins.train_dist`): ``batch_size`` is per process, rank 0 writes the
+    files and logs, every rank returns the same history. The ``nproc`` option is not read
+    here: :func:`vetset.plugins.train_ddp.launch_fit` (the train stage with ``nproc`` > 1)
+    starts torchrun.
 
     Raises:
         DataError: no training items, fewer than 2 classes, a class index out of range,
@@ -244,7 +272,16 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         raise DataError("Training needs at least one train sample; the train split is empty.")
     _check_items(train_items, k, "train")
     _check_items(val_items, k, "val")
-    device = resolve_device(opts.device)
+    from vetset.plugins import train_dist
+
+    ctx = None
+    if train_dist.in_torchrun():
+        device, ctx = train_dist.init_distributed(opts.device)
+        if not ctx.primary:
+            log = _quiet
+    else:
+        device = resolve_device(opts.device)
+    primary = ctx is None or ctx.primary
     amp_dtype = resolve_amp(opts.amp, device)
     train_tf = load_train_transform(opts.train_transform)
     out = Path(out_dir) if out_dir is not None else None
@@ -268,13 +305,19 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
     train_ds = ImageDataset(train_items, build_transforms(data_config, train_tf, train=True), max_side=2 * side,
                             seed=opts.seed)
     mixing = opts.mixup > 0 or opts.cutmix > 0
-    drop_last = len(train_ds) > opts.batch_size and (mixing or len(train_ds) % opts.batch_size == 1)
+    world = ctx.world_size if ctx is not None else 1
+    if ctx is not None:
+        workers = workers if opts.workers is not None else max(0, workers // world)
+    n_local = -(-len(train_ds) // world)  # per rank: DistributedSampler pads to ceil(N / world)
+    drop_last = n_local > opts.batch_size and (mixing or n_local % opts.batch_size == 1)
     pin = device.type == "cuda"
-    train_loader, train_sampler = make_loader(train_ds, opts.batch_size, workers, True, opts.seed, pin, drop_last)
+    train_loader, train_sampler = make_loader(train_ds, opts.batch_size, workers, True, opts.seed, pin, drop_last,
+                                              num_replicas=world, rank=ctx.rank if ctx is not None else 0)
     val_loader = None
     if val_items:
-        val_ds = ImageDataset(val_items, build_transforms(data_config, train=False), max_side=2 * side)
-        val_loader, _ = make_loader(val_ds, opts.batch_size, min(workers, max(0, len(val_items) // opts.batch_size)),
+        own_val = train_dist.shard(val_items, ctx) if ctx is not None else val_items
+        val_ds = ImageDataset(own_val, build_transforms(data_config, train=False), max_side=2 * side)
+        val_loader, _ = make_loader(val_ds, opts.batch_size, min(workers, max(0, len(own_val) // opts.batch_size)),
                                     False, pin_memory=pin)
 
     optimizer = create_optimizer(model, opts)
@@ -286,7 +329,11 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         ema = ModelEmaV3(model, decay=opts.ema_decay)
     parts = _Parts(opts, model, ema, optimizer, create_scheduler(optimizer, opts, len(train_loader)), criterion,
                    mixup_fn, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda"),
-                   device, amp_dtype, mean, std, channels_last)
+                   device, amp_dtype, mean, std, channels_last, ctx=ctx)
+    if ctx is not None:
+        parts.net = train_dist.wrap_ddp(model, device)
+        log(f"[train] DistributedDataParallel on {world} processes ({device.type}, "
+            f"{'nccl' if device.type == 'cuda' else 'gloo'}), batch {opts.batch_size} per process")
 
     history: list[dict[str, Any]] = []
     stopped_early = False
@@ -314,8 +361,12 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         row = _train_epoch(parts, train_loader, train_sampler, epoch)
         if val_loader is not None:
             v_logits, v_targets = infer_logits(parts.eval_model, val_loader, device, amp_dtype, mean, std, channels_last)
-            row["val_loss"] = cross_entropy(v_logits, v_targets)
-            row["val_acc"] = float((v_logits.argmax(1) == v_targets).mean())
+            if ctx is None:
+                row["val_loss"] = cross_entropy(v_logits, v_targets)
+                row["val_acc"] = float((v_logits.argmax(1) == v_targets).mean())
+            else:
+                row["val_loss"], row["val_acc"] = train_dist.reduced_val_metrics(v_logits, v_targets, len(val_items),
+                                                                                 device)
         row["epoch_time_s"] = time.perf_counter() - t0
         history.append(row)
         value = row[monitor]
@@ -323,7 +374,7 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         if improved:
             best_value, best_epoch, stale = value, epoch + 1, 0
             best_state = {kk: v.detach().to("cpu", copy=True) for kk, v in parts.eval_model.state_dict().items()}
-            if best_path is not None:
+            if best_path is not None and primary:
                 ckpt_io.save_checkpoint(best_path, {**meta, "epoch": epoch, "history": history,
                                                     "best": {"monitor": monitor, "value": value, "epoch": epoch + 1},
                                                     "state_dict": best_state, "train_state": None})
@@ -331,7 +382,7 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
             stale += 1
         patience = opts.early_stopping_patience
         stopped_early = bool(patience and val_loader is not None and stale >= patience and epoch + 1 < opts.epochs)
-        if out is not None:
+        if out is not None and primary:
             ckpt_io.save_checkpoint(last_path, {
                 **meta, "epoch": epoch, "history": history, "stopped_early": stopped_early,
                 "best": {"monitor": monitor, "value": best_value, "epoch": best_epoch, "stale": stale},

@@ -84,6 +84,12 @@ class TrainOptions(BaseModel):
         monitor: ``val_loss`` (lower is better) or ``val_acc`` (higher is better); picks
             the best checkpoint and drives early stopping.
         min_delta: smallest change of ``monitor`` that counts as an improvement.
+        nproc: training processes on this machine. 1 trains in the run's own process; N > 1
+            starts ``torchrun --nproc_per_node=N`` with DistributedDataParallel, one process
+            per GPU (NCCL; at most one per CUDA device) or N CPU processes (gloo) when there
+            is no GPU or ``device: cpu``. ``batch_size`` is per process, so the effective
+            batch is ``N * batch_size`` (timm's convention). ``recipes run --nproc N``
+            overrides it. See :mod:`vetset.plugins.train_ddp`.
     """
 
     model_config = {"extra": "forbid"}
@@ -121,6 +127,7 @@ class TrainOptions(BaseModel):
     early_stopping_patience: int | None = Field(None, ge=1)
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     min_delta: float = Field(0.0, ge=0)
+    nproc: int = Field(1, ge=1)
 
 
 def as_options(options: Any) -> TrainOptions:

