@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from vetset.core.errors import DataError
-from vetset.core.images import IMG_EXTENSIONS, probe
+from vetset.core.images import IMG_EXTENSIONS, decode, probe
 
 SPLITS = ("train", "val", "test")
 #: Folder names accepted for each split (``valid``/``validation`` are common aliases).
@@ -278,6 +278,11 @@ def load_dataset(
             ds.delete_samples(gone)
             summary.removed = len(gone)
         by_fp = {it.filepath: r for it, r in zip(items, reasons)}
+        for fp, (_, _, tags) in existing.items():
+            # the header probe cannot see what only a full decode finds (a truncated file,
+            # which the audit tags): a file tagged unreadable is decoded again before it is cleared
+            if fp in by_fp and by_fp[fp] is None and UNREADABLE_TAG in (tags or []):
+                by_fp[fp] = decode(fp).error
         old = [(v[0], by_fp[fp]) for fp, v in existing.items() if fp in by_fp]
         if old:
             view = ds.select([o[0] for o in old], ordered=True)

@@ -141,3 +141,35 @@ def test_bad_sources_get_one_clear_sentence(tmp_path, make, match):
 def test_unknown_fiftyone_dataset_name():
     with pytest.raises(DataError, match="FiftyOne dataset 'no-such-ds' does not exist"):
         load_dataset(None, name="no-such-ds")
+
+
+def test_reload_keeps_the_audits_unreadable_tag_until_the_file_is_fixed(hymenoptera_dir, tmp_path, fresh_name):
+    """A truncated JPEG parses (header probe OK) but cannot decode: the audit tags it; a reload must not untag it."""
+    from fiftyone import ViewField as F
+
+    from vetset.plugins.audit import AuditOptions, run_audit
+
+    root = tmp_path / "trunc"
+    (root / "ants").mkdir(parents=True)
+    (root / "bees").mkdir()
+    photos = sorted((hymenoptera_dir / "train" / "ants").iterdir())[:3]
+    for f in photos:
+        shutil.copy(f, root / "ants" / f.name)
+    for f in sorted((hymenoptera_dir / "train" / "bees").iterdir())[:3]:
+        shutil.copy(f, root / "bees" / f.name)
+    whole = photos[0].read_bytes()
+    (root / "ants" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    ds, summary = load_dataset(root, name=fresh_name)
+    assert summary.unreadable == 0  # the header parses: only a decode finds it
+    run_audit(ds, AuditOptions(workers=0), log=lambda m: None)
+    cut = ds.match(F("filepath").ends_with("cut.jpg"))
+    assert cut.first().unreadable_reason == "truncated file" and "unreadable" in cut.first().tags
+
+    ds, summary = load_dataset(root, name=fresh_name)  # a rerun loads again
+    assert summary.unreadable == 1 and cut.first().unreadable_reason == "truncated file"
+    assert "cut.jpg" not in {Path(p).name for p in split_view(ds, "train").values("filepath")} | \
+        {Path(p).name for p in split_view(ds, "val").values("filepath")}
+
+    (root / "ants" / "cut.jpg").write_bytes(whole)  # repaired: the next load clears the tag
+    ds, summary = load_dataset(root, name=fresh_name)
+    assert summary.unreadable == 0 and cut.first().unreadable_reason is None and "unreadable" not in cut.first().tags
