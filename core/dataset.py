@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,8 +232,11 @@ def load_dataset(
     ds_name = name or default_dataset_name(src)
     summary = LoadSummary(ds_name, str(src.resolve()), kind, classes, skipped_non_image=skipped)
 
-    ds = fo.load_dataset(ds_name) if fo.dataset_exists(ds_name) else fo.Dataset(ds_name)
+    ds = _open_or_create(ds_name)
     ds.persistent = True
+    deduped = _unique_filepaths(ds)
+    if deduped:
+        summary.warnings.append(f"removed {deduped} duplicate samples of files loaded twice by concurrent runs")
     if "unreadable_reason" not in ds.get_field_schema():
         ds.add_sample_field("unreadable_reason", fo.StringField)
     existing: dict[str, tuple[str, str | None, list[str]]] = {}
@@ -263,7 +267,7 @@ def load_dataset(
             update_ids.append(prev[0])
             update_labels.append(it.label)
     if new_samples:
-        ds.add_samples(new_samples, progress=False)
+        _add_missing(ds, new_samples)
     summary.added = len(new_samples)
     if update_ids:
         view = ds.select(update_ids, ordered=True)
@@ -309,6 +313,75 @@ def load_dataset(
     if singles:
         summary.warnings.append(f"classes with a single image (kept in train, cannot be validated): {', '.join(singles)}")
     return ds, summary
+
+
+def _open_or_create(name: str) -> Any:
+    """Load dataset ``name``, or create it; another process creating it at the same moment is fine."""
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        return fo.load_dataset(name)
+    try:
+        return fo.Dataset(name)
+    except Exception:  # created by a concurrent run in between (ValueError or pymongo's DuplicateKeyError)
+        if fo.dataset_exists(name):
+            return fo.load_dataset(name)
+        raise
+
+
+def _unique_filepaths(ds: Any) -> int:
+    """Give ``filepath`` a unique index (one sample per file), as the loader keys samples by file.
+
+    Two runs loading the same folder into the same dataset at once (a shared database)
+    would otherwise both add every file. Samples that already share a filepath (left by
+    such runs before this index existed) are reduced to the oldest one. Returns how many
+    samples were removed.
+    """
+    info = ds.get_index_information().get("filepath") or {}
+    if info.get("unique"):
+        return 0
+    ids, fps = ds.values(["id", "filepath"])
+    seen: set[str] = set()
+    extra = []
+    for sid, fp in sorted(zip(ids, fps)):  # ObjectIds sort by creation time: keep the oldest
+        if fp in seen:
+            extra.append(sid)
+        seen.add(fp)
+    if extra:
+        ds.delete_samples(extra)
+    for attempt in range(3):
+        try:
+            ds.create_index("filepath", unique=True)
+            break
+        except Exception:  # a concurrent run converting the same index (IndexKeySpecsConflict)
+            if (ds.get_index_information().get("filepath") or {}).get("unique"):
+                break
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    return len(extra)
+
+
+def _add_missing(ds: Any, samples: list[Any], attempts: int = 5) -> None:
+    """``add_samples`` those of ``samples`` whose file is not in ``ds`` yet.
+
+    A concurrent run adding the same files makes the insert fail on the unique
+    ``filepath`` index; the files it added are then skipped and the rest retried.
+    """
+    for _ in range(attempts):
+        try:
+            ds.add_samples(samples, progress=False)
+            return
+        except ValueError as exc:
+            # E11000: files another run added; media type: that run added the first samples
+            if "E11000" not in str(exc) and "media type" not in str(exc):
+                raise
+        ds.reload()
+        present = set(ds.values("filepath"))
+        samples = [s for s in samples if s.filepath not in present]
+        if not samples:
+            return
+    ds.add_samples(samples, progress=False)
 
 
 def split_counts(ds: Any) -> dict[str, dict[str, int]]:

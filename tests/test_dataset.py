@@ -173,3 +173,42 @@ def test_reload_keeps_the_audits_unreadable_tag_until_the_file_is_fixed(hymenopt
     (root / "ants" / "cut.jpg").write_bytes(whole)  # repaired: the next load clears the tag
     ds, summary = load_dataset(root, name=fresh_name)
     assert summary.unreadable == 0 and cut.first().unreadable_reason is None and "unreadable" not in cut.first().tags
+
+
+def test_concurrent_loads_into_one_dataset_add_each_file_once(digits_dir, fresh_name):
+    """Two processes loading the same folder into one dataset at once (a shared database) add every file once."""
+    import subprocess
+    import sys
+
+    import fiftyone as fo
+
+    code = ("import sys\nfrom vetset.core.dataset import load_dataset\n"
+            "ds, s = load_dataset(sys.argv[1], name=sys.argv[2])\nprint(s.added)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(digits_dir), fresh_name], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    files = sorted(str(p) for p in digits_dir.rglob("*.png"))
+    ds = fo.load_dataset(fresh_name)
+    assert sorted(ds.values("filepath")) == files
+    assert sum(int(o[0].split()[-1]) for o in outs) >= len(files)  # each process reported what it meant to add
+
+
+def test_reload_removes_duplicates_left_by_earlier_concurrent_runs(digits_dir, tmp_path, fresh_name):
+    """A dataset from before the unique filepath index, with one file added twice, is repaired on load."""
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+
+    root = tmp_path / "d"
+    shutil.copytree(digits_dir / "train" / "1", root / "one")
+    files = sorted(str(p) for p in root.rglob("*.png"))
+    ds = fo.Dataset(fresh_name, persistent=True)
+    samples = [fo.Sample(filepath=f, tags=["train"], ground_truth=fo.Classification(label="one")) for f in files]
+    ds.add_samples(samples + [fo.Sample(filepath=files[0], tags=["train"],
+                                        ground_truth=fo.Classification(label="one"))], progress=False)
+    first = ds.match(F("filepath") == files[0]).values("id")
+    assert len(ds) == len(files) + 1 and len(first) == 2
+    ds, summary = load_dataset(root, name=fresh_name)
+    assert sorted(ds.values("filepath")) == files
+    assert ds.match(F("filepath") == files[0]).values("id") == [min(first)]
+    assert "removed 1 duplicate samples of files loaded twice by concurrent runs" in summary.warnings
