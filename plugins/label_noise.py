@@ -96,9 +96,16 @@ def _train_options(run: Any, options: LabelNoiseOptions) -> Any:
     from vetset.plugins.train_options import as_options, check_model_name, load_train_transform
 
     base: dict[str, Any] = {}
+    user_set = set(options.train)
     if "train" in run.recipe.stages:
-        base = run.recipe.options("train").model_dump()
+        recipe_train = run.recipe.options("train")
+        base = recipe_train.model_dump()
+        user_set |= recipe_train.model_fields_set
     base.update(options.train)
+    if options.fold_augmentation == "light" and "train_transform" not in user_set:
+        from vetset.plugins.label_noise_options import light_augmentation
+
+        base["train_transform"] = light_augmentation()
     try:
         opts = as_options(base)
         check_model_name(opts.model_name)

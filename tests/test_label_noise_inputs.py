@@ -135,11 +135,39 @@ def test_find_issues_uses_the_cleanlab_options(digits_rows):
     classes = sorted({r["label"] for r in rows})
     probs = pixel_pred_probs([r["filepath"] for r in rows], [r["label"] for r in rows], classes)
     labels = np.array([classes.index(r["label"]) for r in rows])
-    base, q_sc, _ = find_issues(labels, probs, LabelNoiseOptions())
+    low_sc, q_sc, _ = find_issues(labels, probs, LabelNoiseOptions())
+    cl, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="confident_learning"))
+    base, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="prune_by_noise_rate"))
     neq, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="predicted_neq_given"))
-    half, _, _ = find_issues(labels, probs, LabelNoiseOptions(frac_noise=0.5))
+    half, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="prune_by_noise_rate", frac_noise=0.5))
     _, q_nm, _ = find_issues(labels, probs, LabelNoiseOptions(rank_by="normalized_margin"))
     np.testing.assert_array_equal(neq, probs.argmax(1) != labels)
     assert half.sum() < base.sum() and not (half & ~base).any()
     np.testing.assert_allclose(q_sc, probs[np.arange(len(labels)), labels], rtol=1e-6)
     assert not np.allclose(q_sc, q_nm)
+    # the default, low_self_confidence: confident learning's count, lowest self-confidence first
+    assert low_sc.sum() == cl.sum() > 0 and q_sc[low_sc].max() <= q_sc[~low_sc].min()
+
+
+def test_fold_models_get_the_light_augmentation_unless_a_train_transform_is_set(hooks):
+    """fold_augmentation fills in train_transform only where neither stage sets one (even to null)."""
+    from types import SimpleNamespace
+
+    from vetset.core.recipe import parse_recipe
+    from vetset.plugins.label_noise import _train_options
+    from vetset.plugins.label_noise_options import light_augmentation
+
+    own = {"__class_fullname__": "Compose", "p": 1.0, "transforms": [{"__class_fullname__": "VerticalFlip", "p": 0.5}]}
+
+    def fold_transform(stages):
+        recipe = parse_recipe({"name": "t", "stages": stages}, hooks.stages)
+        return _train_options(SimpleNamespace(recipe=recipe), recipe.options("label_noise")).train_transform
+
+    light = light_augmentation()
+    assert [t["__class_fullname__"] for t in light["transform"]["transforms"]] == ["HorizontalFlip", "Affine"]
+    assert fold_transform({"label_noise": {}}) == light
+    assert fold_transform({"label_noise": {"train": {"epochs": 2}}, "train": {"epochs": 3}}) == light
+    assert fold_transform({"label_noise": {"fold_augmentation": "none"}}) is None
+    assert fold_transform({"label_noise": {"train": {"train_transform": None}}}) is None
+    assert fold_transform({"label_noise": {"train": {"train_transform": own}}}) == own
+    assert fold_transform({"label_noise": {}, "train": {"train_transform": own}}) == own

@@ -28,6 +28,7 @@ def test_stratified_folds_partition_the_samples():
 @pytest.mark.slow
 def test_kfold_stage_finds_flipped_digits_and_caches_folds(digits_dir, tmp_path):
     from vetset.plugins.label_noise_oof import kfold_pred_probs
+    from vetset.plugins.label_noise_options import light_augmentation
 
     rows = imagefolder_rows(digits_dir, per_class=30)
     flipped = flip_labels(rows, 15, seed=0)
@@ -40,11 +41,14 @@ def test_kfold_stage_finds_flipped_digits_and_caches_folds(digits_dir, tmp_path)
     flagged = set(run.dataset.match_tags("label_issue").values("filepath"))
     recall, precision = recall_precision(flagged, flipped)
     assert recall >= 0.5 and precision >= 4 * 15 / 300, (recall, precision)  # chance precision 0.05
-    # the folds' pred_probs are cached: a resumed computation trains nothing and gives the same rows
+    # the folds' pred_probs are cached: a resumed computation trains nothing and gives the same rows; the
+    # cache key holds the train options, so this also shows the folds trained with the light augmentation
+    # (fold_augmentation's default, as no train_transform was set)
     with np.load(block["pred_probs_file"]) as z:
         fps, labels, saved = list(z["filepaths"]), z["labels"], z["pred_probs"]
     trained = []
-    again, folds = kfold_pred_probs(fps, labels, run.classes, TRAIN, 3, 0, out_dir=run.stage_dir("label_noise") / "folds",
+    opts = {**TRAIN, "train_transform": light_augmentation()}
+    again, folds = kfold_pred_probs(fps, labels, run.classes, opts, 3, 0, out_dir=run.stage_dir("label_noise") / "folds",
                                     resume=True, on_fold=lambda *a: trained.append(a[0]))
     assert all(f["cached"] for f in folds) and trained == []
     np.testing.assert_allclose(again, saved, atol=1e-6)
