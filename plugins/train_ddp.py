@@ -61,8 +61,12 @@ def check_nproc(options: Any) -> None:
     from vetset.plugins.train_dist import ddp_device
 
     mps = getattr(torch.backends, "mps", None)
-    ddp_device(options.device, options.nproc - 1, torch.cuda.device_count() if torch.cuda.is_available() else 0,
-               bool(mps is not None and mps.is_available()))
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    ddp_device(options.device, options.nproc - 1, cuda, bool(mps is not None and mps.is_available()))
+    cpus = os.cpu_count() or 1
+    if (not cuda or options.device == "cpu") and options.nproc > cpus:
+        raise RecipeError(f"nproc {options.nproc} asks for more CPU training processes than this machine has CPUs "
+                          f"({cpus}); use at most {cpus}.")
 
 
 def with_nproc(recipe: Any, nproc: int, stages: Any) -> Any:
@@ -176,6 +180,9 @@ def launch_fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple
 
     opts = as_options(options)
     check_nproc(opts)
+    if len(train_items) < 2 * opts.nproc:  # BatchNorm needs 2+ images per batch on every process
+        raise RecipeError(f"nproc {opts.nproc} needs at least {2 * opts.nproc} readable train images (2 per process); "
+                          f"the train split has {len(train_items)}: use fewer processes.")
     load_train_transform(opts.train_transform)  # a bad option fails here, not once per rank
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

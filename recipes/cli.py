@@ -245,7 +245,38 @@ def main(argv: list[str] | None = None) -> int:
     except VetsetError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
+    except Exception as exc:
+        message = database_error(exc)
+        if message is None:
+            raise
+        err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        return 2
     return 0
+
+
+def database_error(exc: BaseException) -> str | None:
+    """One sentence for a failure to reach FiftyOne's MongoDB, or ``None`` for other errors.
+
+    Covers a ``FIFTYONE_DATABASE_URI`` that is malformed or unreachable (pymongo's errors,
+    FiftyOne's ``ConnectionError``) and the embedded database failing to start
+    (``ServiceListenTimeout``, e.g. while another process is starting it).
+    """
+    import os
+
+    kind = type(exc)
+    is_db = kind.__module__.startswith("pymongo") or kind.__name__ == "ServiceListenTimeout" or (
+        isinstance(exc, ConnectionError) and "mongo" in str(exc).lower())
+    if not is_db:
+        return None
+    detail = (str(exc).strip().splitlines() or [kind.__name__])[0].rstrip(".")
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
+    uri = os.environ.get("FIFTYONE_DATABASE_URI")
+    if uri:
+        return (f"cannot use the MongoDB server at FIFTYONE_DATABASE_URI={uri!r} ({kind.__name__}: {detail}); "
+                "check the URI and that the server is running.")
+    return (f"cannot start or reach FiftyOne's database ({kind.__name__}: {detail}); another FiftyOne process may "
+            "be starting it (try again), or set FIFTYONE_DATABASE_URI to a running MongoDB server.")
 
 
 if __name__ == "__main__":  # pragma: no cover

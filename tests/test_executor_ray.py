@@ -233,3 +233,21 @@ def test_read_file_takes_fsspec_urls(hymenoptera_dir):
     assert read_file("memory://vetset-test/ants") == (None, "not a regular file")
     assert read_file((hymenoptera_dir / ANT).as_uri()) == (data, None)  # file:// is a local path
     assert read_file("nosuchproto://x/y.jpg")[1].startswith("cannot read file (")
+
+
+def test_unreachable_ray_address_fails_in_seconds(corpus, capsys):
+    """ray.init retries a dead GCS address for ~14 minutes; vetset checks the port first."""
+    import socket
+    import time
+
+    from vetset.recipes.cli import main
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    assert main(["run", "audit", "--data", str(corpus), "--executor", "ray", "--address", f"127.0.0.1:{port}"]) == 2
+    assert time.perf_counter() - t0 < 120
+    err = capsys.readouterr().err
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}: nothing accepts connections" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3

@@ -74,3 +74,22 @@ def test_two_users_share_one_dataset_through_the_uri(hymenoptera_dir, tmp_path):
     assert seen["portrait"] == portrait == seen["views"]["audit/portrait"] == 2
     # the run wrote to the server the URI named, not to this test session's own database
     assert not fo.dataset_exists(NAME)
+
+
+def test_unreachable_or_malformed_database_uri_is_one_sentence(tmp_path):
+    """A FIFTYONE_DATABASE_URI nobody answers at, or that is not a MongoDB URI: one sentence, exit 2."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "d" / "a"
+    data.mkdir(parents=True)
+    for uri, expect in ((f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=2000", "check the URI"),
+                        ("garbage://x", "InvalidURI")):
+        env = dict(os.environ, FIFTYONE_DATABASE_URI=uri)
+        proc = subprocess.run([sys.executable, "-m", "vetset.recipes.cli", "run", "audit", "--data", str(data.parent),
+                               "--out", str(tmp_path / "o")], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert f"cannot use the MongoDB server at FIFTYONE_DATABASE_URI='{uri}'" in proc.stderr and expect in proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -178,3 +178,17 @@ def test_recipes_run_with_nproc_trains_under_torchrun_and_validates(digits_dir, 
     assert len(ds.exists("predictions")) == len(ds) == 290 and ds.list_evaluations() == ["eval"]
     correct = ds.match_tags("val").values("eval")
     assert sum(correct) / 90 == best["val_acc"]
+
+
+def test_nproc_beyond_the_train_split_or_the_cpus_is_one_sentence(digits_dir, tmp_path):
+    import os
+
+    from vetset.plugins.train_ddp import launch_fit
+
+    items = [(str(p), 0) for p in sorted((digits_dir / "train" / "0").iterdir())[:3]]
+    with pytest.raises(RecipeError, match=r"^nproc 2 needs at least 4 readable train images \(2 per process\); "
+                                          r"the train split has 3: use fewer processes.$"):
+        launch_fit(items, items, ["0", "1"], {"nproc": 2, "device": "cpu"}, tmp_path)
+    cpus = os.cpu_count() or 1
+    with pytest.raises(RecipeError, match=rf"more CPU training processes than this machine has CPUs \({cpus}\)"):
+        launch_fit(items * 100, items, ["0", "1"], {"nproc": cpus + 1, "device": "cpu"}, tmp_path)
