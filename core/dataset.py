@@ -233,6 +233,11 @@ def load_dataset(
     summary = LoadSummary(ds_name, str(src.resolve()), kind, classes, skipped_non_image=skipped)
 
     ds = _open_or_create(ds_name)
+    recorded = ((ds.info or {}).get("vetset") or {}).get("source")
+    if recorded and recorded != summary.source and len(ds):
+        raise DataError(f"Dataset {ds_name!r} holds the images of {recorded}, not {summary.source}; pass "
+                        f"--dataset NAME to load this folder into a dataset of its own (or delete the old one: "
+                        f"fiftyone datasets delete {ds_name}).")
     ds.persistent = True
     deduped = _unique_filepaths(ds)
     if deduped:

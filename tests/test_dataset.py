@@ -212,3 +212,16 @@ def test_reload_removes_duplicates_left_by_earlier_concurrent_runs(digits_dir, t
     assert sorted(ds.values("filepath")) == files
     assert ds.match(F("filepath") == files[0]).values("id") == [min(first)]
     assert "removed 1 duplicate samples of files loaded twice by concurrent runs" in summary.warnings
+
+
+def test_another_folder_with_the_same_dataset_name_is_refused(digits_dir, tmp_path, fresh_name):
+    """Two folders with one base name (same default dataset name) must not merge silently."""
+    a, b = tmp_path / "a" / "digits", tmp_path / "b" / "digits"
+    shutil.copytree(digits_dir / "train" / "1", a / "one")
+    shutil.copytree(digits_dir / "train" / "2", b / "two")
+    ds, _ = load_dataset(a, name=fresh_name)
+    n = len(ds)
+    with pytest.raises(DataError, match=rf"Dataset '{fresh_name}' holds the images of {a}, not {b}; pass --dataset"):
+        load_dataset(b, name=fresh_name)
+    ds, _ = load_dataset(a, name=fresh_name)  # the same folder again is fine
+    assert len(ds) == n
