@@ -264,7 +264,7 @@ def summary_output(ctx: Any, title: str) -> types.Property:
     outputs.str("result_json", label="Results written to")
     outputs.obj("metrics", label="Metrics", view=types.JSONView())
     outputs.list("saved_views", types.String(), label="Saved views on the dataset")
-    outputs.list("fail_on_failures", types.String(), label="fail_on gates exceeded (empty: all passed)")
+    outputs.obj("fail_on_failures", label="fail_on gates exceeded (empty: all passed)", view=types.JSONView())
     return types.Property(outputs, view=types.View(label=title))
 
 
