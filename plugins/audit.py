@@ -202,6 +202,22 @@ def _metadata(w: int, h: int, size: int, mode: str, fmt: str) -> dict[str, Any] 
             "num_channels": channels}
 
 
+class _MetadataColumn:
+    """``fo.ImageMetadata`` dicts of the audited images, built per slice (one write batch at a
+    time) from the image pass's columns, so the driver never holds one dict per image."""
+
+    def __init__(self, cols: Any):
+        self.cols = cols
+
+    def __len__(self) -> int:
+        return len(self.cols.error)
+
+    def __getitem__(self, s: slice) -> list[dict[str, Any] | None]:
+        c = self.cols
+        return [_metadata(w, h, size, m, f) if e is None else None for w, h, size, m, f, e in
+                zip(c.width[s].tolist(), c.height[s].tolist(), c.file_size[s].tolist(), c.mode[s], c.format[s], c.error[s])]
+
+
 @functools.lru_cache(maxsize=256)
 def _mime_channels(mode: str, fmt: str) -> tuple[str | None, int | None]:
     from PIL import Image
@@ -278,13 +294,9 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
 
     n = len(filepaths)
     failures = cols.failures
-    ctx = AuditContext(
-        view=view, ids=ids, filepaths=filepaths, labels=labels, splits=splits, classes=classes,
-        readable=cols.readable, width=cols.width, height=cols.height, file_size=cols.file_size,
-        exif_orientation=cols.exif_orientation, n_frames=cols.n_frames, mode=cols.mode, format=cols.format,
-        error=cols.error, sample_tags=sample_tags, computed=cols.computed, options=options, log=log)
-    ctx.set_field("metadata", [_metadata(*r) if e is None else None for *r, e in
-                               zip(cols.width, cols.height, cols.file_size, cols.mode, cols.format, cols.error)], "metadata")
+    ctx = AuditContext.from_pass(cols, view=view, ids=ids, filepaths=filepaths, labels=labels, splits=splits,
+                                 classes=classes, sample_tags=sample_tags, options=options, log=log)
+    ctx.set_field("metadata", _MetadataColumn(cols), "metadata")
 
     summaries: dict[str, dict[str, Any]] = {}
     metrics: dict[str, Any] = {"num_images": n, "num_readable": int(ctx.readable.sum())}

@@ -107,11 +107,11 @@ def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
             same = np.flatnonzero(sk[d:] == sk[:-d])
             if not len(same):
                 break
-            cand.append(np.stack([order[same], order[same + d]], axis=1))
-    c = np.unique(np.sort(np.concatenate(cand).astype(np.int64), axis=1), axis=0)
-    if len(c):
-        c = c[np.bitwise_count(hashes[c[:, 0]] ^ hashes[c[:, 1]]) <= radius]
-    return c
+            a, b = order[same], order[same + d]
+            near = np.bitwise_count(hashes[a] ^ hashes[b]) <= radius  # keep only true pairs: memory
+            if near.any():  # grows with the pairs found, not with the candidates compared
+                cand.append(np.stack([a[near], b[near]], axis=1))
+    return np.unique(np.sort(np.concatenate(cand).astype(np.int64), axis=1), axis=0)
 
 
 def leader_groups(n: int, pairs: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
@@ -159,11 +159,13 @@ def duplicates_evaluate(ctx: Any, options: DuplicateOptions) -> dict[str, Any]:
     ctx.set_field("phash", ph, "str")
     ctx.set_field("file_hash", fh, "str")
     small = np.minimum(ctx.width, ctx.height) < options.near_min_side
-    near = np.array([i for i in range(n) if ph[i] is not None and not small[i]], dtype=np.int64)
-    byte_only = np.array([i for i in range(n) if ph[i] is not None and small[i]], dtype=np.int64)
+    hashed = np.fromiter((p is not None for p in ph), dtype=bool, count=n)
+    near = np.flatnonzero(hashed & ~small)
+    byte_only = np.flatnonzero(hashed & small)
     owner = np.full(n, -1, dtype=np.int64)  # group key per image: an image index, or -1
     if len(near):
-        uniq, inverse = np.unique(np.array([int(ph[i], 16) for i in near], dtype=np.uint64), return_inverse=True)
+        uniq, inverse = np.unique(np.fromiter((int(ph[i], 16) for i in near), dtype=np.uint64, count=len(near)),
+                                  return_inverse=True)
         first = np.full(len(uniq), n, dtype=np.int64)  # first image (dataset order) with each hash
         np.minimum.at(first, inverse, near)
         lead = leader_groups(len(uniq), near_pairs(uniq, options.radius), order=np.argsort(first, kind="stable"))

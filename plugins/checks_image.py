@@ -139,6 +139,13 @@ def _with_share(counts: dict[str, Any]) -> dict[str, Any]:
     return shares(counts)
 
 
+def _bin_names(names: tuple[str, ...], index: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Object array of bin names (``names[index]``, ``None`` where not ``ok``); every sample in a
+    bin shares one string object, so a column costs 8 bytes per sample."""
+    table = np.array(list(names) + [None], dtype=object)
+    return table[np.where(ok, index, len(names))]
+
+
 def orientation_evaluate(ctx: Any, options: OrientationOptions) -> dict[str, Any]:
     """Write ``orientation``, ``aspect_ratio``, ``exif_rotated``; tag ``exif_rotated``, ``odd_aspect_ratio``."""
     ok = ctx.readable
@@ -146,13 +153,12 @@ def orientation_evaluate(ctx: Any, options: OrientationOptions) -> dict[str, Any
     h = np.where(ctx.height > 0, ctx.height, 1).astype(np.float64)
     ratio = np.where(ok, w / h, np.nan)
     square = np.abs(ratio - 1.0) <= options.square_tolerance + 1e-12
-    bins = np.where(square, "square", np.where(ratio > 1.0, "landscape", "portrait"))
-    bins_list = [b if k else None for b, k in zip(bins.tolist(), ok)]
+    bins_list = _bin_names(ORIENTATION_BINS, np.where(square, 2, np.where(ratio > 1.0, 0, 1)), ok)
     short_long = np.minimum(ratio, 1.0 / np.where(ratio > 0, ratio, 1.0))
     odd = ok & (short_long < options.odd_aspect_ratio)
     rotated = ok & (ctx.exif_orientation != 1)
     ctx.set_field("orientation", bins_list, "str")
-    ctx.set_field("aspect_ratio", [round(float(r), 4) if k else None for r, k in zip(ratio, ok)], "float")
+    ctx.set_field("aspect_ratio", np.round(ratio, 4), "float")  # NaN (unreadable) is left empty
     ctx.set_field("exif_rotated", [bool(r) if k else None for r, k in zip(rotated, ok)], "bool")
     ctx.tag("exif_rotated", rotated)
     ctx.tag("odd_aspect_ratio", odd)
@@ -190,10 +196,9 @@ def clarity_evaluate(ctx: Any, options: ClarityOptions) -> dict[str, Any]:
     """Write ``sharpness`` and ``clarity``; tag ``blurry``."""
     sharp = ctx.column("clarity", "sharpness") if ctx.has("clarity", "sharpness") else np.full(ctx.n, np.nan)
     ok = ~np.isnan(sharp)
-    bins = np.where(sharp < options.blurry_below, "blurry", np.where(sharp > options.sharp_above, "sharp", "normal"))
-    bins_list = [b if k else None for b, k in zip(bins.tolist(), ok)]
+    bins_list = _bin_names(CLARITY_BINS, np.where(sharp < options.blurry_below, 0, np.where(sharp > options.sharp_above, 2, 1)), ok)
     blurry = ok & (sharp < options.blurry_below)
-    ctx.set_field("sharpness", sharp.tolist(), "float")
+    ctx.set_field("sharpness", sharp, "float")
     ctx.set_field("clarity", bins_list, "str")
     ctx.tag("blurry", blurry)
     counts = ctx.add_coverage("clarity", bins_list, CLARITY_BINS)

@@ -98,9 +98,9 @@ def exposure_evaluate(ctx: Any, options: ExposureOptions) -> dict[str, Any]:
         "low_contrast": ok & (contrast < options.low_contrast),
         "low_entropy": ok & (entropy < options.low_entropy_bits),
     }
-    ctx.set_field("brightness", bright.tolist(), "float")
-    ctx.set_field("contrast", contrast.tolist(), "float")
-    ctx.set_field("entropy", entropy.tolist(), "float")
+    ctx.set_field("brightness", bright, "float")
+    ctx.set_field("contrast", contrast, "float")
+    ctx.set_field("entropy", entropy, "float")
     for tag, mask in flags.items():
         ctx.tag(tag, mask)
     order = {"dark": p99, "overexposed": -p5, "low_contrast": contrast, "low_entropy": entropy}

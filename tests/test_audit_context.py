@@ -1,0 +1,136 @@
+"""The audit's driver-side columns: what checks read, what they stage, and what it costs per image."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from vetset.core.errors import PluginError
+from vetset.plugins.audit_context import AuditContext, NumericColumn, collect_records, read_columns
+
+
+def _record(i: int, *, broken: bool = False, bad_compute: bool = False) -> tuple:
+    """One image-pass record as ``audit_image`` returns it (built-in checks' keys and types)."""
+    if broken:
+        return (0, 0, 120, "", "", 1, 1, "cannot identify image file", ())
+    exposure = {"brightness": 0.25 + i % 7 / 10, "contrast": 0.1, "entropy": 6.5, "p5": 3.0, "p99": 250.0}
+    dup = {"phash": f"{i * 2654435761 % 2**64:016x}", "file_hash": hashlib.sha256(str(i).encode()).hexdigest()}
+    colour = {"__error__": "ValueError: odd palette"} if bad_compute else {"colour_mode": "grayscale" if i % 5 == 0 else "colour"}
+    return (32, 24, 900 + i, "RGB", "JPEG", 1, 1, None, (exposure, dup, colour, {"sharpness": float(i)}))
+
+
+CHECKS = ["exposure", "duplicates", "colour", "clarity"]
+
+
+def _context(cols, n):
+    ids = [f"{i:024x}" for i in range(n)]
+    return AuditContext.from_pass(cols, view=None, ids=ids, filepaths=[f"/d/c/{i}.jpg" for i in range(n)],
+                                  labels=["c"] * n, splits=["train"] * n, classes=["c"], sample_tags=[("train",)] * n)
+
+
+def test_collect_records_makes_numeric_columns_that_read_like_lists():
+    n = 6
+    records = [_record(0), _record(1, broken=True), _record(2, bad_compute=True), _record(3), _record(4), _record(5)]
+    cols = collect_records(iter(records), [f"/d/{i}.jpg" for i in range(n)], CHECKS)
+    assert cols.readable.tolist() == [True, False, True, True, True, True]
+    assert cols.width.tolist() == [32, 0, 32, 32, 32, 32] and cols.file_size[3] == 903
+    bright = cols.computed["exposure"]["brightness"]
+    assert isinstance(bright, NumericColumn) and bright.values.dtype == np.float64
+    assert bright[1] is None and bright[0] == pytest.approx(0.25) and len(bright) == n
+    assert list(bright)[:2] == [pytest.approx(0.25), None] and bright[0:2] == [pytest.approx(0.25), None]
+    # a compute that raised leaves its keys empty for that image and is reported with the file
+    modes = cols.computed["colour"]["colour_mode"]
+    assert modes == ["grayscale", None, None, "colour", "colour", "grayscale"]
+    assert modes[3] is modes[4], "repeated strings are one object"
+    assert cols.failures == {"colour": ["/d/2.jpg: ValueError: odd palette"]}
+    ctx = _context(cols, n)
+    assert np.isnan(ctx.column("exposure", "brightness")[1])
+    assert ctx.column("clarity", "sharpness", fill=-1.0).tolist() == [0.0, -1.0, 2.0, 3.0, 4.0, 5.0]
+    assert ctx.column("colour", "colour_mode", dtype=object)[0] == "grayscale"
+    with pytest.raises(KeyError, match="computed no 'nope'"):
+        ctx.column("clarity", "nope")
+
+
+def test_numeric_column_widens_and_falls_back():
+    recs = [(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (3, 4.5, None)]
+    k = collect_records(iter(recs), ["a", "b", "c"], ["x"]).computed["x"]["k"]
+    assert isinstance(k, NumericColumn) and k.values.dtype == np.float64 and list(k) == [3.0, 4.5, None]
+    ints = collect_records(iter([(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (3, 2**40)]), ["a", "b"], ["x"])
+    assert ints.computed["x"]["k"].values.dtype == np.int64 and ints.computed["x"]["k"][1] == 2**40
+    mixed = collect_records(iter([(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (1, "two", 2**70)]),
+                            ["a", "b", "c"], ["x"])
+    assert mixed.computed["x"]["k"] == [1, "two", 2**70]
+    with pytest.raises(PluginError, match="returned 1 records for 2 images"):
+        collect_records(iter(recs[:1]), ["a", "b"], ["x"])
+
+
+def test_set_field_stages_arrays_and_rejects_bad_values():
+    n = 4
+    ctx = _context(collect_records(iter(_record(i) for i in range(n)), [str(i) for i in range(n)], CHECKS), n)
+    from vetset.plugins.audit_context import _batch
+
+    ctx.set_field("f", np.array([0.5, np.nan, np.inf, 2.0]), "float")
+    ctx.set_field("g", [1.5, None, float("nan"), 3], "float")
+    ctx.set_field("i", [1, None, 3, 4], "int")
+    ctx.set_field("b", [True, None, False, True], "bool")
+    ctx.set_field("s", ["x", None, 3, "y"], "str")
+    got = {name: _batch(*ctx.fields[name], 0, n) for name in ctx.fields}
+    assert got == {"f": [0.5, None, None, 2.0], "g": [1.5, None, None, 3.0], "i": [1, None, 3, 4],
+                   "b": [True, None, False, True], "s": ["x", None, "3", "y"]}
+    assert type(got["i"][0]) is int and type(got["b"][0]) is bool
+    assert _batch(*ctx.fields["f"], 2, 4) == [None, 2.0]
+    with pytest.raises(PluginError, match="'h': values are not all float"):
+        ctx.set_field("h", ["a", None, 1, 2], "float")
+    with pytest.raises(PluginError, match="has 3 values for 4 samples"):
+        ctx.set_field("h", [1, 2, 3], "int")
+    with pytest.raises(PluginError, match="written by two checks"):
+        ctx.set_field("f", [1, 2, 3, 4], "float")
+    with pytest.raises(PluginError, match="kind must be one of"):
+        ctx.set_field("h", [1, 2, 3, 4], "double")
+
+
+def test_driver_columns_stay_small_per_image():
+    """What the driver keeps per image after the pass, built-in checks' keys (tracemalloc, no timing).
+
+    Measured 552 bytes: the strings that must stay (id 81, path 94, sha256 121, phash 73),
+    the image-pass numbers (11 x 9) and the staged fields (4 floats x 9, 2 string
+    pointers, a boolean). Lists of Python floats and dicts, as before the columns, cost
+    over 1.1 KB for the same, so the bound catches that regression.
+    """
+    n = 20_000
+    paths = [f"/data/cifar10/train/class/{i:06d}.jpg" for i in range(n)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    cols = collect_records((_record(i) for i in range(n)), paths, CHECKS)
+    ctx = _context(cols, n)
+    for key in ("brightness", "contrast", "entropy"):
+        ctx.set_field(key, ctx.column("exposure", key), "float")
+    ctx.set_field("sharpness", ctx.column("clarity", "sharpness"), "float")
+    ctx.set_field("phash", ctx.computed["duplicates"]["phash"], "str")
+    ctx.set_field("colour_mode", ctx.computed["colour"]["colour_mode"], "str")
+    ctx.set_field("exif_rotated", [False] * n, "bool")
+    per_image = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    assert per_image < 600, f"{per_image:.0f} bytes per image"
+    assert math.isclose(ctx.column("exposure", "brightness")[7], 0.25)
+
+
+def test_read_columns_shares_labels_and_tag_sets(digits_dir, fresh_name):
+    import fiftyone as fo
+
+    from vetset.core.dataset import load_dataset
+
+    ds, _ = load_dataset(digits_dir, name=fresh_name)
+    ids, paths, labels, splits, tags = read_columns(ds)
+    total = len(ds)
+    fo.delete_dataset(ds.name)
+    assert len(ids) == len(paths) == len(labels) == len(tags) == total > 100
+    same = [i for i, t in enumerate(tags) if t == tags[0]]
+    assert len(same) > 1 and all(tags[i] is tags[same[0]] for i in same)
+    assert isinstance(tags[0], tuple) and splits[0] in tags[0]
+    zero = [lab for lab in labels if lab == labels[0]]
+    assert all(lab is labels[0] for lab in zero)
