@@ -280,17 +280,25 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     t0 = time.perf_counter()
     selected = select_checks(hooks, options)
     view = dataset_or_view
-    ids, filepaths, labels, splits, sample_tags = read_columns(view)
-    ds = view._dataset
-    classes = sorted(set(ds.default_classes or []) | {lab for lab in labels if lab is not None})
     computes = tuple((name, chk.compute, opts) for name, chk, opts in selected if chk.compute is not None)
     side = None if options.max_side is None else max(options.max_side, options.clarity.size)
-    t_read = time.perf_counter()
-    pool = pass_executor(len(filepaths), options.workers, computes, executor)
-    cols = collect_records(track(image_pass(filepaths, side, computes, options.workers, options.chunk_size, pool),
-                                 total=len(filepaths), description="audit", unit="img"),
-                           filepaths, [name for name, _, _ in computes])
+    pool = pass_executor(len(view), options.workers, computes, executor)
+    start = getattr(pool, "start", None)  # workers start while the samples are read (local backend)
+    if start is not None:
+        start()
+    try:
+        ids, filepaths, labels, splits, sample_tags = read_columns(view)
+        t_read = time.perf_counter()
+        cols = collect_records(track(image_pass(filepaths, side, computes, options.workers, options.chunk_size, pool),
+                                     total=len(filepaths), description="audit", unit="img"),
+                               filepaths, [name for name, _, _ in computes])
+    finally:
+        close = getattr(pool, "close", None)
+        if close is not None:
+            close()
     t_pass = time.perf_counter()
+    ds = view._dataset
+    classes = sorted(set(ds.default_classes or []) | {lab for lab in labels if lab is not None})
 
     n = len(filepaths)
     failures = cols.failures
