@@ -20,12 +20,23 @@ Files are read with ``yaml.safe_load`` only. Every problem becomes a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
 
 from vetset.core.errors import RecipeError
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic's lax mode would take true as 1
+        raise ValueError("expected a whole number, got a boolean")
+    return value
+
+
+#: A whole-number option (a count of workers, threads, processes) that refuses YAML's
+#: ``true``/``false``, which pydantic would otherwise read as 1/0.
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 
 class DataOptions(BaseModel):
@@ -65,7 +76,7 @@ class ExecutorOptions(BaseModel):
 
     name: Literal["local", "ray"] = "local"
     address: str | None = None
-    workers: int | None = Field(None, ge=0)
+    workers: Count | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _address_needs_ray(self) -> "ExecutorOptions":
@@ -73,6 +84,11 @@ class ExecutorOptions(BaseModel):
 
         if self.address and self.name != "ray":
             raise ValueError(f"address {self.address!r} is only used by the ray executor; set name: ray or drop it")
+        scheme = self.address.split("://", 1)[0].lower() if self.address and "://" in self.address else None
+        if scheme is not None and scheme != "ray":
+            raise ValueError(f"address {self.address!r}: a {scheme}:// address is the Ray dashboard or job "
+                             "submission server, not a cluster to join; use host:6379 (the head node's GCS), "
+                             "ray://host:10001 (Ray Client) or auto")
         if self.name == "ray" and importlib.util.find_spec("ray") is None:  # fail before the data is loaded
             raise ValueError("the ray executor needs the 'ray' package: pip install 'vetset[ray]'")
         return self
@@ -126,7 +142,7 @@ def with_executor(recipe: Recipe, name: str | None = None, address: str | None =
         RecipeError: an unknown executor name, or an address without the ray executor.
     """
     current = recipe.executor
-    new_name = name or current.name
+    new_name = current.name if name is None else name
     new_address = address if address is not None else (current.address if new_name == "ray" else None)
     try:
         options = ExecutorOptions(name=new_name, address=new_address, workers=current.workers)

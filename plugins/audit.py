@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from vetset.core.errors import PluginError, RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Stage
+from vetset.core.recipe import Count
 from vetset.plugins.checks_balance import BalanceOptions
 from vetset.plugins.checks_duplicates import DuplicateOptions
 from vetset.plugins.checks_image import ClarityOptions, ColourOptions, OrientationOptions
@@ -66,7 +67,7 @@ class AuditOptions(BaseModel):
     model_config = {"extra": "forbid"}
 
     checks: list[str] | None = None
-    workers: int | None = Field(None, ge=0)
+    workers: Count | None = Field(None, ge=0)
     max_side: int | None = Field(128, ge=32)
     chunk_size: int | None = Field(None, ge=1)
     coverage_gap_share: float = Field(0.05, ge=0.0, lt=1.0)

@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field, field_validator
 from vetset.core.errors import RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Stage, ViewSpec
+from vetset.core.recipe import Count
 from vetset.plugins.augment_pipeline import load_pipeline  # noqa: F401  (re-exported for the trainer)
 from vetset.plugins.augment_policies import PROPERTY_BINS
 
@@ -133,7 +134,7 @@ class AugmentOptions(BaseModel):
     max_per_source: int = Field(5, ge=1)
     exclude_tags: list[str] = ["leakage", "label_issue"]
     seed: int = 0
-    workers: int | None = Field(None, ge=0)
+    workers: Count | None = Field(None, ge=0)
     image_format: Literal["source", "jpg", "png"] = "source"
     jpeg_quality: int = Field(95, ge=50, le=100)
     reaudit: bool = True

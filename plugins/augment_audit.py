@@ -51,7 +51,9 @@ def base_audit(run: Any) -> dict[str, Any]:
     block = run.results.get("audit")
     if block:
         return block
-    run.log("[augment] the recipe has no audit stage; auditing the data (without augmented samples) to plan")
+    stages = getattr(getattr(run, "recipe", None), "stages", None) or {}
+    why = "no audit result yet" if "audit" in stages else "the recipe has no audit stage"
+    run.log(f"[augment] {why}; auditing the data (without augmented samples) to plan")
     return _run_audit(run, run.dataset.match_tags(AUG_TAG, bool=False), audit_options(run))
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from vetset.core.errors import RecipeError
+from vetset.core.recipe import Count
 
 
 class TrainOptions(BaseModel):
@@ -120,14 +121,14 @@ class TrainOptions(BaseModel):
     amp: Literal["auto", "bfloat16", "float16", "off"] = "auto"
     channels_last: bool = True
     device: str = "auto"
-    workers: int | None = Field(None, ge=0)
-    threads: int | None = Field(None, ge=1)
+    workers: Count | None = Field(None, ge=0)
+    threads: Count | None = Field(None, ge=1)
     seed: int = 0
     train_transform: dict[str, Any] | str | None = None
     early_stopping_patience: int | None = Field(None, ge=1)
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     min_delta: float = Field(0.0, ge=0)
-    nproc: int = Field(1, ge=1)
+    nproc: Count = Field(1, ge=1)
 
 
 def as_options(options: Any) -> TrainOptions:

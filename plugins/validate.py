@@ -41,6 +41,7 @@ from pydantic import Field
 from vetset.core.errors import VetsetError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage, ViewSpec
+from vetset.core.recipe import Count
 from vetset.plugins.validate_metrics import GapThresholds, gap_verdict, split_metrics
 
 PRED_FIELD = "predictions"
@@ -74,8 +75,8 @@ class ValidateOptions(GapThresholds):
     brain: bool = True
     top_errors: int = Field(24, ge=0)
     batch_size: int | None = Field(None, ge=1)
-    workers: int | None = Field(None, ge=0)
-    threads: int | None = Field(None, ge=1)
+    workers: Count | None = Field(None, ge=0)
+    threads: Count | None = Field(None, ge=1)
     device: str = "auto"
     amp: Literal["auto", "bfloat16", "float16", "off"] = "auto"
 

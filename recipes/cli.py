@@ -124,7 +124,9 @@ def _print_where(the_run) -> None:
     ds = the_run.dataset
     console.print(f"dataset: {ds.name} ({len(ds)} samples)  saved views: {', '.join(ds.list_saved_views()) or '-'}",
                   markup=False, highlight=False, soft_wrap=True)
-    console.print(f"results: {the_run.out_dir / 'result.json'}", markup=False, highlight=False, soft_wrap=True)
+    result_json = the_run.out_dir / "result.json"
+    if result_json.is_file():  # a run that failed in its first stage has written none
+        console.print(f"results: {result_json}", markup=False, highlight=False, soft_wrap=True)
     shown: set[str] = set()
     for res in the_run.results.values():
         for key, label in (("report_html", "report html"), ("checkpoint", "checkpoint"),

@@ -198,6 +198,15 @@ def test_bad_executor_is_one_sentence_exit_2(corpus, tmp_path, capsys):
     assert "--executor" in err and "(got 'spark')" in err and len(err.strip().splitlines()) <= 3
     assert main(["run", "audit", "--data", str(corpus), "--address", "auto"]) == 2
     assert "only used by the ray executor" in capsys.readouterr().err
+    assert main(["run", "audit", "--data", str(corpus), "--executor", ""]) == 2  # not silently 'local'
+    assert "(got '')" in capsys.readouterr().err
+    assert main(["run", "audit", "--data", str(corpus), "--executor", "ray", "--address", "http://127.0.0.1:8265"]) == 2
+    err = capsys.readouterr().err
+    assert "a http:// address is the Ray dashboard" in err and "ray://host:10001" in err and len(err.strip().splitlines()) <= 3
+    recipe.write_text("name: d\nexecutor: {name: local, workers: true}\nstages:\n  audit: {workers: 2}\n")
+    assert main(["run", str(recipe), "--data", str(corpus)]) == 2
+    err = capsys.readouterr().err
+    assert "executor.workers" in err and "got a boolean" in err
 
     from vetset.core.errors import RecipeError
     from vetset.core.executor import get_executor
