@@ -106,6 +106,9 @@ def _train_options(run: Any, options: LabelNoiseOptions) -> Any:
         from vetset.plugins.label_noise_options import light_augmentation
 
         base["train_transform"] = light_augmentation()
+    if (base.get("nproc") or 1) > 1:  # K small fold models: one process each, in turn
+        run.log(f"[label_noise] fold models train in this process; nproc {base['nproc']} applies to the train stage only")
+        base["nproc"] = 1
     try:
         opts = as_options(base)
         check_model_name(opts.model_name)

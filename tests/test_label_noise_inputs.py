@@ -161,7 +161,7 @@ def test_fold_models_get_the_light_augmentation_unless_a_train_transform_is_set(
 
     def fold_transform(stages):
         recipe = parse_recipe({"name": "t", "stages": stages}, hooks.stages)
-        return _train_options(SimpleNamespace(recipe=recipe), recipe.options("label_noise")).train_transform
+        return _train_options(SimpleNamespace(recipe=recipe, log=print), recipe.options("label_noise")).train_transform
 
     light = light_augmentation()
     assert [t["__class_fullname__"] for t in light["transform"]["transforms"]] == ["HorizontalFlip", "Affine"]
@@ -171,3 +171,16 @@ def test_fold_models_get_the_light_augmentation_unless_a_train_transform_is_set(
     assert fold_transform({"label_noise": {"train": {"train_transform": None}}}) is None
     assert fold_transform({"label_noise": {"train": {"train_transform": own}}}) == own
     assert fold_transform({"label_noise": {}, "train": {"train_transform": own}}) == own
+
+
+def test_fold_models_train_in_one_process_whatever_the_train_stage_nproc(hooks):
+    from types import SimpleNamespace
+
+    from vetset.core.recipe import parse_recipe
+    from vetset.plugins.label_noise import _train_options
+
+    logged = []
+    recipe = parse_recipe({"name": "t", "stages": {"label_noise": {}, "train": {"nproc": 2, "epochs": 3}}}, hooks.stages)
+    opts = _train_options(SimpleNamespace(recipe=recipe, log=logged.append), recipe.options("label_noise"))
+    assert opts.nproc == 1 and opts.epochs == 3
+    assert logged == ["[label_noise] fold models train in this process; nproc 2 applies to the train stage only"]
