@@ -410,3 +410,28 @@ def split_view(ds: Any, split: str, readable_only: bool = True) -> Any:
     if readable_only:
         view = view.match_tags(UNREADABLE_TAG, bool=False)
     return view
+
+
+#: ``dataset.info["vetset"]`` key of the folder the latest augment stage wrote.
+AUGMENT_FOLDER_KEY = "augment_folder"
+
+
+def training_view(ds: Any) -> tuple[Any, int]:
+    """The train split to fit on: readable samples, with augmented ones only from the latest augmentation.
+
+    Each augment run records its output folder in ``dataset.info["vetset"]["augment_folder"]``.
+    Augmented samples in other folders (an earlier run with another ``--out``) stay in the
+    dataset but are left out, so runs do not stack one augmented set on another.
+
+    Returns:
+        ``(view, n_left_out)``: the view and how many augmented samples it leaves out.
+    """
+    from fiftyone import ViewField as F
+
+    view = split_view(ds, "train")
+    folder = ((ds.info or {}).get("vetset") or {}).get(AUGMENT_FOLDER_KEY)
+    if not folder:
+        return view, 0
+    prefix = str(folder).rstrip(os.sep) + os.sep
+    keep = view.match(~F("tags").contains("augmented") | F("filepath").starts_with(prefix))
+    return keep, len(view) - len(keep)

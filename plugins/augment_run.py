@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,11 +218,14 @@ def run_augment(run: Any, options: Any) -> dict[str, Any]:
     stats = write_plan(ds, plan.images, folder, bundle.key, cfg, workers, options.image_format,
                        log=run.log)
     stats["workers"] = workers
+    _record_folder(ds, folder)
     after = combine(bundle.audit, audit_new_images(run, folder)) if options.reaudit else None
     cells = evaluate_cells(plan, after)
     targets = {c.label: c.target for c in plan.classes}
     after_counts = (after or {}).get("class_counts", {})
-    n_aug = len(ds.match_tags(AUG_TAG))
+    from fiftyone import ViewField as F
+
+    n_aug = len(ds.match_tags(AUG_TAG).match(F("filepath").starts_with(str(folder) + os.sep)))
     metrics = {
         "augmented_images": n_aug,
         "cells_planned": sum(1 for c in plan.cells if c.status == "planned"),
@@ -240,6 +244,16 @@ def run_augment(run: Any, options: Any) -> dict[str, Any]:
         "before": combine(bundle.audit, None), "after": after,
         "cells": cells, "landed": landed(ds, folder), "metrics": metrics,
     }
+
+
+def _record_folder(ds: Any, folder: Path) -> None:
+    """Note ``folder`` as the dataset's latest augmentation (see :func:`vetset.core.dataset.training_view`)."""
+    from vetset.core.dataset import AUGMENT_FOLDER_KEY
+
+    info = dict(ds.info or {})
+    info["vetset"] = {**(info.get("vetset") or {}), AUGMENT_FOLDER_KEY: str(folder)}
+    ds.info = info
+    ds.save()
 
 
 def cli_plan(recipe: str, data: Any, dataset: str | None, out: Any, hooks: Any, log: Any = print) -> list[Any]:

@@ -129,6 +129,10 @@ def compute_pred_probs(run: Any, options: LabelNoiseOptions, ids: list[str], fps
         return probs, has_row, None, []
     if options.method == "embeddings":
         e = options.embeddings
+        if not e.weights:
+            run.log(f"[label_noise] embeddings from {e.model_name} with random weights (no stages.label_noise."
+                    "embeddings.weights file): such features say little about image content, so expect "
+                    "weak pred_probs; give a local pretrained weights file")
         feats = oof.embed_images(fps, e.model_name, e.weights, e.img_size, e.batch_size)
         probs = oof.embedding_pred_probs(feats, labels, len(classes), options.n_folds, options.seed, e.C)
         return probs, has_row, feats, []
@@ -136,6 +140,35 @@ def compute_pred_probs(run: Any, options: LabelNoiseOptions, ids: list[str], fps
                                         options.seed, out_dir=run.stage_dir(STAGE) / "folds", log=run.log,
                                         resume=run.resume)
     return probs, has_row, None, folds
+
+
+#: Out-of-sample accuracy (against the given labels) below which the flags are called
+#: unreliable. Confident learning assumes ``pred_probs`` from a model that is right on most
+#: samples (Northcutt, Jiang & Chuang, JAIR 2021); at 0.5 as many predictions are wrong as
+#: right, so most disagreements are the model's errors, not label errors.
+WEAK_OOF_ACCURACY = 0.5
+#: Share of flagged samples above which the flags are called unreliable: human label
+#: noise in curated sets is mostly under 10% (CIFAR-10N ``aggre`` 9%, ``random1`` 17%;
+#: Northcutt et al. 2021 find 3.3% on average over 10 test sets), and even CIFAR-10N
+#: ``worse`` (40%) is rarer than this.
+WEAK_ISSUE_RATE = 0.5
+
+
+def weak_model_warning(oof_accuracy: float, issue_rate: float, n_classes: int) -> str | None:
+    """A sentence when the pred_probs look too weak for the flags to be trusted, else ``None``.
+
+    Args:
+        oof_accuracy: out-of-sample accuracy against the given labels, 0..1 (NaN: unknown).
+        issue_rate: flagged share of the checked samples, 0..1.
+        n_classes: number of classes (chance accuracy is about ``1 / n_classes``).
+    """
+    if not (oof_accuracy < WEAK_OOF_ACCURACY or issue_rate > WEAK_ISSUE_RATE):
+        return None
+    return (f"{issue_rate:.0%} of the checked samples are flagged and the out-of-sample accuracy is "
+            f"{oof_accuracy:.2f} (chance {1 / max(1, n_classes):.2f}): the pred_probs come from a weak model, so "
+            "most flags are likely its own mistakes rather than wrong labels; before reviewing, get better "
+            "pred_probs (more images or epochs under stages.label_noise.train, a local pretrained weights "
+            "file, or a pred_probs_file from a stronger model).")
 
 
 def _prepare_fields(ds: Any) -> None:
@@ -232,6 +265,9 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
         result["datalab"] = run_datalab(ds, [ids[i] for i in sel], labels[sel], pred_probs[sel],
                                         None if features is None else features[sel], say)
     result.update(_summary(classes, ids, fps, splits, labels, pred_probs, has_row, sel, is_issue, quality, options))
+    weak = weak_model_warning(result["oof_accuracy"], result["issue_rate"], len(classes))
+    if weak:
+        say.append(weak)
     result["pred_probs_file"] = str(saved)
     for line in say:
         run.log(f"[label_noise] {line}")

@@ -125,6 +125,20 @@ def _safe_name(label: str) -> str:
     return label
 
 
+def _check_has_results(dataset: Any) -> None:
+    """Refuse to export a dataset with neither label-noise results nor review decisions (a copy
+    of it with "0 changed" would look like a clean bill of health)."""
+    schema = dataset.get_field_schema()
+    if "label_quality" in schema and len(dataset.exists("label_quality")):
+        return
+    if CORRECTED_FIELD in schema and len(dataset.exists(CORRECTED_FIELD)):
+        return
+    if len(dataset.match_tags([CONFIRMED_TAG, REJECTED_TAG])):
+        return
+    raise VetsetError(f"Dataset {dataset.name!r} has no label-noise results and no review decisions: run the "
+                      f"label_noise stage first (recipes run label_noise --dataset {dataset.name}); nothing was exported.")
+
+
 def export_labels(dataset: Any, out: str | os.PathLike | None = None, csv_path: str | os.PathLike | None = None,
                   unreviewed: Unreviewed = "keep", splits: bool = True) -> dict[str, Any]:
     """Write the corrected labels as a CSV and as a new ImageFolder tree.
@@ -149,6 +163,7 @@ def export_labels(dataset: Any, out: str | os.PathLike | None = None, csv_path: 
 
     if out is None and csv_path is None:
         raise VetsetError("Pass --out DIR (ImageFolder copy + labels.csv) and/or --csv FILE.")
+    _check_has_results(dataset)
     decisions, counts = decide(dataset, unreviewed)
     exported = 0
     out_dir = Path(out).expanduser().resolve() if out is not None else None

@@ -97,11 +97,15 @@ class TimmTrainer:
             DataError: the train split is empty or has fewer than 2 classes.
             RecipeError: an option is invalid.
         """
-        from vetset.core.dataset import split_view
+        from vetset.core.dataset import split_view, training_view
 
         opts = as_options(options)
         classes = run.classes
-        train_items = items_of(split_view(run.dataset, "train"), classes)
+        train_view, left_out = training_view(run.dataset)
+        if left_out:
+            run.log(f"[train] leaving out {left_out} augmented samples of earlier augmentation folders "
+                    "(only the latest augment run's images are used)")
+        train_items = items_of(train_view, classes)
         val_items = items_of(split_view(run.dataset, "val"), classes)
         out_dir = run.stage_dir("train")
         run.log(f"[train] {opts.model_name}: {len(train_items)} train / {len(val_items)} val images, "

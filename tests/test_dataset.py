@@ -225,3 +225,28 @@ def test_another_folder_with_the_same_dataset_name_is_refused(digits_dir, tmp_pa
         load_dataset(b, name=fresh_name)
     ds, _ = load_dataset(a, name=fresh_name)  # the same folder again is fine
     assert len(ds) == n
+
+
+def test_training_view_uses_only_the_latest_augmentation_folder(fresh_name, tmp_path):
+    import fiftyone as fo
+
+    from vetset.core.dataset import training_view
+
+    ds = fo.Dataset(fresh_name)
+    try:
+        old, new = tmp_path / "run1" / "augment" / "images", tmp_path / "run2" / "augment" / "images"
+        ds.add_samples([fo.Sample(filepath=str(tmp_path / "src" / f"{i}.jpg"), tags=["train"]) for i in range(3)]
+                       + [fo.Sample(filepath=str(tmp_path / "src" / "v.jpg"), tags=["val"])]
+                       + [fo.Sample(filepath=str(old / f"a{i}.jpg"), tags=["train", "augmented"]) for i in range(4)]
+                       + [fo.Sample(filepath=str(new / f"b{i}.jpg"), tags=["train", "augmented"]) for i in range(2)]
+                       + [fo.Sample(filepath=str(tmp_path / "run10" / f"c{i}.jpg"), tags=["train", "augmented"])
+                          for i in range(1)])
+        view, left_out = training_view(ds)  # no augment run recorded: every train sample
+        assert (len(view), left_out) == (10, 0)
+        ds.info = {"vetset": {"augment_folder": str(new)}}
+        ds.save()
+        view, left_out = training_view(ds)
+        assert (len(view), left_out) == (5, 5)
+        assert sorted(os.path.basename(p) for p in view.values("filepath")) == ["0.jpg", "1.jpg", "2.jpg", "b0.jpg", "b1.jpg"]
+    finally:
+        ds.delete()

@@ -184,3 +184,14 @@ def test_fold_models_train_in_one_process_whatever_the_train_stage_nproc(hooks):
     opts = _train_options(SimpleNamespace(recipe=recipe, log=logged.append), recipe.options("label_noise"))
     assert opts.nproc == 1 and opts.epochs == 3
     assert logged == ["[label_noise] fold models train in this process; nproc 2 applies to the train stage only"]
+
+
+def test_weak_pred_probs_get_a_warning_strong_ones_do_not():
+    from vetset.plugins.label_noise import weak_model_warning
+
+    # the fresh-user run: 1,000 CIFAR images, 5 folds x 10 epochs from scratch
+    text = weak_model_warning(0.372, 0.534, 10)
+    assert text.startswith("53% of the checked samples are flagged and the out-of-sample accuracy is 0.37 (chance 0.10)")
+    assert weak_model_warning(0.62, 0.55, 10) is not None  # over half flagged
+    assert weak_model_warning(0.616, 0.208, 10) is None  # the CIFAR-10N benchmark default run (random1)
+    assert weak_model_warning(float("nan"), 0.1, 2) is None

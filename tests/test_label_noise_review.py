@@ -117,3 +117,21 @@ def test_cli_export_labels(reviewed):
     assert bad.returncode == 2 and "--unreviewed must be keep, suggested or drop" in bad.stderr
     missing = run_cli("export-labels", "--dataset", "ln-no-such-dataset", "--out", str(tmp / "cli3"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_export_refuses_a_dataset_that_never_ran_label_noise(digits_dir, tmp_path, fresh_name):
+    import fiftyone as fo
+
+    from vetset.core.dataset import load_dataset
+    from vetset.plugins.label_review import export_labels
+
+    ds, _ = load_dataset(digits_dir, name=fresh_name)
+    try:
+        with pytest.raises(VetsetError, match=rf"Dataset '{fresh_name}' has no label-noise results and no review "
+                                              r"decisions: run the label_noise stage first"):
+            export_labels(ds, tmp_path / "fixed")
+        assert not (tmp_path / "fixed").exists()
+        ds.select(ds.first().id).set_values("corrected_label", ["3"])  # a manual correction alone is enough
+        assert export_labels(ds, csv_path=tmp_path / "fixed.csv")["counts"]["corrected"] == 1
+    finally:
+        fo.delete_dataset(ds.name)
