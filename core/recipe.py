@@ -217,6 +217,11 @@ def parse_recipe(data: Any, stages: Any, source: str = "<mapping>") -> Recipe:
             recipe._stage_options[name] = model.model_validate(raw or {})
         except ValidationError as exc:
             raise _explain(exc, model, source, prefix=f"stages.{name}.") from None
+    for key in recipe.fail_on:
+        stage, _, rest = key.partition(".")
+        if stage not in recipe.stages or not rest:
+            raise RecipeError(f"Recipe {source}: fail_on.{key} must name a value of one of this recipe's stages, "
+                              f"as <stage>.metrics.<name> with <stage> one of {', '.join(recipe.stages)}.")
     return recipe
 
 

@@ -22,6 +22,8 @@ Each stage documents its own block; a stage may put numbers meant for ``fail_on`
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import math
 import os
@@ -86,6 +88,12 @@ def lookup(result: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def _metric_paths(result: dict[str, Any]) -> list[str]:
+    """Every ``<stage>.metrics.<name>`` the run computed, for "did you mean" hints."""
+    return [f"{stage}.metrics.{name}" for stage, block in (result.get("stages") or {}).items()
+            if isinstance(block, dict) for name in (block.get("metrics") or {})]
+
+
 def evaluate_fail_on(result: dict[str, Any], fail_on: dict[str, float]) -> dict[str, Any]:
     """Compare each ``fail_on`` metric with its threshold; fail when value > threshold.
 
@@ -99,7 +107,9 @@ def evaluate_fail_on(result: dict[str, Any], fail_on: dict[str, float]) -> dict[
         if isinstance(value, bool):
             value = int(value)
         if not isinstance(value, (int, float)):
-            failures.append(f"{metric} was not computed by this run (check the recipe's stages)")
+            near = difflib.get_close_matches(metric, _metric_paths(result), n=1, cutoff=0.8)
+            hint = f"; did you mean {near[0]}?" if near else " (check the recipe's stages and the metric name)"
+            failures.append(f"{metric} was not computed by this run{hint}")
             checked[metric] = {"value": None, "threshold": threshold, "failed": True}
             continue
         failed = value > threshold

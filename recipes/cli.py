@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     except ChecksFailed as exc:
-        err_console.print("fail_on: the run finished, but these thresholds of the recipe were exceeded:",
+        err_console.print("fail_on: the run finished, but these gates of the recipe failed:",
                           markup=False, highlight=False)
         for failure in exc.failures:
             err_console.print(f"  - {failure}", markup=False, highlight=False, soft_wrap=True)

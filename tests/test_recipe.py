@@ -45,6 +45,10 @@ def test_valid_recipe_fills_defaults(stages):
         ({"name": "r", "stagse": {}}, r"stagse: unknown key; allowed keys: name, description, data, stages, fail_on"),
         ({"name": "r", "stages": {"train": {}}, "data": {"val_fraction": 1.5}}, r"data\.val_fraction: Input should be less than 1"),
         ({"name": "r", "stages": {"train": {}}, "fail_on": {"audit.metrics.x": "lots"}}, r"fail_on\.audit\.metrics\.x"),
+        ({"name": "r", "stages": {"train": {}}, "fail_on": {"audit.metrics.x": 0}},
+         r"r\.yaml: fail_on\.audit\.metrics\.x must name a value of one of this recipe's stages, as "
+         r"<stage>\.metrics\.<name> with <stage> one of train\."),
+        ({"name": "r", "stages": {"train": {}}, "fail_on": {"train": 0}}, r"fail_on\.train must name a value"),
         (["not", "a", "mapping"], r"must be a YAML mapping"),
     ],
 )

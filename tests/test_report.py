@@ -214,7 +214,7 @@ def test_fail_on_exits_1_and_lists_what_failed(hymenoptera_dir, tmp_path, monkey
     recipe.write_text(stages +
                       "  audit.metrics.leakage_groups: 0\n"                    # 0 groups -> passes
                       "  audit.metrics.classes_below_min: 0\n"                 # 121 and 124 < 200 -> fails
-                      "  label_noise.metrics.label_issue_rate: 0.02\n"         # stage not in recipe -> fails
+                      "  audit.metrics.leakage_group: 0\n"                     # misspelled -> fails, with a hint
                       "  class_stats.metrics.smallest_class_fraction: 0.40\n")  # 121/245 = 0.49 -> fails
     out = tmp_path / "out"
     _fresh("t-report-gate")
@@ -223,7 +223,7 @@ def test_fail_on_exits_1_and_lists_what_failed(hymenoptera_dir, tmp_path, monkey
     assert code == 1
     listed = [line.strip() for line in err.splitlines() if line.strip().startswith("- ")]
     assert listed == ["- audit.metrics.classes_below_min = 2 exceeds 0",
-                      "- label_noise.metrics.label_issue_rate was not computed by this run (check the recipe's stages)",
+                      "- audit.metrics.leakage_group was not computed by this run; did you mean audit.metrics.leakage_groups?",
                       "- class_stats.metrics.smallest_class_fraction = 0.493878 exceeds 0.4"]
     stored = read_result(out)
     validate_result(stored)
