@@ -50,6 +50,8 @@ def _default(obj: Any) -> Any:
         return list(obj)
     if isinstance(obj, Path):
         return str(obj)
+    if callable(getattr(obj, "tolist", None)):  # array-likes such as the audit's NumericColumn
+        return obj.tolist()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 

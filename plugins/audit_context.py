@@ -31,6 +31,8 @@ million images need about 1 GB on the driver, not pixels or per-image dicts.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import numbers
 from dataclasses import dataclass, field, fields as dc_fields
 import sys
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -47,6 +49,10 @@ FIELD_KINDS = ("float", "int", "bool", "str", "metadata")
 WRITE_BATCH = 2_000
 #: Tags a check may not write: they carry the split or are the loader's.
 RESERVED_TAGS = frozenset(SPLITS) | {"augmented"}
+#: Sample fields a check may not write: FiftyOne's own (the unique ``filepath`` index, ids,
+#: timestamps, tags, which go through :meth:`AuditContext.tag`) and the labels.
+RESERVED_FIELDS = frozenset({"id", "_id", "filepath", "tags", "created_at", "last_modified_at", "media_type",
+                             "_media_type", "_rand", "_dataset_id", GT_FIELD})
 
 
 class NumericColumn(Sequence):
@@ -79,14 +85,60 @@ class NumericColumn(Sequence):
     def __iter__(self) -> Iterator[Any]:
         return (v if p else None for v, p in zip(self.values.tolist(), self.present.tolist()))
 
+    def __setitem__(self, i: int, value: Any) -> None:
+        if value is None:
+            self.present[i] = False
+            self.values[i] = 0
+            return
+        if not _is_number(value):
+            raise TypeError(f"a NumericColumn holds numbers or None, not {type(value).__name__}")
+        if self.values.dtype == np.int64 and not isinstance(value, (int, np.integer)):
+            self.values = self.values.astype(np.float64)
+        self.values[i] = value
+        self.present[i] = True
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, NumericColumn):
+            return bool(np.array_equal(self.present, other.present)
+                        and np.array_equal(self.values[self.present], other.values[other.present]))
+        if isinstance(other, (list, tuple)):
+            return self.tolist() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # mutable, like the list it stands for
+
+    def __add__(self, other: Any) -> list[Any]:
+        return self.tolist() + list(other)
+
     def __repr__(self) -> str:
         return f"NumericColumn({self.values.dtype}, n={len(self)}, present={int(self.present.sum())})"
+
+    def tolist(self) -> list[Any]:
+        """The values as a list of Python numbers, ``None`` where missing (also what JSON gets)."""
+        return self[:]
 
     def to_array(self, dtype: Any = np.float64, fill: Any = np.nan) -> np.ndarray:
         """The values as ``dtype``, ``fill`` where missing; shape ``(n,)``."""
         out = self.values.astype(dtype)
         out[~self.present] = fill
         return out
+
+
+#: Integers above this lose precision as float64 (2**53, IEEE 754 double's 53-bit significand).
+_EXACT_FLOAT_INT = 2**53
+
+
+def _exact_in(col: "NumericColumn", value: Any) -> bool:
+    """Whether ``value`` fits ``col`` without losing precision (an int column turns float64
+    when a float arrives, so its integers, and any new one, must stay below 2**53)."""
+    is_int = isinstance(value, (int, np.integer))
+    if col.values.dtype == np.int64 and is_int:
+        return True
+    if is_int and abs(int(value)) > _EXACT_FLOAT_INT:
+        return False
+    if col.values.dtype == np.int64 and col.present.any():
+        return int(np.abs(col.values[col.present]).max()) <= _EXACT_FLOAT_INT
+    return True
 
 
 def _is_number(value: Any) -> bool:
@@ -122,12 +174,9 @@ class _ComputedBuilder:
         if value is None:
             return
         if type(col) is NumericColumn:
-            if _is_number(value):
-                if col.values.dtype == np.int64 and not isinstance(value, (int, np.integer)):
-                    col.values = col.values.astype(np.float64)
+            if _is_number(value) and _exact_in(col, value):
                 try:
-                    col.values[i] = value
-                    col.present[i] = True
+                    col[i] = value
                     return
                 except OverflowError:  # an int beyond int64: keep Python ints
                     pass
@@ -287,8 +336,9 @@ class AuditContext(PassColumns):
             kind: one of :data:`FIELD_KINDS`.
 
         Raises:
-            PluginError: wrong length, unknown kind, a value of the wrong type, or a field
-                already staged by another check.
+            PluginError: wrong length, unknown kind, a value of the wrong type, a reserved
+                name (:data:`RESERVED_FIELDS`, leading ``_``, a ``.``), or a field already
+                staged by another check.
         """
         if kind not in FIELD_KINDS:
             raise PluginError(f"audit field {name!r}: kind must be one of {', '.join(FIELD_KINDS)}, got {kind!r}")
@@ -296,9 +346,12 @@ class AuditContext(PassColumns):
             raise PluginError(f"audit field {name!r} has {len(values)} values for {self.n} samples")
         if name in self.fields:
             raise PluginError(f"audit field {name!r} is written by two checks")
+        if name in RESERVED_FIELDS or not name or name.startswith("_") or "." in name:
+            raise PluginError(f"audit field {name!r} is not a field checks may write (FiftyOne's own fields, the "
+                              "labels, names starting with '_' or containing '.' are reserved)")
         try:
             self.fields[name] = (_stage(values, kind), kind)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise PluginError(f"audit field {name!r}: values are not all {kind} or None ({exc})") from exc
 
     def tag(self, tag: str, mask: np.ndarray) -> int:
@@ -354,25 +407,80 @@ def shares(counts: dict[str, dict[str, dict[str, int]]], digits: int = 4) -> dic
     return out
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
 def _stage(values: Any, kind: str) -> Any:
     """Staged storage of one field: ``(array, present)`` for numbers/booleans, an object array
-    for strings, ``values`` itself for metadata."""
+    for strings, ``values`` itself for metadata.
+
+    Missing values (``None``; NaN and infinities) leave the field empty. A float array may
+    carry an ``int`` or ``bool`` field when its finite values are whole numbers or 0/1 (what
+    :meth:`AuditContext.column` returns, NaN for unreadable images).
+
+    Raises:
+        ValueError: not one value per sample (an array of more than one dimension), or a
+            value that is not of ``kind`` (a string for a number, 1.5 for an ``int``, a
+            number outside int64 for an ``int``, anything but a boolean for a ``bool``).
+    """
     if kind == "metadata":
         return values
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        raise ValueError(f"expected one value per sample, got an array of shape {values.shape}")
     if kind == "str":
         out = np.empty(len(values), dtype=object)
         out[:] = [v if v is None or type(v) is str else str(v) for v in values]
         return out
-    dtype = {"float": np.float64, "int": np.int64, "bool": np.bool_}[kind]
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        arr = values.astype(dtype)
-        present = np.isfinite(values) if kind == "float" else np.ones(len(values), dtype=bool)
-        return arr, present
-    present = np.array([v is not None for v in values], dtype=bool)
-    arr = np.array([v if v is not None else 0 for v in values], dtype=dtype) if len(values) else np.zeros(0, dtype)
-    if kind == "float":
-        present &= np.isfinite(arr)
-    return arr, present
+    if not (isinstance(values, np.ndarray) and values.dtype != object):
+        values = _numbers(values, kind)
+        if isinstance(values, tuple):  # exact ints with their presence mask
+            return values
+    if values.dtype.kind not in ("b", "i", "u", "f") or (kind == "float" and values.dtype.kind == "b"):
+        raise ValueError(f"got a {values.dtype} array")
+    if values.dtype.kind == "f":
+        present = np.isfinite(values)
+        finite = values[present]
+    else:
+        present, finite = np.ones(len(values), dtype=bool), values
+    if kind == "int":
+        if values.dtype.kind == "b":
+            raise ValueError("got booleans")
+        if values.dtype.kind == "f" and not np.array_equal(finite, np.trunc(finite)):
+            raise ValueError(f"{finite[finite != np.trunc(finite)][0].item()!r} is not a whole number")
+        if len(finite) and (finite.max() > _INT64_MAX or finite.min() < -_INT64_MAX - 1):
+            raise ValueError("a value is outside the 64-bit integer range")
+        return np.where(present, values, 0).astype(np.int64), present
+    if kind == "bool":
+        if values.dtype.kind != "b" and not np.isin(finite, (0, 1)).all():
+            raise ValueError(f"{finite[~np.isin(finite, (0, 1))][0].item()!r} is not a boolean")
+        return np.where(present, values, 0).astype(bool), present
+    return values.astype(np.float64), present
+
+
+def _numbers(values: Sequence[Any], kind: str) -> Any:
+    """A sequence of Python/numpy scalars (``None`` = missing) as a 1-D array for :func:`_stage`;
+    for ``int`` values that are all integers, ``(int64 array, present)`` directly (exact: no
+    detour through float64)."""
+    out = []
+    for v in values:
+        if v is None:
+            out.append(None)
+        elif kind == "bool" and isinstance(v, (bool, np.bool_)):
+            out.append(float(v))
+        elif isinstance(v, (str, bytes, bool, np.bool_)) or not isinstance(v, numbers.Real):
+            if not (isinstance(v, float) and math.isnan(v)):
+                raise ValueError(f"{v!r} is not {'a boolean' if kind == 'bool' else 'a number'}")
+            out.append(v)
+        elif kind == "bool" and not (isinstance(v, float) and math.isnan(v)):
+            raise ValueError(f"{v!r} is not a boolean")
+        else:
+            out.append(v)
+    present = np.array([v is not None for v in out], dtype=bool)
+    if kind == "int" and all(v is None or isinstance(v, (int, np.integer)) for v in out):
+        if any(v is not None and not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in out):
+            raise ValueError("a value is outside the 64-bit integer range")
+        return np.array([0 if v is None else v for v in out], dtype=np.int64), present
+    return np.array([np.nan if v is None else v for v in out], dtype=np.float64)
 
 
 def _batch(staged: Any, kind: str, start: int, stop: int) -> list[Any]:
@@ -534,5 +642,5 @@ def read_columns(view: Any) -> tuple[list[str], list[str], list[str | None], lis
     return list(ids), list(filepaths), labels, splits, list(tags)
 
 
-__all__ = ["AuditContext", "FIELD_KINDS", "NumericColumn", "PassColumns", "RESERVED_TAGS", "UNREADABLE_TAG",
+__all__ = ["AuditContext", "FIELD_KINDS", "NumericColumn", "PassColumns", "RESERVED_FIELDS", "RESERVED_TAGS", "UNREADABLE_TAG",
            "collect_records", "read_columns", "shares", "write_all"]

@@ -55,6 +55,22 @@ def test_collect_records_makes_numeric_columns_that_read_like_lists():
         ctx.column("clarity", "nope")
 
 
+def test_numeric_column_reads_and_writes_like_a_list():
+    import json
+
+    from vetset.core.result import _default
+
+    recs = [(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (1, 2.5, None)]
+    k = collect_records(iter(recs), ["a", "b", "c"], ["x"]).computed["x"]["k"]
+    assert k == [1.0, 2.5, None] and [1.0, 2.5, None] == k and k != [1.0, 2.5, 3.0] and 2.5 in k
+    assert k + [4] == [1.0, 2.5, None, 4] and k.tolist() == [1.0, 2.5, None]
+    assert json.dumps({"k": k}, default=_default) == '{"k": [1.0, 2.5, null]}'
+    k[2], k[0] = 7, None
+    assert list(k) == [None, 2.5, 7.0]
+    with pytest.raises(TypeError, match="holds numbers or None, not str"):
+        k[1] = "x"
+
+
 def test_numeric_column_widens_and_falls_back():
     recs = [(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (3, 4.5, None)]
     k = collect_records(iter(recs), ["a", "b", "c"], ["x"]).computed["x"]["k"]
@@ -64,6 +80,10 @@ def test_numeric_column_widens_and_falls_back():
     mixed = collect_records(iter([(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (1, "two", 2**70)]),
                             ["a", "b", "c"], ["x"])
     assert mixed.computed["x"]["k"] == [1, "two", 2**70]
+    # integers beyond 2**53 never go through float64: the column stays a list of exact values
+    exact = collect_records(iter([(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (2**60 + 1, 2.5)]),
+                            ["a", "b"], ["x"]).computed["x"]["k"]
+    assert exact == [2**60 + 1, 2.5] and exact[0] == 2**60 + 1
     with pytest.raises(PluginError, match="returned 1 records for 2 images"):
         collect_records(iter(recs[:1]), ["a", "b"], ["x"])
 
@@ -85,6 +105,27 @@ def test_set_field_stages_arrays_and_rejects_bad_values():
     assert _batch(*ctx.fields["f"], 2, 4) == [None, 2.0]
     with pytest.raises(PluginError, match="'h': values are not all float"):
         ctx.set_field("h", ["a", None, 1, 2], "float")
+    # what ctx.column gives (NaN where unreadable) may carry an int or bool field
+    ctx.set_field("ci", np.array([1.0, np.nan, 3.0, 4.0]), "int")
+    ctx.set_field("cb", np.array([1.0, np.nan, 0.0, 1.0]), "bool")
+    ctx.set_field("big", [2**62 + 1, None, -1, 0], "int")
+    assert _batch(*ctx.fields["ci"], 0, n) == [1, None, 3, 4] and _batch(*ctx.fields["cb"], 0, n) == [True, None, False, True]
+    assert _batch(*ctx.fields["big"], 0, 1) == [2**62 + 1]  # exact, not through float64
+    bad = [(np.array([1.0, np.nan, 1.5, 2.0]), "int", "1.5 is not a whole number"),
+           (np.ones((4, 2)), "float", r"got an array of shape \(4, 2\)"),
+           (["no", None, True, False], "bool", "'no' is not a boolean"),
+           ([1, 0, 1, 0], "bool", "1 is not a boolean"),
+           (np.array([2, 0, 1, 0]), "bool", "2 is not a boolean"),
+           ([2**70, 1, 2, 3], "int", "outside the 64-bit integer range"),
+           (np.array([2**64 - 1, 0, 0, 0], dtype=np.uint64), "int", "outside the 64-bit integer range"),
+           (np.array(["2024-01-01"] * 4, dtype="datetime64[D]"), "float", "got a datetime64"),
+           ([True, 1.0, 2.0, 3.0], "float", "True is not a number")]
+    for values, kind, why in bad:
+        with pytest.raises(PluginError, match=f"'h': values are not all {kind} or None .*{why}"):
+            ctx.set_field("h", values, kind)
+    for reserved in ("filepath", "tags", "ground_truth", "_rand", "a.b", "id"):
+        with pytest.raises(PluginError, match=f"audit field '{reserved}' is not a field checks may write"):
+            ctx.set_field(reserved, ["x"] * n, "str")
     with pytest.raises(PluginError, match="has 3 values for 4 samples"):
         ctx.set_field("h", [1, 2, 3], "int")
     with pytest.raises(PluginError, match="written by two checks"):
