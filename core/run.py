@@ -77,8 +77,14 @@ class Run:
 
     @property
     def classes(self) -> list[str]:
-        """The dataset's class list (``default_classes``), sorted."""
-        return list(self.dataset.default_classes or [])
+        """The dataset's class list: ``default_classes``, else (a FiftyOne dataset made outside
+        vetset) the sorted distinct ``ground_truth`` labels, as the loader reports them."""
+        known = list(self.dataset.default_classes or [])
+        if known:
+            return known
+        from vetset.core.dataset import GT_FIELD
+
+        return sorted(str(c) for c in self.dataset.distinct(f"{GT_FIELD}.label") if c is not None)
 
     # -- execution -------------------------------------------------------------------
     def load(self) -> Any:

@@ -217,6 +217,12 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
     result: dict[str, Any] = {"method": options.method, "n_folds": options.n_folds, "classes": classes,
                               "num_candidates": len(ids), "options": options.model_dump(mode="json"),
                               "skipped": None, "warnings": say, "datalab": None, "folds": []}
+    if not ids and len(ds):
+        present = sorted({t for t in ("train", "val", "test") if len(ds.match_tags(t))})
+        return _skip(run, result, say, (
+            f"no readable sample carries the split tags {list(options.splits)} (stages.label_noise.splits); the "
+            f"dataset's split tags: {present or 'none'}. Tag the samples train/val/test or set splits; no label "
+            "issues were searched."))
     missing = [i for i, g in enumerate(given) if not g]
     if missing:
         say.append(f"{len(missing)} samples have no ground_truth label (e.g. {fps[missing[0]]}); they are not checked.")

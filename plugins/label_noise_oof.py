@@ -245,8 +245,9 @@ def load_pred_probs_file(path: str, ids_file: str | None, sample_ids: Sequence[s
         order, and a boolean mask of the samples the file has a row for.
 
     Raises:
-        RecipeError: missing/unreadable file, wrong shape, negative or non-finite values,
-            rows that do not sum to 1 (tolerance 1e-3), or classes that differ.
+        RecipeError: missing/unreadable file (or ids file), wrong shape or dtype, negative
+            or non-finite values, rows that do not sum to 1 (tolerance 1e-3), a sample id
+            listed twice, or classes that differ.
     """
     p = Path(path).expanduser()
     opt = "stages.label_noise.pred_probs_file"
@@ -273,10 +274,16 @@ def load_pred_probs_file(path: str, ids_file: str | None, sample_ids: Sequence[s
             ids_path = Path(ids_file).expanduser()
             if not ids_path.is_file():
                 raise RecipeError(f"stages.label_noise.ids_file: file {ids_path} does not exist.")
-            keys = [ln.strip() for ln in ids_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            try:
+                keys = [ln.strip() for ln in ids_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise RecipeError(f"stages.label_noise.ids_file: {ids_path} cannot be read as UTF-8 text "
+                                  f"({type(exc).__name__}: {exc}).") from None
     except (OSError, ValueError) as exc:
         raise RecipeError(f"{opt}: {p} cannot be read as a NumPy file: {exc}.") from None
     probs = np.asarray(probs)
+    if probs.dtype.kind not in ("f", "i", "u"):
+        raise RecipeError(f"{opt}: {p} holds {probs.dtype} values; pred_probs must be real numbers (float).")
     if probs.ndim != 2 or probs.shape[1] != len(classes):
         raise RecipeError(f"{opt}: {p} has shape {probs.shape}; expected (N, {len(classes)}) for the classes "
                           f"{list(classes)}.")
@@ -289,6 +296,12 @@ def load_pred_probs_file(path: str, ids_file: str | None, sample_ids: Sequence[s
         raise RecipeError(f"{opt}: {int(bad.sum())} rows of {p} do not sum to 1 (first: row {int(np.argmax(bad))}); "
                           "pass softmax probabilities, not logits.")
     row_of = {key: i for i, key in enumerate(keys)}
+    if len(row_of) != len(keys):
+        seen: set[str] = set()
+        dup = next(k for k in keys if k in seen or seen.add(k))
+        where = "sample ids" if p.suffix == ".npz" else f"stages.label_noise.ids_file {ids_file}"
+        raise RecipeError(f"{opt}: the {where} of {p} name {len(keys) - len(row_of)} samples twice "
+                          f"(first: {dup!r}); each sample needs exactly one row.")
     idx = np.array([row_of.get(sid, row_of.get(fp, -1)) for sid, fp in zip(sample_ids, filepaths)], dtype=np.int64)
     found = idx >= 0
     out = np.zeros((len(idx), len(classes)), dtype=np.float32)

@@ -60,6 +60,16 @@ def test_bad_pred_probs_files_are_named(tmp_path):
     cases = [("missing.npy", "ids.txt", "does not exist"), ("wide.npy", "ids.txt", "expected (N, 2)"),
              ("logits.npy", "ids.txt", "do not sum to 1"), ("negative.npy", "ids.txt", "negative or non-finite"), ("wide.npy", None, "set stages.label_noise.ids_file"),
              ("noids.npz", None, "needs a 'sample_ids' or 'filepaths' array"), ("classes.npz", None, "has classes")]
+    np.save(tmp_path / "strings.npy", np.array([["0.5", "0.5"], ["0.2", "0.8"]]))
+    np.save(tmp_path / "complex.npy", np.array([[0.5, 0.5], [0.2, 0.8]], dtype=complex))
+    np.save(tmp_path / "good.npy", np.array([[0.5, 0.5], [0.2, 0.8]]))
+    (tmp_path / "dup.txt").write_text("a\na\n")
+    (tmp_path / "latin1.txt").write_bytes("a\n\xe9t\xe9\n".encode("latin-1"))
+    cases += [("strings.npy", "ids.txt", "holds <U3 values; pred_probs must be real numbers"),
+              ("complex.npy", "ids.txt", "holds complex128 values"),
+              ("good.npy", "dup.txt", "name 1 samples twice (first: 'a')")]
+    with pytest.raises(RecipeError, match=r"^stages.label_noise.ids_file: .*latin1.txt cannot be read as UTF-8 text"):
+        load_pred_probs_file(str(tmp_path / "good.npy"), str(tmp_path / "latin1.txt"), ids, fps, classes)
     for name, ids_file, words in cases:
         with pytest.raises(RecipeError, match="pred_probs_file") as info:
             load_pred_probs_file(str(tmp_path / name), str(tmp_path / ids_file) if ids_file else None, ids, fps, classes)
@@ -195,3 +205,28 @@ def test_weak_pred_probs_get_a_warning_strong_ones_do_not():
     assert weak_model_warning(0.62, 0.55, 10) is not None  # over half flagged
     assert weak_model_warning(0.616, 0.208, 10) is None  # the CIFAR-10N benchmark default run (random1)
     assert weak_model_warning(float("nan"), 0.1, 2) is None
+
+
+def test_a_fiftyone_dataset_made_outside_vetset(digits_rows, tmp_path):
+    """No default_classes: the classes come from the labels; no split tags: one sentence says so."""
+    import fiftyone as fo
+
+    from label_noise_data import fresh
+
+    rows = [dict(r) for r in digits_rows if r["label"] in ("1", "7")]
+    probs = pixel_pred_probs([r["filepath"] for r in rows], [r["label"] for r in rows], ["1", "7"])
+    np.savez(tmp_path / "pp.npz", pred_probs=probs, filepaths=np.array([r["filepath"] for r in rows]))
+    stage = {"label_noise": {"method": "pred_probs_file", "pred_probs_file": str(tmp_path / "pp.npz")}}
+    name = "ln-outside"
+    fresh(name)
+    ds = fo.Dataset(name, persistent=True)
+    ds.add_samples([fo.Sample(filepath=r["filepath"], ground_truth=fo.Classification(label=r["label"])) for r in rows])
+    run = run_stages(stage, None, name, tmp_path / "out1")
+    block = run.results["label_noise"]
+    assert block["skipped"].startswith("no readable sample carries the split tags ['train', 'val', 'test']")
+    assert "the dataset's split tags: none" in block["skipped"]
+    ds.tag_samples("train")
+    run = run_stages(stage, None, name, tmp_path / "out2")
+    block = run.results["label_noise"]
+    assert run.classes == ["1", "7"] and block["skipped"] is None and block["num_checked"] == len(rows)
+    assert not any("outside the class list" in w for w in block["warnings"])
