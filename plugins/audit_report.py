@@ -161,6 +161,12 @@ def render_quality(result: dict[str, Any], ctx: Any) -> str | None:
                           xaxis={"title": "sharpness (log scale)", "tickvals": ticks, "ticktext": [f"{10 ** t:,}" for t in ticks]},
                           yaxis_title="images")
         parts.append(figure(fig))
+    up = clarity.get("upscaled") or {}
+    if up.get("count"):
+        size = clarity.get("thresholds", {}).get("size", "?")
+        parts.append(f"<p class=\"note\">{up['count']:,} images are smaller than {size} px and were upscaled to "
+                     f"measure their sharpness; upscaling blurs, so for them (blurry: {up.get('blurry', 0):,}) the "
+                     "clarity bin says more about resolution than about focus.</p>")
     bright = ((checks.get("exposure") or {}).get("distribution") or {}).get("brightness") or {}
     if bright.get("edges"):
         e = bright["edges"]

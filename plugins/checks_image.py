@@ -193,7 +193,7 @@ def colour_evaluate(ctx: Any, options: ColourOptions) -> dict[str, Any]:
 
 
 def clarity_evaluate(ctx: Any, options: ClarityOptions) -> dict[str, Any]:
-    """Write ``sharpness`` and ``clarity``; tag ``blurry``."""
+    """Write ``sharpness`` and ``clarity``; tag ``blurry``; count images upscaled to be measured."""
     sharp = ctx.column("clarity", "sharpness") if ctx.has("clarity", "sharpness") else np.full(ctx.n, np.nan)
     ok = ~np.isnan(sharp)
     bins_list = _bin_names(CLARITY_BINS, np.where(sharp < options.blurry_below, 0, np.where(sharp > options.sharp_above, 2, 1)), ok)
@@ -202,8 +202,12 @@ def clarity_evaluate(ctx: Any, options: ClarityOptions) -> dict[str, Any]:
     ctx.set_field("clarity", bins_list, "str")
     ctx.tag("blurry", blurry)
     counts = ctx.add_coverage("clarity", bins_list, CLARITY_BINS)
+    # images smaller than the measuring size are upscaled (bilinear) first, which blurs them:
+    # their bin reflects resolution more than focus, and the report says so
+    upscaled = ok & (np.maximum(ctx.width, ctx.height) < options.size)
     return {
         "bins": list(CLARITY_BINS), "share": _with_share(counts),
+        "upscaled": {"count": int(upscaled.sum()), "blurry": int((upscaled & blurry).sum())},
         "thresholds": {"blurry_below": options.blurry_below, "sharp_above": options.sharp_above, "size": options.size},
         "distribution": log_histograms(ctx, sharp),
         "examples": {"blurry": ctx.examples(blurry, sharp)},

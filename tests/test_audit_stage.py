@@ -55,6 +55,9 @@ def test_stage_result_follows_the_contract(digits_run):
         assert isinstance(block["metrics"][key], (int, float)), key
     assert result["fail_on"]["checked"]["audit.metrics.classes_below_min"]["value"] == 10
     assert block["options"]["balance"]["min_images"] == 200
+    # the 8x8 digits are all upscaled to 128 px to measure sharpness, and the report says so
+    up = block["checks"]["clarity"]["upscaled"]
+    assert up["count"] == 1797 and up["blurry"] == block["metrics"]["blurry"]
 
 
 def test_digits_findings(digits_run):
@@ -173,6 +176,7 @@ def test_report_sections_render_from_the_block(digits_run):
     quality = render_quality(result, ctx)
     assert 'data-key="audit.metrics.tiny"' in quality and "Showing 4 of 1,797" in quality
     assert "audit/tiny" in quality and quality.count("data:image/jpeg;base64,") >= 4
+    assert "1,797 images are smaller than 128 px and were upscaled to measure their sharpness" in quality
     assert "Every file decoded." in render_unreadable(result, ctx)
     empty = {"stages": {"train": {}}}
     assert all(f(empty, ctx) is None for f in (render_balance, render_coverage, render_quality, render_unreadable))
