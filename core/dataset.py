@@ -354,8 +354,13 @@ def _unique_filepaths(ds: Any) -> int:
         seen.add(fp)
     if extra:
         ds.delete_samples(extra)
+    import logging
+
+    quiet = logging.getLogger("fiftyone.core.collections")
+    level = quiet.level
     for attempt in range(3):
         try:
+            quiet.setLevel(logging.WARNING)  # not "Converting existing index 'filepath' to unique" on every load
             ds.create_index("filepath", unique=True)
             break
         except Exception:  # a concurrent run converting the same index (IndexKeySpecsConflict)
@@ -364,6 +369,8 @@ def _unique_filepaths(ds: Any) -> int:
             if attempt == 2:
                 raise
             time.sleep(0.5)
+        finally:
+            quiet.setLevel(level)
     return len(extra)
 
 
