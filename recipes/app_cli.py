@@ -23,7 +23,7 @@ from rich.console import Console
 
 app_cli = typer.Typer(help="Open the FiftyOne App with vetset's operators and audit panel.",
                       invoke_without_command=True, no_args_is_help=False)
-console = Console()
+console = Console(soft_wrap=True)  # log lines and YAML stay whole when piped (no 80-column wrap)
 
 
 def _say(msg: str) -> None:

@@ -23,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # log lines and YAML stay whole when piped (no 80-column wrap)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _hooks():
@@ -61,7 +61,7 @@ def show(name: str = typer.Argument(..., help="Recipe name or YAML file.")) -> N
     console.print("# with defaults filled in", style="dim")
     dumped = recipe.dump()
     dumped.pop("source", None)
-    console.print(yaml.safe_dump(dumped, sort_keys=False), markup=False, highlight=False)
+    console.print(yaml.safe_dump(dumped, sort_keys=False, width=1000), markup=False, highlight=False)
 
 
 @app.command("validate")
