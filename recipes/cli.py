@@ -135,7 +135,7 @@ def _print_where(the_run) -> None:
             if path and path not in shown:
                 shown.add(path)
                 console.print(f"{label}: {path}", markup=False, highlight=False, soft_wrap=True)
-    if "validation_errors" in ds.list_saved_views():
+    if "validate" in the_run.results and "validation_errors" in ds.list_saved_views():
         console.print(
             f"open the validation errors in the App: recipes app --dataset {ds.name}  "
             f"(or in Python: fo.launch_app(fo.load_dataset('{ds.name}').load_saved_view('validation_errors')))",
