@@ -30,13 +30,15 @@ from vetset.core.errors import RecipeError
 
 def _not_bool(value: Any) -> Any:
     if isinstance(value, bool):  # pydantic's lax mode would take true as 1
-        raise ValueError("expected a whole number, got a boolean")
+        raise ValueError("expected a number, got a boolean")
     return value
 
 
-#: A whole-number option (a count of workers, threads, processes) that refuses YAML's
-#: ``true``/``false``, which pydantic would otherwise read as 1/0.
+#: A whole-number option (a count of workers, threads, processes, epochs, a batch size)
+#: that refuses YAML's ``true``/``false``, which pydantic would otherwise read as 1/0.
 Count = Annotated[int, BeforeValidator(_not_bool)]
+#: A ``fail_on`` threshold: a finite number (NaN would never fail, ``true`` would mean 1).
+Threshold = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
 
 
 class DataOptions(BaseModel):
@@ -103,7 +105,7 @@ class Recipe(BaseModel):
     description: str = ""
     data: DataOptions = DataOptions()
     stages: dict[str, dict[str, Any] | None] = Field(min_length=1)
-    fail_on: dict[str, float] = {}
+    fail_on: dict[str, Threshold] = {}
     executor: ExecutorOptions = ExecutorOptions()
 
     _stage_options: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
@@ -175,7 +177,7 @@ def _explain(exc: ValidationError, model: type[BaseModel], source: str, prefix: 
     for err in exc.errors()[:3]:
         loc = tuple(err["loc"])
         path = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or "(top level)"
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
@@ -219,7 +221,7 @@ def parse_recipe(data: Any, stages: Any, source: str = "<mapping>") -> Recipe:
             raise _explain(exc, model, source, prefix=f"stages.{name}.") from None
     for key in recipe.fail_on:
         stage, _, rest = key.partition(".")
-        if stage not in recipe.stages or not rest:
+        if stage not in recipe.stages or not rest or "" in key.split("."):
             raise RecipeError(f"Recipe {source}: fail_on.{key} must name a value of one of this recipe's stages, "
                               f"as <stage>.metrics.<name> with <stage> one of {', '.join(recipe.stages)}.")
     return recipe

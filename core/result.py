@@ -51,7 +51,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if callable(getattr(obj, "tolist", None)):  # array-likes such as the audit's NumericColumn
-        return obj.tolist()
+        return [None if isinstance(v, float) and not math.isfinite(v) else v for v in obj.tolist()]
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 

@@ -68,8 +68,8 @@ class AuditOptions(BaseModel):
 
     checks: list[str] | None = None
     workers: Count | None = Field(None, ge=0)
-    max_side: int | None = Field(128, ge=32)
-    chunk_size: int | None = Field(None, ge=1)
+    max_side: Count | None = Field(128, ge=32)
+    chunk_size: Count | None = Field(None, ge=1)
     coverage_gap_share: float = Field(0.05, ge=0.0, lt=1.0)
     balance: BalanceOptions = BalanceOptions()
     orientation: OrientationOptions = OrientationOptions()

@@ -85,16 +85,30 @@ class NumericColumn(Sequence):
     def __iter__(self) -> Iterator[Any]:
         return (v if p else None for v, p in zip(self.values.tolist(), self.present.tolist()))
 
-    def __setitem__(self, i: int, value: Any) -> None:
+    def __setitem__(self, i: Any, value: Any) -> None:
+        if isinstance(i, slice):
+            idx = range(*i.indices(len(self)))
+            value = list(value)
+            if len(value) != len(idx):
+                raise ValueError(f"cannot assign {len(value)} values to a slice of {len(idx)}")
+            for k, v in zip(idx, value):
+                self[k] = v
+            return
         if value is None:
             self.present[i] = False
             self.values[i] = 0
             return
         if not _is_number(value):
             raise TypeError(f"a NumericColumn holds numbers or None, not {type(value).__name__}")
+        if not _exact_in(self, value):
+            raise ValueError(f"{value!r} cannot join this {self.values.dtype} column without rounding "
+                             "(integers above 2**53 and floats do not mix in one column)")
         if self.values.dtype == np.int64 and not isinstance(value, (int, np.integer)):
             self.values = self.values.astype(np.float64)
-        self.values[i] = value
+        try:
+            self.values[i] = value
+        except OverflowError:
+            raise ValueError(f"{value!r} is outside the 64-bit integer range") from None
         self.present[i] = True
 
     def __eq__(self, other: Any) -> bool:
@@ -110,6 +124,9 @@ class NumericColumn(Sequence):
     def __add__(self, other: Any) -> list[Any]:
         return self.tolist() + list(other)
 
+    def __radd__(self, other: Any) -> list[Any]:
+        return list(other) + self.tolist()
+
     def __repr__(self) -> str:
         return f"NumericColumn({self.values.dtype}, n={len(self)}, present={int(self.present.sum())})"
 
@@ -119,9 +136,14 @@ class NumericColumn(Sequence):
 
     def to_array(self, dtype: Any = np.float64, fill: Any = np.nan) -> np.ndarray:
         """The values as ``dtype``, ``fill`` where missing; shape ``(n,)``."""
-        out = self.values.astype(dtype)
-        out[~self.present] = fill
-        return out
+        missing = ~self.present
+        if missing.any():
+            if np.issubdtype(np.dtype(dtype), np.integer) and isinstance(fill, float) and math.isnan(fill):
+                raise ValueError(f"{int(missing.sum())} images have no value: pass a fill for an integer column")
+            out = self.values.astype(dtype)
+            out[missing] = fill
+            return out
+        return self.values.astype(dtype)
 
 
 #: Integers above this lose precision as float64 (2**53, IEEE 754 double's 53-bit significand).
@@ -178,7 +200,7 @@ class _ComputedBuilder:
                 try:
                     col[i] = value
                     return
-                except OverflowError:  # an int beyond int64: keep Python ints
+                except ValueError:  # an int beyond int64: keep Python ints
                     pass
             col = self.cols[key] = list(col)
         elif type(value) is str:
@@ -346,9 +368,10 @@ class AuditContext(PassColumns):
             raise PluginError(f"audit field {name!r} has {len(values)} values for {self.n} samples")
         if name in self.fields:
             raise PluginError(f"audit field {name!r} is written by two checks")
-        if name in RESERVED_FIELDS or not name or name.startswith("_") or "." in name:
+        if not isinstance(name, str) or name in RESERVED_FIELDS or not name or name.startswith("_") \
+                or any(c in name for c in ".$"):
             raise PluginError(f"audit field {name!r} is not a field checks may write (FiftyOne's own fields, the "
-                              "labels, names starting with '_' or containing '.' are reserved)")
+                              "labels, names starting with '_' or containing '.' or '$' are reserved)")
         try:
             self.fields[name] = (_stage(values, kind), kind)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -429,7 +452,7 @@ def _stage(values: Any, kind: str) -> Any:
         raise ValueError(f"expected one value per sample, got an array of shape {values.shape}")
     if kind == "str":
         out = np.empty(len(values), dtype=object)
-        out[:] = [v if v is None or type(v) is str else str(v) for v in values]
+        out[:] = [None if _is_missing(v) else v if type(v) is str else str(v) for v in values]
         return out
     if not (isinstance(values, np.ndarray) and values.dtype != object):
         values = _numbers(values, kind)
@@ -447,7 +470,7 @@ def _stage(values: Any, kind: str) -> Any:
             raise ValueError("got booleans")
         if values.dtype.kind == "f" and not np.array_equal(finite, np.trunc(finite)):
             raise ValueError(f"{finite[finite != np.trunc(finite)][0].item()!r} is not a whole number")
-        if len(finite) and (finite.max() > _INT64_MAX or finite.min() < -_INT64_MAX - 1):
+        if len(finite) and (finite.max() >= 2.0**63 or finite.min() < -(2.0**63)):
             raise ValueError("a value is outside the 64-bit integer range")
         return np.where(present, values, 0).astype(np.int64), present
     if kind == "bool":
@@ -457,30 +480,46 @@ def _stage(values: Any, kind: str) -> Any:
     return values.astype(np.float64), present
 
 
+def _is_missing(v: Any) -> bool:
+    """``None``, a float NaN (any float type) or pandas' ``NA``."""
+    if v is None or type(v).__name__ == "NAType":
+        return True
+    return isinstance(v, (float, np.floating)) and math.isnan(v)
+
+
 def _numbers(values: Sequence[Any], kind: str) -> Any:
-    """A sequence of Python/numpy scalars (``None`` = missing) as a 1-D array for :func:`_stage`;
-    for ``int`` values that are all integers, ``(int64 array, present)`` directly (exact: no
-    detour through float64)."""
-    out = []
+    """A sequence of Python/numpy scalars (``None``, NaN, pandas ``NA`` = missing) as a 1-D
+    float array for :func:`_stage`; for ``int``, ``(int64 array, present)`` built exactly from
+    the values (whole-number floats included), never through float64."""
+    out: list[Any] = []
     for v in values:
-        if v is None:
+        if _is_missing(v):
             out.append(None)
-        elif kind == "bool" and isinstance(v, (bool, np.bool_)):
-            out.append(float(v))
-        elif isinstance(v, (str, bytes, bool, np.bool_)) or not isinstance(v, numbers.Real):
-            if not (isinstance(v, float) and math.isnan(v)):
-                raise ValueError(f"{v!r} is not {'a boolean' if kind == 'bool' else 'a number'}")
-            out.append(v)
-        elif kind == "bool" and not (isinstance(v, float) and math.isnan(v)):
-            raise ValueError(f"{v!r} is not a boolean")
+        elif isinstance(v, (bool, np.bool_)):
+            if kind != "bool":
+                raise ValueError(f"{v!r} is not a number")
+            out.append(int(v))
+        elif isinstance(v, (str, bytes)) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{v!r} is not {'a boolean' if kind == 'bool' else 'a number'}")
         else:
             out.append(v)
-    present = np.array([v is not None for v in out], dtype=bool)
-    if kind == "int" and all(v is None or isinstance(v, (int, np.integer)) for v in out):
-        if any(v is not None and not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in out):
-            raise ValueError("a value is outside the 64-bit integer range")
-        return np.array([0 if v is None else v for v in out], dtype=np.int64), present
-    return np.array([np.nan if v is None else v for v in out], dtype=np.float64)
+    if kind != "int":
+        return np.array([np.nan if v is None else float(v) for v in out], dtype=np.float64)
+    exact, present = [], []
+    for v in out:
+        if v is not None and not isinstance(v, (int, np.integer)):
+            if not math.isfinite(v):  # an infinity: missing, as in a float array
+                v = None
+            elif float(v) != math.trunc(v):
+                raise ValueError(f"{float(v)!r} is not a whole number")
+            else:
+                v = math.trunc(v)
+        if v is not None and not -_INT64_MAX - 1 <= int(v) <= _INT64_MAX:
+            raise ValueError(f"{v!r} is outside the 64-bit integer range")
+        exact.append(0 if v is None else int(v))
+        present.append(v is not None)
+    present = np.array(present, dtype=bool)
+    return np.array(exact, dtype=np.int64), present
 
 
 def _batch(staged: Any, kind: str, start: int, stop: int) -> list[Any]:
@@ -507,7 +546,8 @@ def _declare(ds: Any, fields: dict[str, tuple[Any, dict[str, Any]]]) -> None:
         return
     merge = getattr(ds, "_merge_sample_field_schema", None)
     if merge is not None:  # one schema update instead of one per field (about 10x faster)
-        merge({name: ftype(**kwargs) for name, (ftype, kwargs) in fields.items()})
+        merge({name: ftype(kwargs["embedded_doc_type"]) if "embedded_doc_type" in kwargs else ftype(**kwargs)
+               for name, (ftype, kwargs) in fields.items()})
         return
     for name, (ftype, kwargs) in fields.items():
         ds.add_sample_field(name, ftype, **kwargs)

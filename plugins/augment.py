@@ -124,19 +124,19 @@ class AugmentOptions(BaseModel):
     model_config = {"extra": "forbid"}
 
     output_dir: Path | None = None
-    min_count: int = Field(200, ge=0)
+    min_count: Count = Field(200, ge=0)
     target_ratio: float | None = Field(None, gt=0.0, le=1.0)
     coverage_targets: dict[str, dict[str, float]] = {
         "orientation": {"portrait": 0.2}, "colour": {"grayscale": 0.1}, "clarity": {"blurry": 0.1}}
     policies: dict[str, RecipePolicy] = {}
     cell_policies: dict[str, str] = {}
     fill_policy: str | None = "light"
-    max_per_source: int = Field(5, ge=1)
+    max_per_source: Count = Field(5, ge=1)
     exclude_tags: list[str] = ["leakage", "label_issue"]
-    seed: int = 0
+    seed: Count = 0
     workers: Count | None = Field(None, ge=0)
     image_format: Literal["source", "jpg", "png"] = "source"
-    jpeg_quality: int = Field(95, ge=50, le=100)
+    jpeg_quality: Count = Field(95, ge=50, le=100)
     reaudit: bool = True
 
     @field_validator("coverage_targets")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.recipe import Count
 
 #: ``dataset.info["vetset"]`` key holding the classes below the minimum (for the saved view).
 SMALL_CLASSES_KEY = "audit_small_classes"
@@ -32,7 +33,7 @@ class BalanceOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    min_images: int = Field(200, ge=0)
+    min_images: Count = Field(200, ge=0)
     max_imbalance_ratio: float = Field(10.0, ge=1.0)
 
 

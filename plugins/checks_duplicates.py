@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.recipe import Count
 
 #: Longer side the luma is reduced to (area interpolation) before imagehash's own
 #: 32x32 Lanczos resize: same hash bits in practice, a fraction of the resize cost.
@@ -52,9 +53,9 @@ class DuplicateOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    radius: int = Field(4, ge=0, le=16)
-    near_min_side: int = Field(16, ge=1)
-    max_groups_listed: int = Field(50, ge=0)
+    radius: Count = Field(4, ge=0, le=16)
+    near_min_side: Count = Field(16, ge=1)
+    max_groups_listed: Count = Field(50, ge=0)
 
 
 def duplicates_compute(image: Any, options: DuplicateOptions) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Check, ViewSpec
+from vetset.core.recipe import Count
 
 ORIENTATION_BINS = ("landscape", "portrait", "square")
 COLOUR_BINS = ("colour", "grayscale", "bw")
@@ -63,7 +64,7 @@ class ColourOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    tolerance: int = Field(12, ge=0, le=255)
+    tolerance: Count = Field(12, ge=0, le=255)
     colour_fraction: float = Field(0.01, ge=0.0, lt=1.0)
     bw_share: float = Field(0.95, gt=0.5, le=1.0)
 
@@ -85,7 +86,7 @@ class ClarityOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    size: int = Field(128, ge=16, le=1024)
+    size: Count = Field(128, ge=16, le=1024)
     blurry_below: float = Field(100.0, ge=0.0)
     sharp_above: float = Field(1000.0, ge=0.0)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.recipe import Count
 
 EXPOSURE_ISSUES = ("dark", "overexposed", "low_contrast", "low_entropy")
 
@@ -60,7 +61,7 @@ class SizeOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    tiny_side: int = Field(32, ge=1)
+    tiny_side: Count = Field(32, ge=1)
     odd_size_iqr: float = Field(3.0, gt=0.0)
     odd_size_min_ratio: float = Field(2.0, ge=1.0)
 

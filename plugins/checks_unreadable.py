@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.recipe import Count
 
 #: Decode failure reason (or its prefix) -> what it means and what to do.
 EXPLANATIONS: dict[str, str] = {
@@ -64,7 +65,7 @@ class UnreadableOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    max_listed: int = Field(200, ge=0)
+    max_listed: Count = Field(200, ge=0)
 
 
 def unreadable_evaluate(ctx: Any, options: UnreadableOptions) -> dict[str, Any]:

@@ -262,10 +262,13 @@ def load_pred_probs_file(path: str, ids_file: str | None, sample_ids: Sequence[s
                 keys = z["sample_ids"] if "sample_ids" in z else z["filepaths"] if "filepaths" in z else None
                 if keys is None:
                     raise RecipeError(f"{opt}: {p} needs a 'sample_ids' or 'filepaths' array beside 'pred_probs'.")
-                keys = [str(x) for x in keys]
-                if "classes" in z and [str(c) for c in z["classes"]] != list(classes):
-                    raise RecipeError(f"{opt}: {p} has classes {[str(c) for c in z['classes']]}, "
-                                      f"the dataset has {list(classes)}.")
+                if keys.ndim != 1:
+                    raise RecipeError(f"{opt}: the sample ids of {p} have shape {keys.shape}; expected one id per row.")
+                keys = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in keys.tolist()]
+                file_classes = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                                for c in np.atleast_1d(z["classes"]).tolist()] if "classes" in z else None
+                if file_classes is not None and file_classes != list(classes):
+                    raise RecipeError(f"{opt}: {p} has classes {file_classes}, the dataset has {list(classes)}.")
         else:
             probs = np.load(p, allow_pickle=False)
             if not ids_file:
@@ -275,7 +278,7 @@ def load_pred_probs_file(path: str, ids_file: str | None, sample_ids: Sequence[s
             if not ids_path.is_file():
                 raise RecipeError(f"stages.label_noise.ids_file: file {ids_path} does not exist.")
             try:
-                keys = [ln.strip() for ln in ids_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+                keys = [ln.strip() for ln in ids_path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
             except (OSError, UnicodeDecodeError) as exc:
                 raise RecipeError(f"stages.label_noise.ids_file: {ids_path} cannot be read as UTF-8 text "
                                   f"({type(exc).__name__}: {exc}).") from None

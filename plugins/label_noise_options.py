@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
+from vetset.core.recipe import Count
 
 FilterBy = Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
                    "predicted_neq_given", "low_normalized_margin", "low_self_confidence"]
@@ -55,8 +56,8 @@ class EmbeddingOptions(BaseModel):
 
     model_name: str = "resnet10t"
     weights: str | None = None
-    img_size: int | None = Field(None, ge=8, le=1024)
-    batch_size: int = Field(64, ge=1)
+    img_size: Count | None = Field(None, ge=8, le=1024)
+    batch_size: Count = Field(64, ge=1)
     C: float = Field(1.0, gt=0)
 
 
@@ -122,14 +123,14 @@ class LabelNoiseOptions(BaseModel):
     model_config = {"extra": "forbid"}
 
     method: Literal["kfold", "embeddings", "pred_probs_file"] = "kfold"
-    n_folds: int = Field(5, ge=2, le=50)
-    seed: int = 0
+    n_folds: Count = Field(5, ge=2, le=50)
+    seed: Count = 0
     splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val", "test"],
                                                           min_length=1)
     include_augmented: bool = False
     filter_by: FilterBy = "low_self_confidence"
     frac_noise: float = Field(1.0, gt=0, le=1)
-    min_examples_per_class: int = Field(1, ge=0)
+    min_examples_per_class: Count = Field(1, ge=0)
     rank_by: RankBy = "self_confidence"
     adjust_pred_probs: bool = False
     train: dict[str, Any] = Field(default_factory=dict)
@@ -138,7 +139,7 @@ class LabelNoiseOptions(BaseModel):
     pred_probs_file: str | None = None
     ids_file: str | None = None
     datalab: bool = False
-    max_report_samples: int = Field(48, ge=0, le=1000)
+    max_report_samples: Count = Field(48, ge=0, le=1000)
 
     @field_validator("train")
     @classmethod

@@ -27,6 +27,7 @@ from vetset.core.errors import DataError, VetsetError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage
 from vetset.core.result import RESULT_FILE, SCHEMA_VERSION, read_result
+from vetset.core.recipe import Count
 
 HTML_FILE = "report.html"
 MD_FILE = "report.md"
@@ -50,8 +51,8 @@ class ReportOptions(BaseModel):
 
     out: Path | None = None
     title: str | None = None
-    thumb_size: int = Field(96, ge=32, le=512)
-    max_thumbnails: int = Field(24, ge=0, le=1000)
+    thumb_size: Count = Field(96, ge=32, le=512)
+    max_thumbnails: Count = Field(24, ge=0, le=1000)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -99,16 +99,16 @@ class TrainOptions(BaseModel):
     model_name: str = "resnet10t"
     pretrained: bool = False
     weights: str | None = None
-    img_size: int | None = Field(None, ge=8, le=1024)
-    max_img_size: int = Field(224, ge=16, le=1024)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    img_size: Count | None = Field(None, ge=8, le=1024)
+    max_img_size: Count = Field(224, ge=16, le=1024)
+    epochs: Count = Field(10, ge=1)
+    batch_size: Count = Field(64, ge=1)
     opt: str = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     sched: str = "cosine"
-    warmup_epochs: int = Field(1, ge=0)
+    warmup_epochs: Count = Field(1, ge=0)
     warmup_lr: float = Field(1e-5, ge=0)
     min_lr: float = Field(1e-6, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
@@ -123,9 +123,9 @@ class TrainOptions(BaseModel):
     device: str = "auto"
     workers: Count | None = Field(None, ge=0)
     threads: Count | None = Field(None, ge=1)
-    seed: int = 0
+    seed: Count = 0
     train_transform: dict[str, Any] | str | None = None
-    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_patience: Count | None = Field(None, ge=1)
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     min_delta: float = Field(0.0, ge=0)
     nproc: Count = Field(1, ge=1)

@@ -73,8 +73,8 @@ class ValidateOptions(GapThresholds):
     checkpoint: str | None = None
     gap_on_train: bool = True
     brain: bool = True
-    top_errors: int = Field(24, ge=0)
-    batch_size: int | None = Field(None, ge=1)
+    top_errors: Count = Field(24, ge=0)
+    batch_size: Count | None = Field(None, ge=1)
     workers: Count | None = Field(None, ge=0)
     threads: Count | None = Field(None, ge=1)
     device: str = "auto"

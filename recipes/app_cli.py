@@ -23,7 +23,8 @@ from rich.console import Console
 
 app_cli = typer.Typer(help="Open the FiftyOne App with vetset's operators and audit panel.",
                       invoke_without_command=True, no_args_is_help=False)
-console = Console(soft_wrap=True)  # log lines and YAML stay whole when piped (no 80-column wrap)
+# piped or redirected: log lines stay whole and tables get room (rich would use 80 columns)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def _say(msg: str) -> None:

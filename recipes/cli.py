@@ -23,8 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)  # log lines and YAML stay whole when piped (no 80-column wrap)
-err_console = Console(stderr=True, soft_wrap=True)
+# piped or redirected: log lines stay whole and tables get room (rich would use 80 columns)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _hooks():

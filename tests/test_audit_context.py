@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import tracemalloc
 
 import numpy as np
@@ -69,6 +70,15 @@ def test_numeric_column_reads_and_writes_like_a_list():
     assert list(k) == [None, 2.5, 7.0]
     with pytest.raises(TypeError, match="holds numbers or None, not str"):
         k[1] = "x"
+    k[0:2] = [1, None]
+    assert [0] + k == [0, 1.0, None, 7.0]
+    big = collect_records(iter([(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (2**53 + 1, 3)]),
+                          ["a", "b"], ["x"]).computed["x"]["k"]
+    with pytest.raises(ValueError, match="cannot join this int64 column without rounding"):
+        big[1] = 0.5
+    assert big[0] == 2**53 + 1
+    with pytest.raises(ValueError, match="pass a fill for an integer column"):
+        collect_records(iter(recs), ["a", "b", "c"], ["x"]).computed["x"]["k"].to_array(np.int64)
 
 
 def test_numeric_column_widens_and_falls_back():
@@ -111,10 +121,18 @@ def test_set_field_stages_arrays_and_rejects_bad_values():
     ctx.set_field("big", [2**62 + 1, None, -1, 0], "int")
     assert _batch(*ctx.fields["ci"], 0, n) == [1, None, 3, 4] and _batch(*ctx.fields["cb"], 0, n) == [True, None, False, True]
     assert _batch(*ctx.fields["big"], 0, 1) == [2**62 + 1]  # exact, not through float64
+    ctx.set_field("big2", [2**53 + 1, 2.0, float("nan"), None], "int")  # floats beside big ints: still exact
+    ctx.set_field("s2", [float("nan"), 3, None, "x"], "str")
+    ctx.set_field("b2", [0, 1, np.float32("nan"), True], "bool")
+    assert _batch(*ctx.fields["big2"], 0, n) == [2**53 + 1, 2, None, None]
+    assert _batch(*ctx.fields["s2"], 0, n) == [None, "3", None, "x"]
+    assert _batch(*ctx.fields["b2"], 0, n) == [False, True, None, True]
     bad = [(np.array([1.0, np.nan, 1.5, 2.0]), "int", "1.5 is not a whole number"),
            (np.ones((4, 2)), "float", r"got an array of shape \(4, 2\)"),
            (["no", None, True, False], "bool", "'no' is not a boolean"),
-           ([1, 0, 1, 0], "bool", "1 is not a boolean"),
+           ([2, 0, 1, 0], "bool", "2.0 is not a boolean"),
+           (np.array([2.0**63, 0, 0, 0]), "int", "outside the 64-bit integer range"),
+           ([1.5, None, 2, 3], "int", "1.5 is not a whole number"),
            (np.array([2, 0, 1, 0]), "bool", "2 is not a boolean"),
            ([2**70, 1, 2, 3], "int", "outside the 64-bit integer range"),
            (np.array([2**64 - 1, 0, 0, 0], dtype=np.uint64), "int", "outside the 64-bit integer range"),
@@ -123,8 +141,8 @@ def test_set_field_stages_arrays_and_rejects_bad_values():
     for values, kind, why in bad:
         with pytest.raises(PluginError, match=f"'h': values are not all {kind} or None .*{why}"):
             ctx.set_field("h", values, kind)
-    for reserved in ("filepath", "tags", "ground_truth", "_rand", "a.b", "id"):
-        with pytest.raises(PluginError, match=f"audit field '{reserved}' is not a field checks may write"):
+    for reserved in ("filepath", "tags", "ground_truth", "_rand", "a.b", "id", "$x"):
+        with pytest.raises(PluginError, match=re.escape(f"audit field '{reserved}' is not a field checks may write")):
             ctx.set_field(reserved, ["x"] * n, "str")
     with pytest.raises(PluginError, match="has 3 values for 4 samples"):
         ctx.set_field("h", [1, 2, 3], "int")
@@ -175,3 +193,38 @@ def test_read_columns_shares_labels_and_tag_sets(digits_dir, fresh_name):
     assert isinstance(tags[0], tuple) and splits[0] in tags[0]
     zero = [lab for lab in labels if lab == labels[0]]
     assert all(lab is labels[0] for lab in zero)
+
+
+def test_write_all_declares_new_fields_of_every_kind(digits_dir, fresh_name):
+    import fiftyone as fo
+
+    from vetset.core.dataset import load_dataset
+    from vetset.plugins.audit_context import write_all
+
+    ds, _ = load_dataset(digits_dir, name=fresh_name)
+    try:
+        view = ds.limit(5)
+        n = 5
+        ids, paths, labels, splits, tags = read_columns(view)
+        cols = collect_records(iter(_record(i) for i in range(n)), paths, CHECKS)
+        ctx = AuditContext.from_pass(cols, view=view, ids=ids, filepaths=paths, labels=labels, splits=splits,
+                                     classes=sorted(set(labels)), sample_tags=tags)
+        meta = {"_cls": "ImageMetadata", "size_bytes": 10, "mime_type": "image/png", "width": 8, "height": 8,
+                "num_channels": 1}
+        ctx.set_field("meta2", [meta, None, meta, meta, meta], "metadata")
+        ctx.set_field("score", np.array([0.5, np.nan, 1.0, 2.0, 3.0]), "float")
+        ctx.set_field("count", [1, None, 2**53 + 1, 4, 5], "int")
+        ctx.set_field("flag", [True, None, False, True, False], "bool")
+        ctx.set_field("word", ["a", None, "b", "c", "d"], "str")
+        ctx.tag("checked_by_test", np.array([True, False, True, False, False]))
+        write_all(ctx, [])
+        schema = ds.get_field_schema()
+        assert isinstance(schema["meta2"], fo.EmbeddedDocumentField) and isinstance(schema["count"], fo.IntField)
+        assert view.values("meta2.width") == [8, None, 8, 8, 8]
+        assert view.values("score") == [0.5, None, 1.0, 2.0, 3.0]
+        assert view.values("count") == [1, None, 2**53 + 1, 4, 5]
+        assert view.values("flag") == [True, None, False, True, False]
+        assert view.values("word") == ["a", None, "b", "c", "d"]
+        assert len(ds.match_tags("checked_by_test")) == 2
+    finally:
+        fo.delete_dataset(ds.name)

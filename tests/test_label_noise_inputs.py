@@ -68,6 +68,13 @@ def test_bad_pred_probs_files_are_named(tmp_path):
     cases += [("strings.npy", "ids.txt", "holds <U3 values; pred_probs must be real numbers"),
               ("complex.npy", "ids.txt", "holds complex128 values"),
               ("good.npy", "dup.txt", "name 1 samples twice (first: 'a')")]
+    (tmp_path / "bom.txt").write_bytes("\ufeffa\nb\n".encode("utf-8"))  # Notepad's UTF-8
+    _, found = load_pred_probs_file(str(tmp_path / "good.npy"), str(tmp_path / "bom.txt"), ids, fps, classes)
+    assert found.tolist() == [True, True]
+    np.savez(tmp_path / "bytes.npz", pred_probs=np.array([[0.5, 0.5], [0.2, 0.8]]), sample_ids=np.array([b"a", b"b"]),
+             classes=np.array([b"cat", b"dog"]))
+    _, found = load_pred_probs_file(str(tmp_path / "bytes.npz"), None, ids, fps, classes)
+    assert found.tolist() == [True, True]
     with pytest.raises(RecipeError, match=r"^stages.label_noise.ids_file: .*latin1.txt cannot be read as UTF-8 text"):
         load_pred_probs_file(str(tmp_path / "good.npy"), str(tmp_path / "latin1.txt"), ids, fps, classes)
     for name, ids_file, words in cases:

@@ -49,6 +49,11 @@ def test_valid_recipe_fills_defaults(stages):
          r"r\.yaml: fail_on\.audit\.metrics\.x must name a value of one of this recipe's stages, as "
          r"<stage>\.metrics\.<name> with <stage> one of train\."),
         ({"name": "r", "stages": {"train": {}}, "fail_on": {"train": 0}}, r"fail_on\.train must name a value"),
+        ({"name": "r", "stages": {"train": {}}, "fail_on": {"train..x": 0}}, r"fail_on\.train\.\.x must name a value"),
+        ({"name": "r", "stages": {"train": {}}, "fail_on": {"train.metrics.x": float("nan")}},
+         r"fail_on\.train\.metrics\.x: Input should be a finite number"),
+        ({"name": "r", "stages": {"train": {}}, "fail_on": {"train.metrics.x": True}},
+         r"fail_on\.train\.metrics\.x: expected a number, got a boolean"),
         (["not", "a", "mapping"], r"must be a YAML mapping"),
     ],
 )
