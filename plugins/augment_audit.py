@@ -49,8 +49,16 @@ def base_audit(run: Any) -> dict[str, Any]:
     the original data, not from what an earlier run added.
     """
     block = run.results.get("audit")
-    if block:
+    missing = [c for c in COVERAGE_CHECKS if c in run.hooks.checks and c not in (block or {}).get("checks_run", [])]
+    if block and not missing:
         return block
+    if block:  # the recipe's audit left out coverage checks: the sources would have no bins
+        run.log(f"[augment] the audit stage did not run {', '.join(missing)}; running them on the data "
+                "(without augmented samples) to plan")
+        options = audit_options(run)
+        if options is not None and hasattr(options, "model_copy"):
+            options = options.model_copy(update={"checks": sorted(set(block.get("checks_run", [])) | set(missing))})
+        return _run_audit(run, run.dataset.match_tags(AUG_TAG, bool=False), options)
     stages = getattr(getattr(run, "recipe", None), "stages", None) or {}
     why = "no audit result yet" if "audit" in stages else "the recipe has no audit stage"
     run.log(f"[augment] {why}; auditing the data (without augmented samples) to plan")

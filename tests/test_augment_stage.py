@@ -279,3 +279,23 @@ def test_a_recipe_policy_from_a_saved_file_and_a_plugin_policy(hym_subset, tmp_p
     expected = {"negative_gray": ["Invert", "ToGray"], "acme_invert": ["Invert"]}
     for policy, applied in zip(*run.dataset.match_tags("augmented").values(["aug_policy", "aug_params"])):
         assert [p["transform"] for p in applied] == expected[policy]
+
+
+def test_a_narrowed_audit_still_gives_the_plan_its_sources(hooks, hym_subset, tmp_path, ds_name):
+    """audit: {checks: [balance]} leaves the coverage bins unwritten; the augment stage runs them itself."""
+    from vetset.core.dataset import training_view
+
+    stages = {"audit": {"checks": ["balance"], "workers": 0}, "augment": {"min_count": 24, "coverage_targets": {}, "workers": 0}}
+    recipe = parse_recipe({"name": "t", "stages": stages}, hooks.stages, source="t.yaml")
+    logs = []
+    run = Run(recipe, hooks, data=hym_subset, dataset=ds_name, out_dir=tmp_path / "o1", log=logs.append)
+    run.execute()
+    block = run.results["augment"]
+    assert any("the audit stage did not run orientation, colour, clarity" in m for m in logs), logs
+    assert block["write"]["written"] == 8 and block["metrics"]["classes_below_min_after"] == 0  # 20 -> 24 per class
+    # a second run into another folder plans from the originals again and trains on its own set only
+    run2 = Run(recipe, hooks, data=hym_subset, dataset=ds_name, out_dir=tmp_path / "o2", log=lambda m: None)
+    run2.execute()
+    assert run2.results["augment"]["write"]["written"] == 8
+    view, left_out = training_view(run2.dataset)
+    assert (len(view), left_out) == (48, 8)
