@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -64,6 +65,12 @@ def app(
     _say("remote mode: open that URL in a browser (from another machine: ssh -N -L "
          f"{port}:localhost:{port} <this host>); Ctrl-C stops the App.")
     sys.stdout.flush()
+
+    def _stop(signum: int, frame: Any) -> None:  # kill/systemd/docker stop: shut down as on Ctrl-C
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     try:
         session.wait(-1)
     except KeyboardInterrupt:

@@ -76,13 +76,26 @@ def _start_app(name: str, plugins: Path) -> tuple[subprocess.Popen, str, list[st
     raise AssertionError("recipes app printed no URL:\n" + "\n".join(log))
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, log: list[str] | None = None) -> None:
+    """SIGTERM (as kill or a service manager sends): recipes app must close the session, its
+    server and its delegated-operation worker, as on Ctrl-C."""
+    worker = next((int(line.split("pid ", 1)[1].split(",")[0]) for line in (log or [])
+                   if line.startswith("delegated-operation worker: pid ")), None)
     if proc.poll() is None:
-        proc.send_signal(2)  # Ctrl-C: recipes app closes the session and its server
+        proc.send_signal(15)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+    if worker is not None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{worker}"):
+            with open(f"/proc/{worker}/stat") as f:  # a zombie has exited; only its parent's wait is missing
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    break
+            time.sleep(0.2)
+        alive = os.path.exists(f"/proc/{worker}") and not open(f"/proc/{worker}/stat").read().split(") ", 1)[1].startswith("Z")
+        assert not alive, f"the delegated-operation worker {worker} outlived recipes app"
 
 
 def _schedule_label_issues(name: str) -> str:
@@ -212,7 +225,7 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
             page.screenshot(path=str(shots / "8-issue-view.png"))
             browser.close()
     finally:
-        _stop(proc)
+        _stop(proc, server_log)
     # the App's audit run rewrote result.json; the scheduled operation ran in the worker
     assert read_result(out_dir_of(ds))["finished_at"] > audited_at
     assert doc.run_state == "completed", (doc.result.error if doc.result else doc.run_state)
