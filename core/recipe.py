@@ -204,21 +204,27 @@ def parse_recipe(data: Any, stages: Any, source: str = "<mapping>") -> Recipe:
     """
     if not isinstance(data, dict):
         raise RecipeError(f"Recipe {source} must be a YAML mapping with at least 'name' and 'stages', got {type(data).__name__}.")
+    raw_stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
+    unknown = [f"stages.{name} is not a known stage; known stages: {', '.join(stages.names())}."
+               for name in raw_stages if name not in stages]
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, Recipe, source) from None
+        err = _explain(exc, Recipe, source)
+        raise (RecipeError(f"{err} Also: {' '.join(unknown)}") if unknown else err) from None
     recipe._source = source
+    problems = [f"Recipe {source}: {u}" for u in unknown]
     for name, raw in recipe.stages.items():
         if name not in stages:
-            raise RecipeError(
-                f"Recipe {source}: stages.{name} is not a known stage; known stages: {', '.join(stages.names())}."
-            )
+            continue
         model = stages[name].options
         try:
             recipe._stage_options[name] = model.model_validate(raw or {})
         except ValidationError as exc:
-            raise _explain(exc, model, source, prefix=f"stages.{name}.") from None
+            problems.append(str(_explain(exc, model, source, prefix=f"stages.{name}.")))
+    if problems:  # every stage's problems at once, not one per `recipes validate`
+        raise RecipeError(problems[0] + ("" if len(problems) == 1 else " Also: " + " ".join(
+            p.split(": ", 1)[1] if p.startswith(f"Recipe {source}") else p for p in problems[1:])))
     for key in recipe.fail_on:
         stage, _, rest = key.partition(".")
         if stage not in recipe.stages or not rest or "" in key.split("."):

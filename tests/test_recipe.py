@@ -88,3 +88,17 @@ def test_every_bundled_recipe_validates(hooks):
         assert name in hooks.recipes
         rec = load_recipe(name, hooks)
         assert rec.name == name and rec.stage_names()
+
+
+def test_every_problem_of_a_recipe_is_reported_at_once(stages):
+    data = {"name": "r", "data": {"val_fracton": 0.2}, "stages": {"trian": {}, "train": {"epoch": 3}}}
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(data, stages, "r.yaml")
+    text = str(info.value)
+    assert text.startswith("Recipe r.yaml is invalid: data.val_fracton: unknown key")
+    assert "Also: stages.trian is not a known stage" in text
+    del data["data"]
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(data, stages, "r.yaml")
+    assert str(info.value) == ("Recipe r.yaml: stages.trian is not a known stage; known stages: train, report. Also: "
+                               "stages.train.epoch: unknown key; allowed keys: epochs, model_name.")
