@@ -177,6 +177,14 @@ def pass_executor(n: int, workers: int | None, computes: tuple, executor: Any = 
     return executor_for(executor, 0 if n < MIN_IMAGES_FOR_WORKERS else workers, preload=preload)
 
 
+def pass_chunks(paths: list[str], workers: int, chunk_size: int | None = None) -> list[list[str]]:
+    """The image pass's worker tasks: ``chunk_size`` paths each (default: about 8 chunks per
+    worker, 8 to 256 paths)."""
+    n = len(paths)
+    size = chunk_size or min(256, max(8, math.ceil(n / max(1, workers * 8))))
+    return [paths[i:i + size] for i in range(0, n, size)]
+
+
 def image_pass(paths: list[str], max_side: int | None, computes: tuple, workers: int | None,
                chunk_size: int | None = None, executor: Any = None) -> Any:
     """Yield :func:`audit_image` records for ``paths`` in order, computed by worker processes.
@@ -184,11 +192,8 @@ def image_pass(paths: list[str], max_side: int | None, computes: tuple, workers:
     ``executor``: see :func:`vetset.core.executor.executor_for` (``None`` = the run's choice,
     else local worker processes).
     """
-    n = len(paths)
-    executor = pass_executor(n, workers, computes, executor)
-    workers = executor.workers
-    size = chunk_size or min(256, max(8, math.ceil(n / max(1, workers * 8))))
-    chunks = [paths[i:i + size] for i in range(0, n, size)]
+    executor = pass_executor(len(paths), workers, computes, executor)
+    chunks = pass_chunks(paths, executor.workers, chunk_size)
     for records in executor.map(functools.partial(audit_chunk, (max_side, computes)), chunks, chunksize=1):
         yield from records
 
@@ -345,7 +350,8 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     block = {
         "num_images": n, "num_readable": int(ctx.readable.sum()),
         "images_per_s": round(n / total, 2) if total > 0 else None,
-        "executor": {"name": pool.name, "workers": pool.workers},
+        "executor": {"name": pool.name, "workers": pool.workers if pool.name != "local" or len(
+            pass_chunks(filepaths, pool.workers, options.chunk_size)) > 1 else 0},  # one chunk runs in-process
         "seconds": {"read_samples": round(t_read - t0, 3), "image_pass": round(t_pass - t_read, 3),
                     "evaluate": round(t_eval - t_pass, 3), "write": round(t_write - t_eval, 3), "total": round(total, 3)},
         "options": options.model_dump(mode="json"), "checks_run": [name for name, _, _ in selected],

@@ -228,3 +228,21 @@ def test_write_all_declares_new_fields_of_every_kind(digits_dir, fresh_name):
         assert len(ds.match_tags("checked_by_test")) == 2
     finally:
         fo.delete_dataset(ds.name)
+
+
+def test_the_block_reports_the_workers_that_ran(digits_dir, fresh_name):
+    import fiftyone as fo
+
+    from vetset.core.dataset import load_dataset
+    from vetset.core.manager import Hooks
+    from vetset.plugins.audit import AuditOptions, run_audit
+
+    ds, _ = load_dataset(digits_dir, name=fresh_name)
+    try:
+        view = ds.limit(300)
+        one_chunk = run_audit(view, AuditOptions(checks=["size"], workers=2, chunk_size=1000), Hooks(), log=lambda m: None)
+        assert one_chunk["executor"] == {"name": "local", "workers": 0}  # a single chunk runs in this process
+        chunks = run_audit(view, AuditOptions(checks=["size"], workers=2, chunk_size=100), Hooks(), log=lambda m: None)
+        assert chunks["executor"] == {"name": "local", "workers": 2}
+    finally:
+        fo.delete_dataset(ds.name)
