@@ -12,7 +12,8 @@ Per checked sample the stage writes, in bulk:
   its probability as ``confidence``;
 
 and saves the view ``label_issues`` (flagged samples, worst first). Reviewers tag samples
-``label_confirmed`` / ``label_rejected`` (see :mod:`vetset.plugins.label_review`); reruns
+``label_confirmed`` / ``label_rejected`` (see :mod:`vetset.plugins.label_review`); a rerun
+keeps the ``suggested_label`` of confirmed samples (the label the reviewer accepted); reruns
 never touch those tags.
 
 Result block ``run.results["label_noise"]``::
@@ -37,6 +38,7 @@ import numpy as np
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage, ViewSpec
 from vetset.plugins.label_noise_options import LabelNoiseOptions
+from vetset.plugins.label_review import CONFIRMED_TAG
 
 STAGE = "label_noise"
 QUALITY_FIELD = "label_quality"
@@ -180,7 +182,8 @@ def _prepare_fields(ds: Any) -> None:
     if SUGGESTED_FIELD not in schema:
         ds.add_sample_field(SUGGESTED_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
     ds.clear_sample_field(QUALITY_FIELD)
-    ds.clear_sample_field(SUGGESTED_FIELD)
+    # a confirmed issue keeps the suggestion the reviewer confirmed (export-labels takes it)
+    ds.match_tags(CONFIRMED_TAG, bool=False).clear_sample_field(SUGGESTED_FIELD)
     ds.untag_samples(ISSUE_TAG)
 
 
@@ -191,8 +194,10 @@ def write_fields(ds: Any, ids: list[str], classes: list[str], pred_probs: np.nda
 
     if ids:
         best = pred_probs.argmax(axis=1)
+        confirmed = set(ds.match_tags(CONFIRMED_TAG).values("id"))  # their reviewed suggestion stays
         ds.set_values(SUGGESTED_FIELD, {sid: fo.Classification(label=classes[int(b)], confidence=float(p[b]))
-                                        for sid, b, p in zip(ids, best, pred_probs)}, key_field="id")
+                                        for sid, b, p in zip(ids, best, pred_probs) if sid not in confirmed},
+                      key_field="id")
     if quality:
         ds.set_values(QUALITY_FIELD, quality, key_field="id")
     if issues:

@@ -135,3 +135,33 @@ def test_export_refuses_a_dataset_that_never_ran_label_noise(digits_dir, tmp_pat
         assert export_labels(ds, csv_path=tmp_path / "fixed.csv")["counts"]["corrected"] == 1
     finally:
         fo.delete_dataset(ds.name)
+
+
+def test_a_rerun_keeps_the_suggestion_a_reviewer_confirmed(digits_dir, tmp_path):
+    """Confirming an issue accepts its suggested label; a later run with other pred_probs must not change it."""
+    from vetset.plugins.label_review import export_labels
+
+    rows = imagefolder_rows(digits_dir, per_class=10)
+    flip_labels(rows, 6, seed=11)
+    classes = sorted({r["label"] for r in rows})
+    fps = [r["filepath"] for r in rows]
+    probs = pixel_pred_probs(fps, [r["label"] for r in rows], classes)
+    np.savez(tmp_path / "pp.npz", pred_probs=probs, filepaths=np.array(fps))
+    manifest = write_manifest(rows, tmp_path / "noisy.csv")
+    stage = {"label_noise": {"method": "pred_probs_file", "pred_probs_file": str(tmp_path / "pp.npz")}}
+    run = run_stages(stage, manifest, "ln-rerun-confirmed", tmp_path / "out")
+    ds = run.dataset
+    sample = ds.load_saved_view("label_issues").first()
+    accepted = sample.suggested_label.label
+    ds.select(sample.id).tag_samples("label_confirmed")
+    # the next run's model suggests something else for it: its given label
+    other = probs.copy()
+    i = fps.index(sample.filepath)
+    other[i] = 0.0
+    other[i, classes.index(sample.ground_truth.label)] = 1.0
+    np.savez(tmp_path / "pp.npz", pred_probs=other, filepaths=np.array(fps))
+    run_stages(stage, None, "ln-rerun-confirmed", tmp_path / "out")
+    assert ds.select(sample.id).first().suggested_label.label == accepted != sample.ground_truth.label
+    res = export_labels(ds, csv_path=tmp_path / "labels.csv")
+    assert _rows(tmp_path / "labels.csv")[sample.id]["final_label"] == accepted
+    assert res["counts"]["confirmed"] == 1
