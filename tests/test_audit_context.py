@@ -101,7 +101,7 @@ def test_numeric_column_widens_and_falls_back():
 def test_set_field_stages_arrays_and_rejects_bad_values():
     n = 4
     ctx = _context(collect_records(iter(_record(i) for i in range(n)), [str(i) for i in range(n)], CHECKS), n)
-    from vetset.plugins.audit_context import _batch
+    from vetset.plugins.audit_staging import _batch
 
     ctx.set_field("f", np.array([0.5, np.nan, np.inf, 2.0]), "float")
     ctx.set_field("g", [1.5, None, float("nan"), 3], "float")
