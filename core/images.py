@@ -287,19 +287,24 @@ def decode(path: str, max_side: int | None = None, data: bytes | None = None) ->
                 out.mode, out.format = img.mode, img.format or ""
                 out.n_frames = int(getattr(img, "n_frames", 1) or 1)
                 full_w, full_h = img.size
+                scale = 1
                 if max_side and out.format == "JPEG" and max(full_w, full_h) > max_side:
                     # draft keeps the result >= requested size, so ask for the scaled box
                     ratio = max_side / max(full_w, full_h)
                     img.draft("RGB", (max(1, int(full_w * ratio)), max(1, int(full_h * ratio))))
-                img.load()
+                    scale = (img.decoderconfig or (1,))[0]
                 out.exif_orientation = _orientation(img)
                 out.exif_rotated = out.exif_orientation != 1
-                rgb = to_rgb(img)
-                if out.exif_rotated:
-                    rgb = rgb.transpose(_TRANSPOSE[out.exif_orientation])
                 swap = out.exif_orientation in (5, 6, 7, 8)
                 out.width, out.height = (full_h, full_w) if swap else (full_w, full_h)
-                out.array = np.asarray(rgb, dtype=np.uint8)
+                array = _decode_jpeg_opencv(data, img, scale, out.exif_orientation)
+                if array is None:
+                    img.load()
+                    rgb = to_rgb(img)
+                    if out.exif_rotated:
+                        rgb = rgb.transpose(_TRANSPOSE[out.exif_orientation])
+                    array = np.asarray(rgb, dtype=np.uint8)
+                out.array = array
                 out.scale = out.array.shape[1] / out.width if out.width else 1.0
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         out.error = "decompression bomb"
@@ -313,6 +318,51 @@ def decode(path: str, max_side: int | None = None, data: bytes | None = None) ->
     if out.error is not None:
         out.array = None
     return out
+
+
+#: libjpeg DCT scale (Pillow's ``draft``) -> OpenCV ``IMREAD_REDUCED_*`` bits (colour comes from ``IMREAD_COLOR_RGB``).
+_CV2_REDUCED = {1: 0, 2: 16, 4: 32, 8: 64}
+
+
+def _decode_jpeg_opencv(data: bytes, img: Image.Image, scale: int, orientation: int) -> np.ndarray | None:
+    """Decode a whole RGB or grayscale JPEG with OpenCV; ``None`` means "decode with Pillow".
+
+    OpenCV's ``imdecode`` runs the same libjpeg-turbo decode as Pillow (the arrays are
+    identical, including DCT scaling at ``scale`` 2, 4 or 8, the equivalent of Pillow's
+    ``draft``) but writes straight into a numpy array: about 0.5 ms less per 500x375
+    photo than Pillow's decode plus the ``np.asarray`` copy (measured on the hymenoptera
+    photos, 2.0 -> 1.5 ms).
+
+    Only files Pillow opened as ``"RGB"`` or ``"L"`` JPEG that end with the EOI marker
+    take this path. libjpeg treats a missing end as a warning and fills the rest with
+    gray, where Pillow raises "image file is truncated"; so a file without EOI (or with
+    bytes after it), CMYK, and anything OpenCV cannot decode go to Pillow. The EXIF
+    ``orientation`` (1-8) is applied as Pillow's ``exif_transpose`` does.
+
+    Returns:
+        ``uint8`` array ``(H, W, 3)`` RGB, or ``None``.
+    """
+    if img.format != "JPEG" or img.mode not in ("RGB", "L") or not data.endswith(b"\xff\xd9"):
+        return None
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - opencv ships with albumentations
+        return None
+    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION | _CV2_REDUCED.get(scale, 0)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        return None
+    if array is None or array.ndim != 3 or array.shape[2] != 3:
+        return None
+    if orientation == 1:
+        return array
+    if orientation in (5, 7):  # transpose (5) and transverse (7 = transpose, then rotate 180)
+        array = cv2.transpose(array)
+        return array if orientation == 5 else cv2.rotate(array, cv2.ROTATE_180)
+    if orientation in (2, 4):
+        return cv2.flip(array, 1 if orientation == 2 else 0)
+    return cv2.rotate(array, {3: cv2.ROTATE_180, 6: cv2.ROTATE_90_CLOCKWISE, 8: cv2.ROTATE_90_COUNTERCLOCKWISE}[orientation])
 
 
 def _orientation(img: Image.Image) -> int:

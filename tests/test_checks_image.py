@@ -66,3 +66,51 @@ def test_exposure_flags_on_altered_photos(bee):
     assert flat["contrast"] < opts.low_contrast and flat["entropy"] < opts.low_entropy_bits
     assert stats(np.full_like(bee, 77)) == {"brightness": round(77 / 255, 4), "contrast": 0.0, "entropy": 0.0,
                                             "p5": round(77 / 255, 4), "p99": round(77 / 255, 4)}
+
+
+def _pillow_only(monkeypatch, path: str, **kwargs) -> DecodedImage:
+    """:func:`decode` with the OpenCV JPEG path switched off (Pillow decodes everything)."""
+    import vetset.core.images as images
+
+    with monkeypatch.context() as m:
+        m.setattr(images, "_decode_jpeg_opencv", lambda *a: None)
+        return images.decode(path, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_opencv_jpeg_decode_equals_pillow_for_every_orientation(tmp_path, monkeypatch, mode, bee):
+    from PIL import Image
+
+    import vetset.core.images as images
+
+    calls = []
+    real = images._decode_jpeg_opencv
+    monkeypatch.setattr(images, "_decode_jpeg_opencv", lambda *a: calls.append(a[2]) or real(*a))
+    photo = Image.fromarray(bee).convert(mode)  # 500x333, not square, so every transpose differs
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"{mode}-{orientation}.jpg"
+        photo.save(path, "JPEG", exif=exif.tobytes(), quality=90)
+        for max_side in (None, 250, 120, 60):  # full size, then DCT scales 1/2, 1/4, 1/8
+            fast = decode(str(path), max_side=max_side)
+            slow = _pillow_only(monkeypatch, str(path), max_side=max_side)
+            assert fast.error is None and fast.array.dtype == np.uint8 and fast.array.shape[2] == 3
+            assert np.array_equal(fast.array, slow.array), (orientation, max_side)
+            assert (fast.width, fast.height, fast.scale, fast.exif_orientation) == \
+                (slow.width, slow.height, slow.scale, slow.exif_orientation)
+    assert calls.count(1) == 8 and {2, 4, 8} <= set(calls)  # the OpenCV path ran at every scale
+
+
+def test_opencv_jpeg_decode_leaves_truncated_and_cmyk_files_to_pillow(tmp_path, hymenoptera_dir, bee):
+    from PIL import Image
+
+    data = (hymenoptera_dir / BEE).read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])  # no EOI marker: libjpeg would fill the rest with gray
+    assert decode(str(cut)).error == "truncated file"
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(bee).convert("CMYK").save(cmyk, "JPEG", quality=95)
+    img = decode(str(cmyk))
+    assert img.mode == "CMYK" and img.array.shape == bee.shape
+    assert np.abs(img.array.astype(int) - bee).mean() < 4  # Pillow's CMYK conversion, not OpenCV's
