@@ -110,6 +110,22 @@ def test_bundled_policies_move_the_property_they_target(hooks, hymenoptera_dir):
     assert np.array_equal(a, b) and json.dumps(jsonable_params(pa)) == json.dumps(jsonable_params(pb))
 
 
+def test_a_policy_s_transforms_draw_independently(hooks, tmp_path):
+    """Each transform of a policy fires on its own draw: flip and brightness/contrast (both p=0.5)
+    co-occur about a quarter of the time, not always (the same seed in every transform did that)."""
+    import cv2
+
+    photo = tmp_path / "gradient.png"
+    cv2.imwrite(str(photo), np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1)))
+    cfg = WriterConfig({"light": hooks.policies["light"].pipeline["transform"]}, key="t")
+    fired = [{name for name, _ in transform_one(cfg, str(photo), "light", seed)[1]} for seed in range(200)]
+    flip = sum("HorizontalFlip" in f for f in fired)
+    bc = sum("RandomBrightnessContrast" in f for f in fired)
+    both = sum({"HorizontalFlip", "RandomBrightnessContrast"} <= f for f in fired)
+    assert 70 < flip < 130 and 70 < bc < 130  # p=0.5 each
+    assert 25 < both < 75  # independent: about 200 x 0.5 x 0.5 = 50; before the fix, both == flip == bc
+
+
 def test_custom_transforms_and_policies_from_a_plugin():
     pm = build_plugin_manager()
     plugin = AcmePlugin()
