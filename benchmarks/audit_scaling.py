@@ -29,7 +29,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -116,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(measure(dataset, backend, int(workers), int(size))), flush=True)
         return 0
 
-    os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="vetset-bench-db-"))
+    from _common import private_database
+    private_database()
     import vetset.core  # noqa: F401  (offline defaults)
     from vetset.core.dataset import load_dataset
 

@@ -97,7 +97,9 @@ def vetset_audit(root: Path, name: str, workers: int) -> tuple[float, float, dic
     rss0 = maxrss_mb()
     t = time.perf_counter()
     block = run_audit(ds, AuditOptions(workers=workers), Hooks(), log=lambda m: None)
-    return t_load, time.perf_counter() - t, block, maxrss_mb() - rss0
+    seconds = time.perf_counter() - t
+    ds.delete()
+    return t_load, seconds, block, maxrss_mb() - rss0
 
 
 def maxrss_mb() -> float:
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="worker processes for vetset and CleanVision (default 2)")
     ap.add_argument("--only", choices=["cifar", "hymenoptera"], default=None)
     args = ap.parse_args(argv)
-    os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="vetset-bench-db-"))
+    from _common import private_database
+    private_database()
     os.environ.setdefault("VETSET_PROGRESS", "0")
     import vetset.core  # noqa: F401  (offline defaults)
 

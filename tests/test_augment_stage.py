@@ -299,3 +299,34 @@ def test_a_narrowed_audit_still_gives_the_plan_its_sources(hooks, hym_subset, tm
     assert run2.results["augment"]["write"]["written"] == 8
     view, left_out = training_view(run2.dataset)
     assert (len(view), left_out) == (48, 8)
+
+
+def test_the_writer_s_insert_writes_what_add_samples_writes(ds_name):
+    """``insert_samples`` skips only FiftyOne's Python-side work: the stored document, its
+    timestamps and every field read back through FiftyOne equal those of ``add_samples``."""
+    import fiftyone as fo
+
+    from vetset.plugins.augment_store import declare_fields, insert_samples
+
+    ds = fo.Dataset(ds_name)
+    declare_fields(ds)
+    params = [{"transform": "Affine", "params": {"rotate": -6.2, "matrix": [[0.9, -0.1, 73.7], [0.1, 0.9, -21.4]]}}]
+
+    def sample(path):
+        return fo.Sample(filepath=path, tags=["train", "augmented"], ground_truth=fo.Classification(label="ants"),
+                         source_id="a" * 24, source_filepath="/data/ants/1.jpg", aug_policy="light", aug_target=None,
+                         aug_plan="p1", aug_key="k1", aug_params=params)
+
+    ds.add_samples([sample("/out/public.jpg")], expand_schema=False, validate=False, progress=False)
+    insert_samples(ds, [sample("/out/fast.jpg")])
+    assert len(ds) == 2 and len(ds.match_tags("augmented")) == 2
+    public, fast = (ds._sample_collection.find_one({"filepath": fp}) for fp in ("/out/public.jpg", "/out/fast.jpg"))
+    for doc in (public, fast):
+        assert doc["created_at"] == doc["last_modified_at"] and doc.pop("created_at") and doc.pop("last_modified_at")
+        assert 0 <= doc.pop("_rand") < 1  # FiftyOne's random key for take()/shuffle()
+        doc.pop("_id"), doc.pop("filepath")
+        doc["ground_truth"].pop("_id")
+    assert fast == public
+    read = ds.match(fo.ViewField("filepath") == "/out/fast.jpg").first()
+    assert read.ground_truth.label == "ants" and read.aug_params == params and read.aug_target is None
+    assert read.created_at is not None and read.metadata is None
