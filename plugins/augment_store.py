@@ -118,7 +118,7 @@ def declare_fields(dataset: Any) -> None:
         dataset.add_sample_field("aug_params", fo.ListField, subfield=fo.DictField)
 
 
-def insert_samples(dataset: Any, samples: list[Any]) -> None:
+def insert_samples(dataset: Any, samples: list[Any], plain_fields: list[dict[str, Any]] | None = None) -> None:
     """Insert new ``fo.Sample`` objects whose fields ``dataset`` already declares, in one ``insert_many``.
 
     The documents are FiftyOne's own (``Dataset._make_dict``, what ``add_samples`` writes,
@@ -126,30 +126,50 @@ def insert_samples(dataset: Any, samples: list[Any]) -> None:
     What is skipped is what vetset does not use: schema inference and validation (every
     field is declared by :func:`declare_fields` and built by vetset), the batcher's
     per-sample JSON size, and turning each ``Sample`` into a dataset-backed one after the
-    insert (the writer discards them). ``add_samples`` costs about 0.47 ms per augmented
-    sample, this about 0.15 ms (``benchmarks/augment_throughput.py``). A FiftyOne without
-    these internals gets the public ``add_samples``; ``tests/test_augment_stage.py``
-    checks that both write the same document.
+    insert (the writer discards them). A FiftyOne without these internals gets the public
+    ``add_samples``; ``tests/test_augment_stage.py`` checks that both store the same document.
+
+    Args:
+        dataset: the ``fo.Dataset``.
+        samples: new ``fo.Sample`` objects.
+        plain_fields: per sample, declared fields whose values are already plain JSON
+            types (``str``, ``int``, ``float``, ``bool``, ``None``, lists and ``str``-keyed
+            dicts of them, as :func:`~vetset.plugins.augment_pipeline.jsonable_params`
+            makes), stored as they are: FiftyOne's recursive serialisation of the applied
+            parameters was half the cost of a document.
+
+    Measured (``benchmarks/augment_throughput.py``): ``add_samples`` 0.47 ms per augmented
+    sample, this about 0.2 ms.
 
     Raises:
         pymongo.errors.BulkWriteError: the database refused a document.
     """
     from datetime import datetime, timezone
 
+    extras = plain_fields or [{} for _ in samples]
     make_dict = getattr(dataset, "_make_dict", None)
     collection = getattr(dataset, "_sample_collection", None)
     if make_dict is None or collection is None:
+        for sample, extra in zip(samples, extras):
+            for name, value in extra.items():
+                sample[name] = value
         dataset.add_samples(samples, expand_schema=False, validate=False, progress=False, batcher=False)
         return
     now = datetime.now(timezone.utc).replace(tzinfo=None)  # FiftyOne stores naive UTC
-    collection.insert_many([make_dict(sample, created_at=now, last_modified_at=now) for sample in samples])
+    docs = []
+    for sample, extra in zip(samples, extras):
+        doc = make_dict(sample, created_at=now, last_modified_at=now)
+        doc.update((k, v) for k, v in extra.items() if v is not None)  # FiftyOne omits None too
+        docs.append(doc)
+    collection.insert_many(docs)
 
 
 class BulkAdder:
     """Add samples to a dataset in batches, from one background thread.
 
     ``add(item)`` queues an item; every ``batch_size`` items the thread builds the
-    ``fo.Sample`` objects with ``make`` and calls ``dataset.add_samples`` once. ``close()``
+    ``(fo.Sample, plain fields)`` pairs with ``make`` and inserts them with one
+    :func:`insert_samples`. ``close()``
     adds the rest, waits, and re-raises an error of the thread. Used as a context manager,
     an exception in the ``with`` block still adds the complete items queued so far.
     """
@@ -171,7 +191,8 @@ class BulkAdder:
             if self._error is not None:
                 continue
             try:
-                insert_samples(self.dataset, [self.make(x) for x in batch])
+                made = [self.make(x) for x in batch]
+                insert_samples(self.dataset, [m[0] for m in made], [m[1] for m in made])
                 self.added += len(batch)
             except BaseException as exc:  # re-raised in the calling thread by close()
                 self._error = exc
@@ -206,15 +227,16 @@ class BulkAdder:
             pass  # the original exception matters more
 
 
-def _sample(plan_key: str, item: tuple[Any, Any, dict[str, Any]]) -> Any:
+def _sample(plan_key: str, item: tuple[Any, Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     import fiftyone as fo
 
     im, task, res = item
-    return fo.Sample(
+    sample = fo.Sample(
         filepath=task.out_path, tags=["train", AUG_TAG], ground_truth=fo.Classification(label=im.source.label),
         source_id=im.source.id, source_filepath=im.source.filepath, aug_policy=im.policy,
         aug_target=f"{im.target[0]}={im.target[1]}" if im.target else None,
-        aug_plan=plan_key, aug_key=im.key, aug_params=res["params"])
+        aug_plan=plan_key, aug_key=im.key)
+    return sample, {"aug_params": res["params"]}  # JSON-safe already (jsonable_params)
 
 
 def write_plan(dataset: Any, images: list[Any], folder: Path, plan_key: str, cfg: Any,

@@ -317,16 +317,28 @@ def test_the_writer_s_insert_writes_what_add_samples_writes(ds_name):
                          source_id="a" * 24, source_filepath="/data/ants/1.jpg", aug_policy="light", aug_target=None,
                          aug_plan="p1", aug_key="k1", aug_params=params)
 
+    def bare(path):  # what the writer makes: the applied parameters go in as plain JSON
+        s = sample(path)
+        s.clear_field("aug_params")
+        return s
+
     ds.add_samples([sample("/out/public.jpg")], expand_schema=False, validate=False, progress=False)
-    insert_samples(ds, [sample("/out/fast.jpg")])
-    assert len(ds) == 2 and len(ds.match_tags("augmented")) == 2
-    public, fast = (ds._sample_collection.find_one({"filepath": fp}) for fp in ("/out/public.jpg", "/out/fast.jpg"))
-    for doc in (public, fast):
+    insert_samples(ds, [bare("/out/fast.jpg")], [{"aug_params": params}])
+
+    class NoInternals:  # a FiftyOne without _make_dict: the public add_samples
+        def add_samples(self, samples, **kwargs):
+            return ds.add_samples(samples, **kwargs)
+
+    insert_samples(NoInternals(), [bare("/out/fallback.jpg")], [{"aug_params": params}])
+    assert len(ds) == 3 and len(ds.match_tags("augmented")) == 3
+    public, fast, fallback = (ds._sample_collection.find_one({"filepath": fp})
+                              for fp in ("/out/public.jpg", "/out/fast.jpg", "/out/fallback.jpg"))
+    for doc in (public, fast, fallback):
         assert doc["created_at"] == doc["last_modified_at"] and doc.pop("created_at") and doc.pop("last_modified_at")
         assert 0 <= doc.pop("_rand") < 1  # FiftyOne's random key for take()/shuffle()
         doc.pop("_id"), doc.pop("filepath")
         doc["ground_truth"].pop("_id")
-    assert fast == public
+    assert fast == public and fallback == public
     read = ds.match(fo.ViewField("filepath") == "/out/fast.jpg").first()
     assert read.ground_truth.label == "ants" and read.aug_params == params and read.aug_target is None
     assert read.created_at is not None and read.metadata is None
