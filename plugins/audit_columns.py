@@ -160,6 +160,15 @@ class _ComputedBuilder:
         if value is None:
             return
         if type(col) is NumericColumn:
+            # the common cases first, without the checks (6.7 -> under 1 us a value; 10 values
+            # per image on CIFAR made this the driver's main cost): a Python float into a
+            # float column, a Python int within 2**53 into either
+            kind = type(value)
+            if kind is float and col.values.dtype == np.float64 or \
+                    kind is int and -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT and col.values.dtype == np.int64:
+                col.values[i] = value
+                col.present[i] = True
+                return
             if _is_number(value) and _exact_in(col, value):
                 try:
                     col[i] = value
