@@ -16,8 +16,9 @@ encode (JPEG quality 95) + write, all in this one process run:
 
 Targets (issue 6): N=2 workers at least 1.5x the plain loop; bookkeeping (writer with 1
 worker vs the plain loop with the same decode) under 10% per image. Every round runs the
-four configurations back to back, and each ratio is computed within a round (paired), so
-slow phases of a shared machine hit both sides; the summary gives the median and the
+four configurations back to back, in an order that rotates from round to round, with the
+page cache's dirty pages flushed (``os.sync``) before each; each ratio is computed within
+a round (paired), so slow phases of a shared machine hit both sides; the summary gives the median and the
 range over ``--rounds``, the table the best time of each configuration. The
 single-process rows also show this process's CPU time (``time.process_time``, all its
 threads), which other processes disturb far less, and the MongoDB server's CPU time
@@ -122,22 +123,27 @@ def main() -> None:
             Path(fp).read_bytes()
 
         mongod = _mongod()
-        times: dict[str, list[tuple[float, float, float]]] = {}
         names = ["plain loop (cv2)", "plain loop (vetset decode)", "vetset writer, 1 worker",
                  f"vetset writer, {args.workers} workers"]
-        for r in range(args.rounds):  # configurations interleaved; the best round of each counts
-            times.setdefault(names[0], []).append(
-                (*plain_loop(images, compose, tmp / f"plain-cv2-{r}", decode_with_vetset=False), 0.0))
-            times.setdefault(names[1], []).append(
-                (*plain_loop(images, compose, tmp / f"plain-vetset-{r}", decode_with_vetset=True), 0.0))
-            for name, workers in ((names[2], 1), (names[3], args.workers)):
-                folder = prepare_output(tmp / f"writer-{workers}-{r}", [str(root)])
-                t0, c0, m0 = time.perf_counter(), time.process_time(), _cpu(mongod)
-                stats = write_plan(ds, images, folder, f"bench-{workers}-{r}", cfg, workers=workers,
-                                   log=lambda m: None)
-                times.setdefault(name, []).append((time.perf_counter() - t0, time.process_time() - c0,
-                                                   _cpu(mongod) - m0))
-                assert stats["written"] == len(images) and stats["failed"] == 0, stats
+
+        def plain_run(k: int, r: int) -> tuple[float, float, float]:
+            return (*plain_loop(images, compose, tmp / f"plain-{k}-{r}", decode_with_vetset=k == 1), 0.0)
+
+        def writer(workers: int, r: int) -> tuple[float, float, float]:
+            folder = prepare_output(tmp / f"writer-{workers}-{r}", [str(root)])
+            t0, c0, m0 = time.perf_counter(), time.process_time(), _cpu(mongod)
+            stats = write_plan(ds, images, folder, f"bench-{workers}-{r}", cfg, workers=workers, log=lambda m: None)
+            assert stats["written"] == len(images) and stats["failed"] == 0, stats
+            return time.perf_counter() - t0, time.process_time() - c0, _cpu(mongod) - m0
+
+        runs = [lambda r: plain_run(0, r), lambda r: plain_run(1, r), lambda r: writer(1, r), lambda r: writer(args.workers, r)]
+        times = {name: [] for name in names}
+        for r in range(args.rounds):
+            # the order rotates every round, so no configuration always runs after another's
+            # writes; and dirty pages are flushed between runs, so none pays another's writeback
+            for k in range(r, r + len(runs)):
+                os.sync()
+                times[names[k % len(runs)]].append(runs[k % len(runs)](r))
         n_samples = len(ds.match_tags("augmented"))
         assert n_samples == 2 * args.rounds * len(images), n_samples
     finally:
