@@ -155,6 +155,8 @@ def insert_samples(dataset: Any, samples: list[Any], plain_fields: list[dict[str
                 sample[name] = value
         dataset.add_samples(samples, expand_schema=False, validate=False, progress=False, batcher=False)
         return
+    if dataset.media_type is None and samples:  # what add_samples does for a first sample
+        dataset.media_type = samples[0].media_type
     now = datetime.now(timezone.utc).replace(tzinfo=None)  # FiftyOne stores naive UTC
     docs = []
     for sample, extra in zip(samples, extras):

@@ -339,6 +339,14 @@ def test_the_writer_s_insert_writes_what_add_samples_writes(ds_name):
         doc.pop("_id"), doc.pop("filepath")
         doc["ground_truth"].pop("_id")
     assert fast == public and fallback == public
+    empty = fo.Dataset()  # into an empty dataset the media type is set, as add_samples sets it
+    try:
+        insert_samples(empty, [bare("/out/first.jpg")], [{"aug_params": params}])
+        assert empty.media_type == "image"
+        empty.add_samples([sample("/out/second.jpg")])
+        assert len(empty) == 2
+    finally:
+        empty.delete()
     read = ds.match(fo.ViewField("filepath") == "/out/fast.jpg").first()
     assert read.ground_truth.label == "ants" and read.aug_params == params and read.aug_target is None
     assert read.created_at is not None and read.metadata is None

@@ -114,3 +114,34 @@ def test_opencv_jpeg_decode_leaves_truncated_and_cmyk_files_to_pillow(tmp_path, 
     img = decode(str(cmyk))
     assert img.mode == "CMYK" and img.array.shape == bee.shape
     assert np.abs(img.array.astype(int) - bee).mean() < 4  # Pillow's CMYK conversion, not OpenCV's
+
+
+def test_png_exif_after_the_pixel_data_still_orients(tmp_path, bee):
+    """Pillow reads a PNG's eXIf chunk that follows IDAT only on load(); the orientation is read after it."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(bee).resize((60, 40)).save(buf, "PNG", exif=exif)
+    data, pos, chunks = buf.getvalue(), 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        chunks.append((data[pos + 4:pos + 8], data[pos:pos + 12 + length]))
+        pos += 12 + length
+    exif_chunk = next(c for t, c in chunks if t == b"eXIf")
+    others = [c for t, c in chunks if t not in (b"eXIf", b"IEND")]
+    path = tmp_path / "exif-after-idat.png"
+    path.write_bytes(data[:8] + b"".join(others) + exif_chunk + chunks[-1][1])
+    img = decode(str(path))
+    assert img.exif_orientation == 6 and (img.width, img.height) == (40, 60) and img.array.shape == (60, 40, 3)
+
+
+def test_an_opencv_without_imread_color_rgb_decodes_with_pillow(monkeypatch, hymenoptera_dir, bee):
+    """OpenCV < 4.11 has no IMREAD_COLOR_RGB: JPEGs then decode with Pillow, not as errors."""
+    monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB")
+    img = decode(str(hymenoptera_dir / BEE))
+    assert img.error is None and np.array_equal(img.array, bee)
