@@ -293,22 +293,21 @@ def decode(path: str, max_side: int | None = None, data: bytes | None = None) ->
                     ratio = max_side / max(full_w, full_h)
                     img.draft("RGB", (max(1, int(full_w * ratio)), max(1, int(full_h * ratio))))
                     scale = (img.decoderconfig or (1,))[0]
-                out.exif_orientation = _orientation(img)
-                out.exif_rotated = out.exif_orientation != 1
-                swap = out.exif_orientation in (5, 6, 7, 8)
-                out.width, out.height = (full_h, full_w) if swap else (full_w, full_h)
-                array = _decode_jpeg_opencv(data, img, scale, out.exif_orientation)
+                array = None
+                if out.format == "JPEG":  # a JPEG's EXIF is in its header, read before the pixels
+                    orientation = _orientation(img)
+                    array = _decode_jpeg_opencv(data, img, scale, orientation)
                 if array is None:
                     img.load()
-                    # a PNG's eXIf chunk after the pixel data is only read by load()
-                    out.exif_orientation = _orientation(img)
-                    out.exif_rotated = out.exif_orientation != 1
-                    swap = out.exif_orientation in (5, 6, 7, 8)
-                    out.width, out.height = (full_h, full_w) if swap else (full_w, full_h)
+                    orientation = _orientation(img)  # after load(): a PNG's eXIf may follow its pixels
                     rgb = to_rgb(img)
-                    if out.exif_rotated:
-                        rgb = rgb.transpose(_TRANSPOSE[out.exif_orientation])
+                    if orientation != 1:
+                        rgb = rgb.transpose(_TRANSPOSE[orientation])
                     array = np.asarray(rgb, dtype=np.uint8)
+                out.exif_orientation = orientation
+                out.exif_rotated = orientation != 1
+                swap = orientation in (5, 6, 7, 8)
+                out.width, out.height = (full_h, full_w) if swap else (full_w, full_h)
                 out.array = array
                 out.scale = out.array.shape[1] / out.width if out.width else 1.0
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -323,10 +322,6 @@ def decode(path: str, max_side: int | None = None, data: bytes | None = None) ->
     if out.error is not None:
         out.array = None
     return out
-
-
-#: libjpeg DCT scale (Pillow's ``draft``) -> OpenCV ``IMREAD_REDUCED_*`` bits (colour comes from ``IMREAD_COLOR_RGB``).
-_CV2_REDUCED = {1: 0, 2: 16, 4: 32, 8: 64}
 
 
 def _decode_jpeg_opencv(data: bytes, img: Image.Image, scale: int, orientation: int) -> np.ndarray | None:
@@ -364,7 +359,10 @@ def _decode_jpeg_opencv(data: bytes, img: Image.Image, scale: int, orientation: 
     rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11
     if rgb is None:
         return None
-    flags = rgb | cv2.IMREAD_IGNORE_ORIENTATION | _CV2_REDUCED.get(scale, 0)
+    # libjpeg's DCT scale (Pillow's draft): the IMREAD_REDUCED_* bits; colour and order come from `rgb`
+    reduced = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+               8: cv2.IMREAD_REDUCED_GRAYSCALE_8}.get(scale, 0)
+    flags = rgb | cv2.IMREAD_IGNORE_ORIENTATION | reduced
     try:
         array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:

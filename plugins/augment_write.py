@@ -216,7 +216,7 @@ def run_tasks(tasks: list[Task], cfg: WriterConfig, workers: int | None, progres
     # An image costs milliseconds (decode, transform, encode), so small chunks cost nothing
     # in messaging and keep the last chunk short: with the executor's default (n / 16 for
     # 2 workers, 122 photos here) one worker idled for up to half a second at the end.
-    chunksize = max(1, min(CHUNK_SIZE, len(tasks) // (max(1, n_workers) * 8) or 1))
+    chunksize = min(CHUNK_SIZE, len(tasks) // (max(1, n_workers) * 8) or 1)
     results = executor.map(fn, tasks, chunksize=chunksize)
     if progress is not None:
         results = progress(results, total=len(tasks))
