@@ -50,10 +50,10 @@ def _notify(iterable: Iterable[T], total: int | None, description: str) -> Itera
         cb(description, 0, total)
     done = 0
     for item in iterable:
-        yield item
-        done += 1
+        done += 1  # counted when it arrives: a consumer that stops at the last item never resumes us
         for cb in listeners:
             cb(description, done, total)
+        yield item
 
 
 def enabled() -> bool:
@@ -81,5 +81,5 @@ def track(iterable: Iterable[T], total: int | None = None, description: str = "w
                   Rate(), TimeRemainingColumn(), transient=False) as bar:
         task = bar.add_task(description, total=total)
         for item in iterable:
+            bar.advance(task)  # before the yield, as in _notify
             yield item
-            bar.advance(task)

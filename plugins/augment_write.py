@@ -220,4 +220,4 @@ def run_tasks(tasks: list[Task], cfg: WriterConfig, workers: int | None, progres
     results = executor.map(fn, tasks, chunksize=chunksize)
     if progress is not None:
         results = progress(results, total=len(tasks))
-    yield from zip(tasks, results, strict=True)  # strict: resumes `results` once more, so the progress bar reaches N
+    yield from zip(tasks, results, strict=True)

@@ -72,8 +72,16 @@ def test_gaps_are_closed_idempotently_without_touching_sources(hooks, hym_subset
     out = tmp_path / "out"
     augment = {"min_count": 30, "coverage_targets": TARGETS, "workers": 2}
     run = make_run(hooks, hym_subset, out, ds_name, augment)
-    result = run.execute()["stages"]["augment"]
+    from vetset.core.progress import listen
+
+    seen = []
+    with listen(lambda desc, done, total: seen.append((desc, done, total)), min_interval_s=0):
+        result = run.execute()["stages"]["augment"]
     ds = run.dataset
+    # every loop's progress reaches its total (the writer's consumer stops at the last item)
+    last = {desc: (done, total) for desc, done, total in seen}
+    assert last["augment"] == (result["plan"]["images"], result["plan"]["images"]) and \
+        all(done == total for done, total in last.values()), last
     folder = out / "augment" / "images"
     assert result["output_dir"] == str(folder)
     assert result["write"]["workers"] == 2 and result["write"]["failed"] == 0
