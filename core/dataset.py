@@ -72,6 +72,39 @@ def default_dataset_name(source: str | os.PathLike) -> str:
     return "vetset-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-").lower() or "data")
 
 
+def _recorded_source(name: str) -> str | None:
+    """The folder or manifest whose images the dataset ``name`` holds; ``None`` when it does
+    not exist, is empty, or records none (such a dataset can take any folder)."""
+    import fiftyone as fo
+
+    if not fo.dataset_exists(name):
+        return None
+    ds = fo.load_dataset(name)
+    return ((ds.info or {}).get("vetset") or {}).get("source") if len(ds) else None
+
+
+def _default_name_for(src: Path) -> tuple[str, str | None]:
+    """``(dataset name, note)`` for ``src`` loaded without ``--dataset``.
+
+    :func:`default_dataset_name` unless that dataset holds another folder's images (two
+    checkouts' ``vetset-demo/digits``, two projects' ``train``): then the same name with
+    the first 6 hex digits of the SHA-1 of this folder's resolved path, so each folder
+    keeps a dataset of its own across reruns without a name to remember; ``note`` says so.
+    An explicit ``--dataset`` in use by another folder is still refused.
+    """
+    import hashlib
+
+    source = str(src.resolve())
+    base = default_dataset_name(src)
+    own = f"{base}-{hashlib.sha1(source.encode('utf-8')).hexdigest()[:6]}"
+    if _recorded_source(own) == source:
+        return own, None
+    holder = _recorded_source(base)
+    if holder in (None, source):
+        return base, None
+    return own, f"dataset {base!r} holds the images of {holder}; this folder uses dataset {own!r}"
+
+
 def _list_images(folder: Path) -> tuple[list[str], int]:
     """Image files below ``folder`` (sorted), and the number of non-image files skipped.
 
@@ -229,8 +262,10 @@ def load_dataset(
     else:
         items, classes, skipped = scan_imagefolder(src)
         kind = "imagefolder"
-    ds_name = name or default_dataset_name(src)
+    ds_name, note = (name, None) if name else _default_name_for(src)
     summary = LoadSummary(ds_name, str(src.resolve()), kind, classes, skipped_non_image=skipped)
+    if note:
+        summary.warnings.append(note)
 
     ds = _open_or_create(ds_name)
     recorded = ((ds.info or {}).get("vetset") or {}).get("source")

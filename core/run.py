@@ -92,6 +92,8 @@ class Run:
         opts = self.recipe.data
         self.dataset, self.load_summary = load_dataset(
             self.data, name=self.dataset_name, fmt=opts.format, val_fraction=opts.val_fraction, seed=opts.seed)
+        for warning in self.load_summary.warnings:
+            self.log(f"[load] {warning}")
         info = dict(self.dataset.info or {})
         info.setdefault("vetset", {})["out_dir"] = str(self.out_dir)
         self.dataset.info = info

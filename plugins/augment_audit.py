@@ -60,7 +60,7 @@ def base_audit(run: Any) -> dict[str, Any]:
             options = options.model_copy(update={"checks": sorted(set(block.get("checks_run", [])) | set(missing))})
         return _run_audit(run, run.dataset.match_tags(AUG_TAG, bool=False), options)
     stages = getattr(getattr(run, "recipe", None), "stages", None) or {}
-    why = "no audit result yet" if "audit" in stages else "the recipe has no audit stage"
+    why = "the audit stage did not run in this run" if "audit" in stages else "the recipe has no audit stage"
     run.log(f"[augment] {why}; auditing the data (without augmented samples) to plan")
     return _run_audit(run, run.dataset.match_tags(AUG_TAG, bool=False), audit_options(run))
 

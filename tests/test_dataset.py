@@ -250,3 +250,37 @@ def test_training_view_uses_only_the_latest_augmentation_folder(fresh_name, tmp_
         assert sorted(os.path.basename(p) for p in view.values("filepath")) == ["0.jpg", "1.jpg", "2.jpg", "b0.jpg", "b1.jpg"]
     finally:
         ds.delete()
+
+
+def test_a_default_name_held_by_another_folder_gets_a_name_of_its_own(digits_dir, tmp_path):
+    """Without --dataset, a second folder with the same base name (another checkout's demo) loads
+    into ``<default>-<hash of its path>``, the same one on every rerun; the first keeps the default."""
+    import uuid
+
+    import fiftyone as fo
+
+    from vetset.core.dataset import default_dataset_name
+
+    base = f"digits-{uuid.uuid4().hex[:8]}"
+    a, b = tmp_path / "a" / base, tmp_path / "b" / base
+    shutil.copytree(digits_dir / "train" / "1", a / "one")
+    shutil.copytree(digits_dir / "train" / "2", b / "two")
+    names = []
+    try:
+        ds_a, sum_a = load_dataset(a)
+        names.append(ds_a.name)
+        ds_b, sum_b = load_dataset(b)
+        names.append(ds_b.name)
+        assert ds_a.name == default_dataset_name(a) and not sum_a.warnings
+        assert ds_b.name.startswith(ds_a.name + "-") and len(ds_b.name) == len(ds_a.name) + 7
+        assert sum_b.warnings == [f"dataset {ds_a.name!r} holds the images of {a}; this folder uses dataset {ds_b.name!r}"]
+        assert set(ds_b.distinct("ground_truth.label")) == {"two"} and set(ds_a.distinct("ground_truth.label")) == {"one"}
+        again, _ = load_dataset(b)
+        assert again.name == ds_b.name and len(again) == len(ds_b)
+        fo.delete_dataset(ds_a.name)  # with the default name free, b stays in its own dataset
+        names.remove(ds_a.name)
+        assert load_dataset(b)[0].name == ds_b.name
+    finally:
+        for name in names:
+            if fo.dataset_exists(name):
+                fo.delete_dataset(name)
