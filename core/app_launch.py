@@ -95,18 +95,35 @@ def install_plugin(target_dir: str | os.PathLike | None = None, copy: bool = Fal
 def session_plugins_dir() -> Path:
     """A plugins dir holding links to vetset's plugin and to the user's plugins dir.
 
-    Lives in the temp folder (``vetset-fiftyone-plugins-<uid>``) and is rebuilt on each call.
+    Lives in the temp folder, one per user and per pair of targets
+    (``vetset-fiftyone-plugins-<uid>-<8 hex of the targets>``): two checkouts' ``recipes
+    app`` each get their own, and concurrent launches of one checkout share a folder whose
+    links already point where they need (a link is replaced atomically when it does not).
     """
-    root = Path(tempfile.gettempdir()) / f"vetset-fiftyone-plugins-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    root.mkdir(parents=True, exist_ok=True)
-    for child in root.iterdir():
-        if child.is_symlink():
-            child.unlink()
-    (root / "vetset").symlink_to(package_plugin_dir(), target_is_directory=True)
+    import hashlib
+
+    plugin = package_plugin_dir().resolve()
     user = plugins_dir()
-    if user.is_dir() and user.resolve() != root.resolve():
-        (root / "user-plugins").symlink_to(user.resolve(), target_is_directory=True)
+    user = user.resolve() if user.is_dir() else None
+    key = hashlib.sha1(f"{plugin}\0{user}".encode("utf-8")).hexdigest()[:8]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    root = Path(tempfile.gettempdir()) / f"vetset-fiftyone-plugins-{uid}-{key}"
+    root.mkdir(parents=True, exist_ok=True)
+    _link(root / "vetset", plugin)
+    if user is not None and user != root.resolve():
+        _link(root / "user-plugins", user)
     return root
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target``: kept when it already is, else replaced atomically."""
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, link)
 
 
 def ensure_plugin_visible() -> tuple[Path, bool]:

@@ -150,3 +150,28 @@ def test_wheel_ships_the_plugin_and_it_is_discoverable(tmp_path):
     resolved, found = res.stdout.splitlines()[-2:]
     assert resolved == str((site / "vetset" / "plugins" / "fiftyone_app").resolve())
     assert found == str(plugins / "@vetset" / "vetset")
+
+
+def test_session_plugin_folders_of_two_checkouts_do_not_collide(tmp_path, monkeypatch):
+    """Each checkout's `recipes app` gets its own session plugins folder; a second launch of the
+    same checkout reuses its folder and leaves correct links alone."""
+    import vetset.core.app_launch as launch
+
+    a, b = tmp_path / "a" / "fiftyone_app", tmp_path / "b" / "fiftyone_app"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    monkeypatch.setattr(launch, "plugins_dir", lambda: tmp_path / "no-user-plugins")
+    monkeypatch.setattr(launch, "package_plugin_dir", lambda: a)
+    root_a = launch.session_plugins_dir()
+    link = root_a / "vetset"
+    before = link.lstat().st_ino
+    assert launch.session_plugins_dir() == root_a and link.lstat().st_ino == before  # kept, not rebuilt
+    monkeypatch.setattr(launch, "package_plugin_dir", lambda: b)
+    root_b = launch.session_plugins_dir()
+    assert root_b != root_a
+    assert (root_a / "vetset").resolve() == a.resolve() and (root_b / "vetset").resolve() == b.resolve()
+    assert sorted(p.name for p in root_a.iterdir()) == ["vetset"]
+    for root in (root_a, root_b):  # folders of this test's temporary checkouts
+        for child in root.iterdir():
+            child.unlink()
+        root.rmdir()
