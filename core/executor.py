@@ -68,7 +68,7 @@ class LocalExecutor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = mp.get_context("forkserver")
-        if self.preload:
+        if self.preload and not _PRESTARTED:
             ctx.set_forkserver_preload(["__main__", *self.preload])
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
 
@@ -97,6 +97,16 @@ class LocalExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None = None) -> Iterator[Any]:
+        """Apply ``fn`` to every item in the worker processes; results come back in input order.
+
+        Items travel in chunks of ``chunksize`` (default: about 8 chunks per worker, at most
+        256 items). While the workers start (the forkserver's preload imports, 0.4-1 s; this
+        process would only wait), this process takes chunks from the end of the list and
+        applies ``fn`` to them itself, one chunk at a time, until the pool accepts work. So
+        ``fn`` must also run in the calling process, as it does with ``workers`` <= 1. A
+        worker's exception is raised when its chunk's turn comes, as with
+        ``ProcessPoolExecutor.map``; so is one raised here.
+        """
         if self.workers <= 1 or len(items) < 2:
             self.close()
             for item in items:
@@ -104,18 +114,91 @@ class LocalExecutor:
             return
         if chunksize is None:
             chunksize = max(1, min(256, len(items) // (self.workers * 8) or 1))
+        chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
         pool, self._pool = self._pool or self._new_pool(), None
-        if self._starter is not None:
-            self._starter.join()
-            self._starter = None
+        starter, self._starter = self._starter, None  # still starting the workers, maybe: the feed waits for it
+        feed = _Feed(pool, fn, chunks)
         finished = False
         try:
-            yield from pool.map(fn, items, chunksize=chunksize)
+            local = feed.help_while_starting()
+            for i, future in enumerate(feed.futures):
+                ok, result = local.pop(i) if i in local else (True, future.result())
+                if not ok:
+                    raise result
+                yield from result
             finished = True
         finally:
             # on Ctrl-C, an error or an abandoned generator, drop the chunks not started yet
-            # instead of waiting for all of them (``with`` would wait)
+            # instead of waiting for all of them
+            feed.stop()
+            if starter is not None:
+                starter.join()
             pool.shutdown(wait=finished, cancel_futures=not finished)
+
+
+def _run_chunk(fn: Callable[[Any], Any], chunk: Sequence[Any]) -> list[Any]:
+    return [fn(item) for item in chunk]
+
+
+class _Feed:
+    """Hands ``chunks`` to ``pool`` from a thread, front first, while the calling thread
+    takes chunks from the back until the pool's first ``submit`` returns.
+
+    That first ``submit`` blocks until the worker processes exist: with a ``forkserver``
+    context, until the forkserver has imported its preload modules. Later submits return
+    at once, so the back-taking stops as soon as workers can take chunks.
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor, fn: Callable[[Any], Any], chunks: list[Sequence[Any]]):
+        self.pool, self.fn, self.chunks = pool, fn, chunks
+        self.futures: list[Any] = [None] * len(chunks)
+        self._lock = threading.Lock()
+        self._next, self._end = 0, len(chunks)  # chunks [next, end) are not taken yet
+        self._accepting = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._submit_all, name="vetset-workers-feed", daemon=True)
+        self._thread.start()
+
+    def _take_front(self) -> int | None:
+        with self._lock:
+            if self._next >= self._end:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _submit_all(self) -> None:
+        try:
+            while (i := self._take_front()) is not None:
+                self.futures[i] = self.pool.submit(_run_chunk, self.fn, self.chunks[i])
+                self._accepting.set()
+        except BaseException as exc:  # a broken pool: raised by the consumer
+            self._error = exc
+        finally:
+            self._accepting.set()
+
+    def help_while_starting(self) -> dict[int, tuple[bool, Any]]:
+        """Run chunks from the back here until the pool accepts work; then wait for the
+        feeding thread. Returns ``{chunk index: (True, results) or (False, exception)}``."""
+        local: dict[int, tuple[bool, Any]] = {}
+        while not self._accepting.is_set():
+            with self._lock:
+                if self._next >= self._end:
+                    break
+                self._end -= 1
+                i = self._end
+            try:
+                local[i] = (True, _run_chunk(self.fn, self.chunks[i]))
+            except Exception as exc:  # raised in order, as a worker's would be
+                local[i] = (False, exc)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return local
+
+    def stop(self) -> None:
+        """Submit nothing more (the consumer stopped early)."""
+        with self._lock:
+            self._end = self._next
 
 
 def get_executor(name: str = "local", workers: int | None = None, **kwargs: Any) -> Executor:
@@ -199,6 +282,36 @@ def executor_for(spec: Any = None, workers: int | None = None, preload: Sequence
     if workers is not None and workers <= 1 and name in BACKENDS:
         return LocalExecutor(0)
     return get_executor(name, workers if workers is not None else choice_workers, address=address, preload=preload)
+
+
+_PRESTARTED = False
+
+
+def prestart(preload: Sequence[str]) -> bool:
+    """Start this process's forkserver now, in a background thread, importing ``preload``.
+
+    A run calls this before it loads the dataset, with the ``worker_modules`` of its stages,
+    so that the forkserver's imports (0.5 s for the audit's modules, 1.3 s with the
+    augmentation writer's, on one core) overlap with the load, and each stage's workers
+    later start by a fork (milliseconds). It does nothing (returns ``False``) outside the
+    local backend, with ``workers`` <= 1 chosen, with nothing to preload, or when the
+    forkserver was already started: a process has one forkserver, and its preload list is
+    fixed when it starts.
+
+    Returns:
+        whether a start was begun.
+    """
+    global _PRESTARTED
+    name, _, workers = current_executor()
+    workers = default_workers() if workers is None else workers
+    if name != "local" or workers <= 1 or not preload or _PRESTARTED:
+        return False
+    from multiprocessing import forkserver
+
+    _PRESTARTED = True
+    mp.get_context("forkserver").set_forkserver_preload(["__main__", *dict.fromkeys(preload)])
+    threading.Thread(target=forkserver.ensure_running, name="vetset-forkserver-start", daemon=True).start()
+    return True
 
 
 def release() -> None:

@@ -75,12 +75,17 @@ class Stage:
             ``result["stages"][name]``.
         options: pydantic model validating the stage's mapping in the recipe.
         description: one line for ``recipes plugins``.
+        worker_modules: modules the stage's worker processes import (local executor). A
+            run starts the forkserver with them while it loads the dataset
+            (:func:`vetset.core.executor.prestart`), so the stage's workers start in
+            milliseconds instead of importing them (0.5-1.3 s) when the stage begins.
     """
 
     name: str
     run: Callable[..., dict[str, Any]]
     options: type[BaseModel] = NoOptions
     description: str = ""
+    worker_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from vetset.core import __version__
 from vetset.core.dataset import LoadSummary, load_dataset
 from vetset.core.errors import ChecksFailed, VetsetError
+from vetset.core.executor import prestart, use_executor
 from vetset.core.manager import Hooks
 from vetset.core.recipe import Recipe
 from vetset.core.result import RESULT_FILE, SCHEMA_VERSION, evaluate_fail_on, read_result, write_json_atomic
@@ -124,13 +125,13 @@ class Run:
             VetsetError: a user-fixable problem in a stage.
             ChecksFailed: a ``fail_on`` threshold was exceeded (after the result is written).
         """
-        from vetset.core.executor import use_executor
-
         with use_executor(self.recipe.executor):
             return self._execute()
 
     def _execute(self) -> dict[str, Any]:
         started, t0 = _now(), time.perf_counter()
+        prestart([m for name in self.recipe.stage_names() if name in self.hooks.stages
+                  for m in self.hooks.stages[name].worker_modules])
         if self.dataset is None:
             self.load()
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,10 @@ BUILTIN_CHECK_OPTIONS = ("balance", "orientation", "colour", "clarity", "exposur
 MIN_IMAGES_FOR_WORKERS = 64
 #: Modules the worker processes' forkserver imports once.
 WORKER_PRELOAD = ("vetset.plugins.audit", "numpy", "PIL.Image", "cv2", "imagehash", "scipy.fftpack")
+#: Modules of the built-in checks' ``compute`` functions (a plugin's own are preloaded when
+#: its pass starts the forkserver, else each worker imports them).
+BUILTIN_COMPUTE_MODULES = ("vetset.plugins.checks_duplicates", "vetset.plugins.checks_image",
+                           "vetset.plugins.checks_quality")
 
 
 class AuditOptions(BaseModel):
@@ -378,4 +382,5 @@ def _audit_stage(run: Any, options: AuditOptions) -> dict[str, Any]:
 @hookimpl
 def vetset_register_stages(register):
     register(Stage("audit", _audit_stage, AuditOptions,
-                   "audit balance, coverage (orientation/colour/clarity), quality, duplicates/leakage, unreadable files"))
+                   "audit balance, coverage (orientation/colour/clarity), quality, duplicates/leakage, unreadable files",
+                   worker_modules=WORKER_PRELOAD + BUILTIN_COMPUTE_MODULES))

@@ -172,8 +172,12 @@ def _augment_stage(run: Any, options: AugmentOptions) -> dict[str, Any]:
 
 @hookimpl
 def vetset_register_stages(register):
+    from vetset.plugins.audit import BUILTIN_COMPUTE_MODULES, WORKER_PRELOAD
+    from vetset.plugins.augment_write import PRELOAD
+
     register(Stage(name="augment", run=_augment_stage, options=AugmentOptions,
-                   description="plan albumentations augmentation for the audit's gaps, write new train images, re-audit"))
+                   description="plan albumentations augmentation for the audit's gaps, write new train images, re-audit",
+                   worker_modules=PRELOAD + WORKER_PRELOAD + BUILTIN_COMPUTE_MODULES))  # it audits again
 
 
 @hookimpl
