@@ -24,9 +24,14 @@ single-process rows also show this process's CPU time (``time.process_time``, al
 threads), which other processes disturb far less, and the MongoDB server's CPU time
 during each writer run (the inserts' cost on the database side, another process).
 
+On a shared machine the same plain loop's CPU time moves by 10-20% from one run to the
+next, as much as the target. So the bookkeeping is also measured paired image by image
+(:func:`paired_steps`): the plain step and the writer's per-image work back to back for
+each image, then the writer's sample inserts for the same images.
+
 Usage::
 
-    .venv/bin/python benchmarks/augment_throughput.py [--repeat 8] [--workers 2] [--rounds 3] [--data DIR] [--workdir DIR]
+    .venv/bin/python benchmarks/augment_throughput.py [--repeat 8] [--workers 2] [--rounds 5] [--data DIR] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=8, help="new images per source photo")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of the four configurations; ratios are per round")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the four configurations; ratios are per round")
     ap.add_argument("--data", default=None, help="ImageFolder tree (default: the shared hymenoptera set)")
     ap.add_argument("--workdir", default=None,
                     help="folder for the unpacked photos and every output (default: the system temp folder); "
@@ -146,6 +151,7 @@ def main() -> None:
                 times[names[k % len(runs)]].append(runs[k % len(runs)](r))
         n_samples = len(ds.match_tags("augmented"))
         assert n_samples == 2 * args.rounds * len(images), n_samples
+        paired = paired_steps(ds, images, compose, cfg, tmp / "paired")
     finally:
         import fiftyone as fo
 
@@ -180,6 +186,51 @@ def main() -> None:
           f"{_summary(wall_over, '%')} wall time  (target < 10%)")
     print(f"  speed-up of the writer with {args.workers} workers vs the plain loop (cv2), wall time: "
           f"{_summary(speed_up, 'x')}  (target >= 1.5x on 2 idle cores)")
+    step, apply, insert = (1000 * v / n for v in paired)
+    print(f"\npaired per image (the plain loop's step and the writer's apply_one back to back, image by image, "
+          f"thread CPU time; then the writer's sample inserts of those images):\n"
+          f"  plain step {step:.3f} ms, apply_one {apply:.3f} ms ({100 * (apply - step) / step:+.1f}%), "
+          f"sample insert {insert:.3f} ms ({100 * insert / step:+.1f}%): "
+          f"bookkeeping {100 * (apply + insert - step) / step:+.1f}% per image  (target < 10%)")
+
+
+def paired_steps(ds, images, compose, cfg, folder: Path) -> tuple[float, float, float]:
+    """The bookkeeping measured where a shared machine's slow phases cannot fall on one side.
+
+    For every image, the plain loop's step (vetset decode, transform, encode, write) and the
+    writer's :func:`~vetset.plugins.augment_write.apply_one` (seeding, applied parameters,
+    atomic write) run back to back, in an order that alternates; then the writer's sample
+    documents for those images are built and inserted as its adder thread does (batches of
+    256). Returns the CPU seconds (``time.thread_time``) of the three.
+    """
+    import cv2
+
+    from vetset.core.images import decode
+    from vetset.plugins.augment_store import _sample, insert_samples
+    from vetset.plugins.augment_write import Task, apply_one
+
+    folder.mkdir(parents=True)
+    step = apply = insert = 0.0
+    made = []
+    for i, im in enumerate(images):
+        for which in ((0, 1) if i % 2 else (1, 0)):
+            c = time.thread_time()
+            if which == 0:
+                out = compose(image=decode(im.source.filepath).array)["image"]
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                (folder / f"plain-{i:05d}.jpg").write_bytes(buf.tobytes())
+                step += time.thread_time() - c
+            else:
+                task = Task(im.source.filepath, str(folder / f"writer-{i:05d}.jpg"), im.policy, im.seed)
+                res = apply_one(cfg, task)
+                apply += time.thread_time() - c
+                made.append((im, task, res))
+    for start in range(0, len(made), 256):
+        c = time.thread_time()
+        pairs = [_sample("bench-paired", item) for item in made[start:start + 256]]
+        insert_samples(ds, [p[0] for p in pairs], [p[1] for p in pairs])
+        insert += time.thread_time() - c
+    return step, apply, insert
 
 
 def _summary(values: list[float], unit: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -236,56 +237,36 @@ def fingerprint(obj: Any) -> str:
 def jsonable_params(value: Any) -> Any:
     """Applied transform parameters as BSON/JSON-safe Python values.
 
-    numpy scalars become Python numbers, small arrays lists, tuples lists; arrays with
-    more than :data:`MAX_PARAM_ELEMENTS` elements become ``{"shape", "dtype"}`` summaries.
+    numpy scalars become Python numbers, small arrays lists, tuples lists, dict keys
+    strings, non-finite floats ``None``; arrays with more than :data:`MAX_PARAM_ELEMENTS`
+    elements become ``{"shape", "dtype"}`` summaries and longer lists ``{"length"}``;
+    anything else its ``str``. Dispatches on the exact type first: 7 us for the ``light``
+    policy's parameters, where a ``json`` round trip took 33 us (1% of an image).
     """
-    if not _has_long_sequence(value):
-        try:  # fast path (about 5x): the C JSON encoder, numpy values through _json_default
-            return json.loads(json.dumps(value, default=_json_default, allow_nan=False))
-        except (TypeError, ValueError):  # non-finite floats, non-str keys, odd objects
-            pass
-    return _jsonable(value)
-
-
-def _has_long_sequence(value: Any) -> bool:
-    """Whether a Python list/tuple longer than :data:`MAX_PARAM_ELEMENTS` is anywhere in ``value``."""
-    if isinstance(value, (list, tuple)):
-        return len(value) > MAX_PARAM_ELEMENTS or any(_has_long_sequence(v) for v in value
-                                                      if isinstance(v, (list, tuple, dict)))
-    if isinstance(value, dict):
-        return any(_has_long_sequence(v) for v in value.values() if isinstance(v, (list, tuple, dict)))
-    return False
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        if value.size > MAX_PARAM_ELEMENTS:
-            return {"shape": list(value.shape), "dtype": str(value.dtype)}
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value).__name__)
-
-
-def _jsonable(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        if value.size > MAX_PARAM_ELEMENTS:
-            return {"shape": list(value.shape), "dtype": str(value.dtype)}
-        return _jsonable(value.tolist())
-    if isinstance(value, (list, tuple)):
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): jsonable_params(v) for k, v in value.items()}
+    if kind is tuple or kind is list:
         if len(value) > MAX_PARAM_ELEMENTS:
             return {"length": len(value)}
-        return [_jsonable(v) for v in value]
+        return [jsonable_params(v) for v in value]
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.size > MAX_PARAM_ELEMENTS:
+            return {"shape": list(value.shape), "dtype": str(value.dtype)}
+        return jsonable_params(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+        return jsonable_params(value.item())
+    for plain in (bool, int, float, str):  # subclasses (IntEnum, np.float64 handled above)
+        if isinstance(value, plain):
+            return jsonable_params(plain(value))
+    if isinstance(value, Mapping):
+        return jsonable_params(dict(value))
+    if isinstance(value, (list, tuple)):
+        return jsonable_params(list(value))
     return str(value)

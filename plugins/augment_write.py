@@ -75,7 +75,7 @@ def is_gray(image: np.ndarray) -> bool:
     A strided 1/64 sample is compared first, so a colour image costs almost nothing.
     """
     probe = image[::8, ::8]
-    if not (np.array_equal(probe[..., 0], probe[..., 1]) and np.array_equal(probe[..., 0], probe[..., 2])):
+    if (probe[..., 0] != probe[..., 1]).any() or (probe[..., 0] != probe[..., 2]).any():
         return False
     return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2]))
 

@@ -314,7 +314,9 @@ def test_the_writer_s_insert_writes_what_add_samples_writes(ds_name):
     timestamps and every field read back through FiftyOne equal those of ``add_samples``."""
     import fiftyone as fo
 
-    from vetset.plugins.augment_store import declare_fields, insert_samples
+    from vetset.plugins.augment_plan import PlannedImage, Source
+    from vetset.plugins.augment_store import _sample, declare_fields, insert_samples
+    from vetset.plugins.augment_write import Task
 
     ds = fo.Dataset(ds_name)
     declare_fields(ds)
@@ -325,19 +327,19 @@ def test_the_writer_s_insert_writes_what_add_samples_writes(ds_name):
                          source_id="a" * 24, source_filepath="/data/ants/1.jpg", aug_policy="light", aug_target=None,
                          aug_plan="p1", aug_key="k1", aug_params=params)
 
-    def bare(path):  # what the writer makes: the applied parameters go in as plain JSON
-        s = sample(path)
-        s.clear_field("aug_params")
-        return s
+    def made(path):  # what the writer makes: a bare sample, the other fields in stored form
+        im = PlannedImage(Source("a" * 24, "/data/ants/1.jpg", "ants", {}), "light", 0, 7, "k1", None, {})
+        bare, fields = _sample("p1", (im, Task("/data/ants/1.jpg", path, "light", 7), {"params": params}))
+        return [bare], [fields]
 
     ds.add_samples([sample("/out/public.jpg")], expand_schema=False, validate=False, progress=False)
-    insert_samples(ds, [bare("/out/fast.jpg")], [{"aug_params": params}])
+    insert_samples(ds, *made("/out/fast.jpg"))
 
     class NoInternals:  # a FiftyOne without _make_dict: the public add_samples
         def add_samples(self, samples, **kwargs):
             return ds.add_samples(samples, **kwargs)
 
-    insert_samples(NoInternals(), [bare("/out/fallback.jpg")], [{"aug_params": params}])
+    insert_samples(NoInternals(), *made("/out/fallback.jpg"))
     assert len(ds) == 3 and len(ds.match_tags("augmented")) == 3
     public, fast, fallback = (ds._sample_collection.find_one({"filepath": fp})
                               for fp in ("/out/public.jpg", "/out/fast.jpg", "/out/fallback.jpg"))
@@ -349,7 +351,7 @@ def test_the_writer_s_insert_writes_what_add_samples_writes(ds_name):
     assert fast == public and fallback == public
     empty = fo.Dataset()  # into an empty dataset the media type is set, as add_samples sets it
     try:
-        insert_samples(empty, [bare("/out/first.jpg")], [{"aug_params": params}])
+        insert_samples(empty, *made("/out/first.jpg"))
         assert empty.media_type == "image"
         empty.add_samples([sample("/out/second.jpg")])
         assert len(empty) == 2
