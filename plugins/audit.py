@@ -58,7 +58,8 @@ class AuditOptions(BaseModel):
         max_side: JPEGs larger than this are decoded with Pillow's draft mode (libjpeg DCT
             scaling by 1/2, 1/4 or 1/8), keeping the longer side at least this and at least
             ``clarity.size``; ``null`` decodes everything at full size. Default 128.
-        chunk_size: images per worker task; ``null`` = about 8 tasks per worker, 8..256.
+        chunk_size: images per worker task; ``null`` = chunks that shrink toward the end
+            (the remaining images / (4 x workers), 8..256; see :func:`pass_chunks`).
         coverage_gap_share: a class has a coverage gap in a bin when under this share of its
             train images fall in it while at least this share of all train images do.
             Default 0.05.
@@ -182,11 +183,25 @@ def pass_executor(n: int, workers: int | None, computes: tuple, executor: Any = 
 
 
 def pass_chunks(paths: list[str], workers: int, chunk_size: int | None = None) -> list[list[str]]:
-    """The image pass's worker tasks: ``chunk_size`` paths each (default: about 8 chunks per
-    worker, 8 to 256 paths)."""
+    """The image pass's worker tasks, in order: ``chunk_size`` paths each, or by default
+    chunks that shrink toward the end.
+
+    The default is guided self-scheduling (Polychronopoulos and Kuck, "Guided
+    Self-Scheduling", IEEE Trans. Computers, 1987), with a factor of 4: each chunk takes the
+    remaining paths / (4 x ``workers``), at least 8 and at most 256. Large chunks first
+    keep the messages few; small ones last let the workers finish within a few images of
+    each other, where equal chunks of 25 hymenoptera photos (50 ms each) left one worker
+    idle for up to a chunk at the end of a 0.4 s pass.
+    """
     n = len(paths)
-    size = chunk_size or min(256, max(8, math.ceil(n / max(1, workers * 8))))
-    return [paths[i:i + size] for i in range(0, n, size)]
+    if chunk_size:
+        return [paths[i:i + chunk_size] for i in range(0, n, chunk_size)]
+    chunks, i, share = [], 0, 4 * max(1, workers)
+    while i < n:
+        size = min(256, max(8, math.ceil((n - i) / share)))
+        chunks.append(paths[i:i + size])
+        i += size
+    return chunks
 
 
 def image_pass(paths: list[str], max_side: int | None, computes: tuple, workers: int | None,

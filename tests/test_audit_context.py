@@ -246,3 +246,19 @@ def test_the_block_reports_the_workers_that_ran(digits_dir, fresh_name):
         assert chunks["executor"] == {"name": "local", "workers": 2}
     finally:
         fo.delete_dataset(ds.name)
+
+
+def test_pass_chunks_shrink_toward_the_end_and_keep_every_path_in_order():
+    from vetset.plugins.audit import pass_chunks
+
+    for n, workers in ((398, 2), (10_000, 2), (10_000, 16), (7, 2), (0, 2), (300, 0)):
+        paths = [f"/d/{i}.jpg" for i in range(n)]
+        chunks = pass_chunks(paths, workers)
+        sizes = [len(c) for c in chunks]
+        assert [p for c in chunks for p in c] == paths
+        assert sizes == sorted(sizes, reverse=True)
+        assert all(8 <= s <= 256 for s in sizes[:-1]) and (not sizes or 1 <= sizes[-1] <= 256)
+        if n >= 1000:
+            assert sizes[0] == min(256, -(-n // (4 * workers))) and sizes[-2] == 8  # few messages first, a short tail
+    assert [len(c) for c in pass_chunks(["p"] * 398, 2)][:3] == [50, 44, 38]  # 398/8, 348/8, 304/8
+    assert [len(c) for c in pass_chunks(["p"] * 250, 2, chunk_size=100)] == [100, 100, 50]
