@@ -238,18 +238,22 @@ def jsonable_params(value: Any) -> Any:
     """Applied transform parameters as BSON/JSON-safe Python values.
 
     numpy scalars become Python numbers, small arrays lists, tuples lists, dict keys
-    strings, non-finite floats ``None``; arrays with more than :data:`MAX_PARAM_ELEMENTS`
-    elements become ``{"shape", "dtype"}`` summaries and longer lists ``{"length"}``;
-    anything else its ``str``. Dispatches on the exact type first: 7 us for the ``light``
-    policy's parameters, where a ``json`` round trip took 33 us (1% of an image).
+    strings, non-finite floats ``None``, integers beyond BSON's 64 bits their decimal
+    string, ``str`` subclasses (a ``(str, Enum)`` member) their value; arrays with more
+    than :data:`MAX_PARAM_ELEMENTS` elements become ``{"shape", "dtype"}`` summaries and
+    longer lists ``{"length"}``; anything else its ``str``. Dispatches on the exact type
+    first: 7 us for the ``light`` policy's parameters, where a ``json`` round trip took
+    33 us (1% of an image).
     """
     kind = type(value)
     if kind is float:
         return value if math.isfinite(value) else None
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return value
+    if kind is int:  # MongoDB stores at most 8-byte integers (bson raises OverflowError)
+        return value if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF else str(value)
     if kind is dict:
-        return {k if type(k) is str else str(k): jsonable_params(v) for k, v in value.items()}
+        return {k if type(k) is str else _key(k): jsonable_params(v) for k, v in value.items()}
     if kind is tuple or kind is list:
         if len(value) > MAX_PARAM_ELEMENTS:
             return {"length": len(value)}
@@ -264,9 +268,15 @@ def jsonable_params(value: Any) -> Any:
         return jsonable_params(value.item())
     for plain in (bool, int, float, str):  # subclasses (IntEnum, np.float64 handled above)
         if isinstance(value, plain):
-            return jsonable_params(plain(value))
+            # str.__str__: a (str, Enum) member's value ("red"), where str() gives "Colour.RED"
+            return jsonable_params(str.__str__(value) if plain is str else plain(value))
     if isinstance(value, Mapping):
         return jsonable_params(dict(value))
     if isinstance(value, (list, tuple)):
         return jsonable_params(list(value))
     return str(value)
+
+
+def _key(key: Any) -> str:
+    """A dict key as ``str``: a ``str`` subclass's value (as ``json`` writes it), else ``str(key)``."""
+    return str.__str__(key) if isinstance(key, str) else str(key)

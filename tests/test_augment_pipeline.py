@@ -160,6 +160,31 @@ def test_applied_params_become_json():
     assert out["order"] == [1, 2] and isinstance(out["order"][0], int) and out["alpha"] == 0.5
 
 
+def test_applied_params_are_bson_safe_whatever_a_custom_transform_returns():
+    """Values a plugin's transform may put in its parameters: enum members keep their value,
+    NaN in a numpy float32 becomes None, and integers MongoDB cannot store (over 8 bytes)
+    become strings instead of failing the insert with bson's OverflowError."""
+    import enum
+
+    import bson
+
+    class Mode(str, enum.Enum):
+        REFLECT = "reflect"
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    params = {"mode": Mode.REFLECT, Mode.REFLECT: 1, "level": Level.HIGH, "nan32": np.float32("nan"),
+              "seed": np.uint64(2 ** 64 - 1), "big": 2 ** 63, "edge": [2 ** 63 - 1, -2 ** 63],
+              "pts": ((np.int8(1), np.float16(0.5)),)}
+    out = jsonable_params(params)
+    assert out == {"mode": "reflect", "reflect": 1, "level": 2, "nan32": None, "seed": "18446744073709551615",
+                   "big": "9223372036854775808", "edge": [2 ** 63 - 1, -2 ** 63], "pts": [[1, 0.5]]}
+    assert type(out["mode"]) is str and type(out["level"]) is int
+    assert bson.decode(bson.encode({"p": out}))["p"] == out
+    json.dumps(out, allow_nan=False)
+
+
 def test_at_working_size_blurs_by_a_share_of_the_image(hooks, hymenoptera_dir):
     """The same AtWorkingSize blur leaves a small and a 4x larger copy of a photo equally blurred
     at the audit's 128 px scale, where a bare GaussianBlur barely touches the large one."""

@@ -116,3 +116,43 @@ def test_a_run_prestarts_the_workers_of_its_stages(monkeypatch, digits_dir, fres
     Run(recipe, hooks, data=digits_dir, dataset=fresh_name, out_dir=tmp_path, log=lambda m: None).execute()
     assert asked == [list(hooks.stages["audit"].worker_modules)]
     assert "imagehash" in asked[0] and "vetset.plugins.checks_image" in asked[0]
+
+
+def _stamp_start(folder: str, x: int) -> int:
+    """Write the time item ``x`` started into ``folder/x``, then take 20 ms."""
+    import os
+    import time
+
+    with open(os.path.join(folder, str(x)), "w") as fh:
+        fh.write(repr(time.time()))
+    time.sleep(0.02)
+    return x
+
+
+def test_an_abandoned_map_cancels_the_chunks_no_worker_started(monkeypatch, tmp_path):
+    """Closing the generator early (Ctrl-C, an error in the consumer) cancels every chunk not
+    started, at once. ``shutdown(cancel_futures=True)`` alone left that to the pool's manager
+    thread, which skips it when the pool object is already gone; about half the time every
+    remaining chunk still ran (and an interpreter's exit waited for them)."""
+    import functools
+    import time
+
+    feeds: list = []
+
+    class Recording(ex._Feed):
+        def __init__(self, *args):
+            super().__init__(*args)
+            feeds.append(self)
+
+    monkeypatch.setattr(ex, "_Feed", Recording)
+    gen = ex.LocalExecutor(2).map(functools.partial(_stamp_start, str(tmp_path)), list(range(150)), chunksize=1)
+    assert next(gen) == 0
+    gen.close()
+    closed = time.time()
+    futures = [f for f in feeds[0].futures if f is not None]
+    assert futures and not [f for f in futures if not (f.cancelled() or f.running() or f.done())]
+    assert sum(f.cancelled() for f in futures) >= len(futures) - 10  # 20 ms each: most had not started
+    del gen, feeds[:], futures  # the pool goes too: nothing may start after this
+    time.sleep(0.6)
+    started_after = [p.name for p in tmp_path.iterdir() if float(p.read_text()) > closed + 0.05]
+    assert len(started_after) <= 3, started_after  # at most what sat in the pool's call queue
