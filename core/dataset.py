@@ -262,6 +262,10 @@ def load_dataset(
     else:
         items, classes, skipped = scan_imagefolder(src)
         kind = "imagefolder"
+        if not items:
+            raise DataError(f"Data folder {src} has class folders but no image files in them"
+                            + (f" ({skipped} other files skipped)" if skipped else "") + "; expected "
+                            f"{src}/<class>/<image> files with image extensions ({' '.join(IMG_EXTENSIONS)}).")
     ds_name, note = (name, None) if name else _default_name_for(src)
     summary = LoadSummary(ds_name, str(src.resolve()), kind, classes, skipped_non_image=skipped)
     if note:

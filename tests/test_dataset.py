@@ -128,6 +128,8 @@ def test_empty_class_folder_is_kept_in_the_class_list(digits_dir, tmp_path, fres
         (lambda p: p / "missing", r"missing does not exist"),
         (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", r"is not a folder"),
         (lambda p: (p / "e").mkdir() or p / "e", r"has no class sub-folders"),
+        (lambda p: (p / "t" / "a").mkdir(parents=True) or (p / "t" / "a" / "x.txt").write_text("x") and p / "t",
+         r"has class folders but no image files in them \(1 other files skipped\)"),
         (lambda p: (p / "m.csv").write_text("path,cls\na,b\n") and p / "m.csv", r"needs the columns filepath,label"),
         (lambda p: (p / "s.csv").write_text("filepath,label,split\na.jpg,x,holdout\n") and p / "s.csv",
          r"row 2: split 'holdout' is not one of train, val, test"),
