@@ -154,7 +154,7 @@ def _save_class_views(dataset: Any, classes: list[str]) -> dict[str, int]:
 
 def _predict_splits(run: Any, ckpt: dict[str, Any], model: Any, options: ValidateOptions) -> dict[str, Any]:
     """Predict, store and evaluate each split; returns ``{split: split_metrics(...)}``."""
-    from vetset.core.dataset import split_view
+    from vetset.core.dataset import split_view, training_view
     from vetset.plugins.train import predict
 
     classes = list(ckpt["classes"])
@@ -167,7 +167,8 @@ def _predict_splits(run: Any, ckpt: dict[str, Any], model: Any, options: Validat
     for split in ("train", "val", "test"):
         if split == "train" and not options.gap_on_train:
             continue
-        view = split_view(ds, split)
+        # train: the images the trainer fitted on (an earlier --out's augmented set is left out, as there)
+        view = training_view(ds)[0] if split == "train" else split_view(ds, split)
         if not len(view):
             continue
         ids, paths, gt = view.values(["id", "filepath", f"{GT_FIELD}.label"])

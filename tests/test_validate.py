@@ -231,3 +231,33 @@ def test_gap_from_training_history_when_train_is_not_predicted(validated):
     # predictions of samples not predicted this time are cleared, not left stale
     assert len(run.dataset.match_tags("train").exists("predictions")) == 0
     assert len(run.dataset.match_tags("val").exists("predictions")) == block["val"]["num_samples"]
+
+
+def test_the_train_split_is_scored_on_the_images_the_trainer_fitted(validated, tmp_path):
+    """Augmented samples of an earlier --out stay tagged train but the trainer leaves them out
+    (``training_view``); the train accuracy of the gap verdict must leave them out too."""
+    import shutil
+
+    import fiftyone as fo
+
+    run, result, _ = validated
+    ds = run.dataset
+    sources = ds.match_tags("train").limit(6).values("filepath")
+    (tmp_path / "old-out").mkdir()
+    stale = [fo.Sample(filepath=shutil.copy(p, tmp_path / "old-out" / f"{i}.png"), tags=["train", "augmented"],
+                       ground_truth=fo.Classification(label="0")) for i, p in enumerate(sources)]
+    ids = ds.add_samples(stale)
+    info = dict(ds.info or {})
+    before = dict(info.get("vetset") or {})
+    info["vetset"] = {**before, "augment_folder": str(tmp_path / "latest-out")}
+    ds.info = info
+    ds.save()
+    try:
+        again = run.hooks.stages["validate"].run(run, run.recipe.options("validate"))
+        assert again["train"]["num_samples"] == result["stages"]["validate"]["train"]["num_samples"] == 1438
+        assert len(ds.select(ids).exists("predictions")) == 0
+    finally:
+        ds.delete_samples(ids)
+        info["vetset"] = before
+        ds.info = info
+        ds.save()
