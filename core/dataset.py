@@ -275,7 +275,7 @@ def load_dataset(
     recorded = ((ds.info or {}).get("vetset") or {}).get("source")
     if recorded and recorded != summary.source and len(ds):
         raise DataError(f"Dataset {ds_name!r} holds the images of {recorded}, not {summary.source}; pass "
-                        f"--dataset NAME to load this folder into a dataset of its own (or delete the old one: "
+                        f"another --dataset NAME to load this folder into a dataset of its own (or delete the old one: "
                         f"fiftyone datasets delete {ds_name}).")
     ds.persistent = True
     deduped = _unique_filepaths(ds)

@@ -169,6 +169,8 @@ def _stat_reason(path: str) -> tuple[str | None, int]:
             return "symlink loop", 0
         if os.path.islink(path):
             return "broken symlink", 0
+        if exc.errno == errno.ENOENT:
+            return "file not found", 0
         return f"cannot stat file ({exc.strerror or exc})", 0
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file", 0
@@ -185,7 +187,7 @@ def read_file(path: str) -> tuple[bytes | None, str | None]:
     installed), read with ``fsspec.open``; that is how Ray workers on other machines read
     images from shared storage.
 
-    Reasons are those of :func:`decode` (``"empty file"``, ``"symlink loop"``...); for
+    Reasons are those of :func:`decode` (``"empty file"``, ``"file not found"``...); for
     URLs ``"cannot read file (...)"``, ``"not a regular file"`` (a directory) or
     ``"empty file"``.
     """

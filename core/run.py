@@ -150,7 +150,7 @@ class Run:
             if previous and name in previous.get("stages", {}) and \
                     previous.get("recipe", {}).get("stages", {}).get(name) == dumped["stages"][name]:
                 self.results[name] = previous["stages"][name]
-                self.stage_times[name] = previous.get("stage_times_s", {}).get(name, 0.0)
+                self.stage_times[name] = 0.0  # nothing ran now (the earlier run's time is in its log)
                 self.log(f"[{name}] already done in {self.out_dir / RESULT_FILE}; skipped (resume)")
                 continue
             self.log(f"[{name}] {stage.description or 'running'}")

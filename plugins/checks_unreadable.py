@@ -32,6 +32,8 @@ EXPLANATIONS: dict[str, str] = {
     "symlink loop": "A symbolic link that points back to itself (directly or through other links).",
     "not a regular file": "The path is not a regular file (a directory or a device).",
     "cannot read file": "The file exists but could not be read (permissions or an I/O error).",
+    "file not found": "No file at this path: moved or deleted after it was loaded, or a manifest row "
+                      "with a wrong path.",
     "cannot stat file": "The file could not be inspected (permissions or an I/O error).",
     "cannot decode": "Pillow recognised the format but could not decode it (an unsupported variant "
                      "or corrupt data); re-export it as JPEG/PNG.",

@@ -206,3 +206,12 @@ def test_bad_input_cli_run_finishes(corpus, tmp_path, dsname):
                       "huge.png: decompression bomb", "symlink loop"):
         assert line_part in text, line_part
     assert "audit/unreadable" in proc.stdout
+
+
+def test_a_missing_file_is_file_not_found(tmp_path):
+    from vetset.core.images import decode, probe
+    from vetset.plugins.checks_unreadable import explain
+
+    missing = str(tmp_path / "gone.jpg")
+    assert decode(missing).error == probe(missing) == "file not found"
+    assert explain("file not found").startswith("No file at this path")

@@ -223,7 +223,7 @@ def test_another_folder_with_the_same_dataset_name_is_refused(digits_dir, tmp_pa
     shutil.copytree(digits_dir / "train" / "2", b / "two")
     ds, _ = load_dataset(a, name=fresh_name)
     n = len(ds)
-    with pytest.raises(DataError, match=rf"Dataset '{fresh_name}' holds the images of {a}, not {b}; pass --dataset"):
+    with pytest.raises(DataError, match=rf"Dataset '{fresh_name}' holds the images of {a}, not {b}; pass another --dataset"):
         load_dataset(b, name=fresh_name)
     ds, _ = load_dataset(a, name=fresh_name)  # the same folder again is fine
     assert len(ds) == n
