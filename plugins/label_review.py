@@ -153,7 +153,9 @@ def export_labels(dataset: Any, out: str | os.PathLike | None = None, csv_path: 
         unreviewed: see :func:`decide`.
 
     Returns:
-        ``{"out", "csv", "exported", "counts"}``.
+        ``{"out", "csv", "exported", "counts", "left_out"}``; ``left_out`` counts the samples
+        that are in neither the CSV nor the folder: ``unreadable`` files and ``augmented``
+        images (vetset's own, not the user's data).
 
     Raises:
         VetsetError: neither ``out`` nor ``csv_path``, ``out`` overlapping the source
@@ -197,7 +199,10 @@ def export_labels(dataset: Any, out: str | os.PathLike | None = None, csv_path: 
     csv_file = Path(csv_path).expanduser().resolve() if csv_path else (out_dir / "labels.csv")
     if csv_path:
         _write_csv(csv_file, decisions)
-    return {"out": str(out_dir) if out_dir else None, "csv": str(csv_file), "exported": exported, "counts": counts}
+    left_out = {"unreadable": len(dataset.match_tags("unreadable").match_tags("augmented", bool=False)),
+                "augmented": len(dataset.match_tags("augmented"))}
+    return {"out": str(out_dir) if out_dir else None, "csv": str(csv_file), "exported": exported, "counts": counts,
+            "left_out": left_out}
 
 
 def _write_csv(path: Path, decisions: list[Decision]) -> None:

@@ -71,6 +71,10 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML file (or a recip
     from vetset.core.recipe import load_recipe
 
     recipe = load_recipe(str(file), _hooks())
+    if "train" in recipe.stage_names():  # what `recipes run` checks before any stage: timm model name, optimizer...
+        from vetset.plugins.train import check_options
+
+        check_options(recipe.options("train"))
     console.print(f"{recipe.source}: valid recipe {recipe.name!r} with stages {', '.join(recipe.stage_names())}.",
                   markup=False, highlight=False, soft_wrap=True)
 
@@ -225,6 +229,10 @@ def export_labels(
     console.print(f"labels: {res['csv']}  ({c['changed']} changed; reviewed: {c['confirmed']} confirmed, "
                   f"{c['rejected']} rejected, {c['corrected']} corrected, {c['conflict']} conflicting; "
                   f"{c['unreviewed']} flagged but unreviewed, {c['dropped']} dropped)", markup=False, highlight=False)
+    skipped = res.get("left_out") or {}
+    if any(skipped.values()):
+        console.print(f"left out: {skipped.get('unreadable', 0)} unreadable and {skipped.get('augmented', 0)} "
+                      "augmented images (neither in the CSV nor in the folder)", markup=False, highlight=False)
 
 
 from vetset.recipes.app_cli import app_cli  # noqa: E402  (fiftyone is imported lazily inside)
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     except Exception as exc:
-        message = database_error(exc)
+        message = database_error(exc) or torch_build_error(exc)
         if message is None:
             raise
         err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
@@ -280,6 +288,25 @@ def database_error(exc: BaseException) -> str | None:
                 "check the URI and that the server is running.")
     return (f"cannot start or reach FiftyOne's database ({kind.__name__}: {detail}); another FiftyOne process may "
             "be starting it (try again), or set FIFTYONE_DATABASE_URI to a running MongoDB server.")
+
+
+def torch_build_error(exc: BaseException) -> str | None:
+    """One sentence for a torchvision that does not match the installed torch, else ``None``.
+
+    A torchvision built for another torch fails at import with ``RuntimeError: operator
+    torchvision::nms does not exist`` (its compiled operators do not register), which
+    surfaces wherever timm or torchvision is first imported.
+    """
+    if not (isinstance(exc, RuntimeError) and "torchvision::" in str(exc) and "does not exist" in str(exc)):
+        return None
+    try:
+        from importlib.metadata import version
+
+        builds = f" (installed: torch {version('torch')}, torchvision {version('torchvision')})"
+    except Exception:
+        builds = ""
+    return (f"torchvision does not match the installed torch{builds}: {str(exc).splitlines()[0]}; reinstall both "
+            "from the same index in one command, e.g. `pip install --force-reinstall torch torchvision`.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,3 +66,25 @@ def test_list_show_and_plugins(capsys):
     assert "with defaults filled in" in out and "stages:" in out
     assert main(["plugins"]) == 0
     assert "vetset.plugins.recipes_builtin" in capsys.readouterr().out
+
+
+def test_a_mismatched_torchvision_is_one_sentence(monkeypatch, capsys):
+    import vetset.recipes.cli as cli
+
+    def broken_import(**kwargs):  # what `import timm` raises with a torchvision built for another torch
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(cli, "app", broken_import)
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: torchvision does not match the installed torch (installed: torch ")
+    assert "reinstall both from the same index" in err and len(err.strip().splitlines()) == 1
+    assert cli.torch_build_error(RuntimeError("CUDA out of memory")) is None
+
+
+def test_validate_checks_the_train_options_run_checks(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text("name: t\nstages:\n  train: {model_name: not_a_model}\n")
+    res = run_cli("validate", str(bad))
+    assert res.returncode == 2 and "stages.train.model_name: 'not_a_model' is not a timm model name" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -55,6 +55,7 @@ def test_export_applies_reviews_and_copies_into_imagefolder(reviewed):
     res = export_labels(ds, tmp / "fixed", unreviewed="keep")
     rows = _rows(Path(res["csv"]))
     assert res["exported"] == len(rows) == len(ds) == 200
+    assert res["left_out"] == {"unreadable": 0, "augmented": 0}
     given = dict(zip(*ds.values(["id", "ground_truth.label"])))
     suggested = dict(zip(*ds.values(["id", "suggested_label.label"])))
     assert (rows[ids[0]]["review"], rows[ids[0]]["final_label"]) == ("confirmed", suggested[ids[0]])
@@ -165,3 +166,16 @@ def test_a_rerun_keeps_the_suggestion_a_reviewer_confirmed(digits_dir, tmp_path)
     res = export_labels(ds, csv_path=tmp_path / "labels.csv")
     assert _rows(tmp_path / "labels.csv")[sample.id]["final_label"] == accepted
     assert res["counts"]["confirmed"] == 1
+
+
+def test_export_counts_the_unreadable_samples_it_leaves_out(reviewed):
+    from vetset.plugins.label_review import export_labels
+
+    ds, ids, _, tmp = reviewed
+    ds.select(ids[-1]).tag_samples("unreadable")
+    try:
+        res = export_labels(ds, None, tmp / "only.csv")
+        assert res["left_out"] == {"unreadable": 1, "augmented": 0}
+        assert len(_rows(Path(res["csv"]))) == 199 and ids[-1] not in _rows(Path(res["csv"]))
+    finally:
+        ds.select(ids[-1]).untag_samples("unreadable")
