@@ -83,8 +83,11 @@ def test_unreachable_or_malformed_database_uri_is_one_sentence(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    from PIL import Image
+
     data = tmp_path / "d" / "a"
     data.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(data / "red.png")  # a folder with no image is refused before
     for uri, expect in ((f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=2000", "check the URI"),
                         ("garbage://x", "InvalidURI")):
         env = dict(os.environ, FIFTYONE_DATABASE_URI=uri)
