@@ -63,38 +63,12 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None, preload: Sequence[str] = ()):
         self.workers = default_workers() if workers is None else max(0, int(workers))
         self.preload = tuple(preload)
-        self._pool: ProcessPoolExecutor | None = None
-        self._starter: threading.Thread | None = None
 
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = mp.get_context("forkserver")
         if self.preload and not _PRESTARTED:
             ctx.set_forkserver_preload(["__main__", *self.preload])
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
-
-    def start(self) -> None:
-        """Start the worker processes now, in a background thread, and return at once.
-
-        Their start-up (the forkserver and its preload imports, then one fork per worker:
-        about 0.4 s for the audit's modules on 2 cores) then overlaps with what the caller
-        does before :meth:`map`, such as reading the samples from FiftyOne. Optional:
-        :meth:`map` starts them itself. The next :meth:`map` uses and then shuts down the
-        started workers; :meth:`close` shuts them down when no ``map`` follows.
-        """
-        if self.workers <= 1 or self._pool is not None:
-            return
-        pool = self._pool = self._new_pool()
-        # a submit launches every worker (forkserver contexts start them all at once)
-        self._starter = threading.Thread(target=pool.submit, args=(int,), name="vetset-workers-start", daemon=True)
-        self._starter.start()
-
-    def close(self) -> None:
-        """Shut down workers :meth:`start` started and no :meth:`map` used; a no-op otherwise."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            if self._starter is not None:
-                self._starter.join()
-            pool.shutdown(wait=False, cancel_futures=True)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None = None) -> Iterator[Any]:
         """Apply ``fn`` to every item in the worker processes; results come back in input order.
@@ -107,16 +81,15 @@ class LocalExecutor:
         worker's exception is raised when its chunk's turn comes, as with
         ``ProcessPoolExecutor.map``; so is one raised here.
         """
+        _CALLERS.add(os.getpid())
         if self.workers <= 1 or len(items) < 2:
-            self.close()
             for item in items:
                 yield fn(item)
             return
         if chunksize is None:
             chunksize = max(1, min(256, len(items) // (self.workers * 8) or 1))
         chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
-        pool, self._pool = self._pool or self._new_pool(), None
-        starter, self._starter = self._starter, None  # still starting the workers, maybe: the feed waits for it
+        pool = self._new_pool()
         feed = _Feed(pool, fn, chunks)
         finished = False
         try:
@@ -133,9 +106,24 @@ class LocalExecutor:
             feed.stop()
             if not finished:
                 feed.cancel()
-            if starter is not None:
-                starter.join()
             pool.shutdown(wait=finished, cancel_futures=not finished)
+
+
+_SET_UP: set[tuple[str, str]] = set()
+#: Processes that called :meth:`LocalExecutor.map`: work functions also run there (in-process
+#: with ``workers`` <= 1, and while the workers start), and must leave its settings alone.
+_CALLERS: set[int] = set()
+
+
+def setup_worker_once(setup: Callable[[], None]) -> None:
+    """Call ``setup`` once per process, and only in a worker process (a local pool's or a
+    Ray worker), never in a process that called :meth:`LocalExecutor.map`, which keeps its
+    own settings (OpenCV's thread count, for one).
+    """
+    key = (setup.__module__, setup.__qualname__)
+    if key not in _SET_UP and os.getpid() not in _CALLERS:
+        _SET_UP.add(key)
+        setup()
 
 
 def _run_chunk(fn: Callable[[Any], Any], chunk: Sequence[Any]) -> list[Any]:

@@ -119,20 +119,11 @@ def select_checks(hooks: Any, options: AuditOptions) -> list[tuple[str, Any, Bas
 
 
 # -- the per-image pass (runs in worker processes) ---------------------------------------
-_WORKER_READY = False
+def _one_opencv_thread() -> None:
+    """One OpenCV thread per worker process, as there is one process per core."""
+    import cv2
 
-
-def _worker_setup() -> None:
-    """In a worker process (never the main one): one OpenCV thread, as there is one process per core."""
-    global _WORKER_READY
-    if not _WORKER_READY:
-        import multiprocessing
-
-        if multiprocessing.parent_process() is not None:
-            import cv2
-
-            cv2.setNumThreads(1)
-        _WORKER_READY = True
+    cv2.setNumThreads(1)
 
 
 def audit_image(path: str, max_side: int | None, computes: tuple) -> tuple:
@@ -168,7 +159,9 @@ def audit_image(path: str, max_side: int | None, computes: tuple) -> tuple:
 
 def audit_chunk(spec: tuple, paths: list[str]) -> list[tuple]:
     """:func:`audit_image` for each path of one worker task; ``spec = (max_side, computes)``."""
-    _worker_setup()
+    from vetset.core.executor import setup_worker_once
+
+    setup_worker_once(_one_opencv_thread)
     max_side, computes = spec
     return [audit_image(p, max_side, computes) for p in paths]
 
@@ -308,19 +301,11 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     computes = tuple((name, chk.compute, opts) for name, chk, opts in selected if chk.compute is not None)
     side = None if options.max_side is None else max(options.max_side, options.clarity.size)
     pool = pass_executor(len(view), options.workers, computes, executor)
-    start = getattr(pool, "start", None)  # workers start while the samples are read (local backend)
-    if start is not None:
-        start()
-    try:
-        ids, filepaths, labels, splits, sample_tags = read_columns(view)
-        t_read = time.perf_counter()
-        cols = collect_records(track(image_pass(filepaths, side, computes, options.workers, options.chunk_size, pool),
-                                     total=len(filepaths), description="audit", unit="img"),
-                               filepaths, [name for name, _, _ in computes])
-    finally:
-        close = getattr(pool, "close", None)
-        if close is not None:
-            close()
+    ids, filepaths, labels, splits, sample_tags = read_columns(view)
+    t_read = time.perf_counter()
+    cols = collect_records(track(image_pass(filepaths, side, computes, options.workers, options.chunk_size, pool),
+                                 total=len(filepaths), description="audit", unit="img"),
+                           filepaths, [name for name, _, _ in computes])
     t_pass = time.perf_counter()
     ds = view._dataset
     classes = sorted(set(ds.default_classes or []) | {lab for lab in labels if lab is not None})

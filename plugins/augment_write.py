@@ -191,17 +191,10 @@ def _init_worker_threads() -> None:
 def _apply_in_worker(cfg: WriterConfig, task: Task) -> dict[str, Any]:
     """:func:`apply_one` in a worker process, or in the parent while the workers start
     (:meth:`vetset.core.executor.LocalExecutor.map`), where the thread setup is skipped."""
-    global _WORKER_READY
-    if not _WORKER_READY:
-        import multiprocessing
+    from vetset.core.executor import setup_worker_once
 
-        if multiprocessing.parent_process() is not None:
-            _init_worker_threads()
-        _WORKER_READY = True
+    setup_worker_once(_init_worker_threads)
     return apply_one(cfg, task)
-
-
-_WORKER_READY = False
 
 
 #: Most images a worker takes at once.
