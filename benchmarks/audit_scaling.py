@@ -12,7 +12,7 @@ never into the repository), for each backend and each dataset size, in a fresh p
   **ray, W CPUs** (a local Ray instance started with ``ray.init(num_cpus=W)``);
 * a warm-up audit of 200 images first (starts the forkserver / the Ray workers, imports
   the checks), reported as *warm-up s* (plus *ray.init s*), then the timed
-  :func:`vetset.plugins.audit.run_audit` of the first N samples, FiftyOne writes included;
+  :func:`vetset.plugins.audit.stage.run_audit` of the first N samples, FiftyOne writes included;
 * *driver MB*: the growth of the driver's resident memory during the timed audit over its
   value just before (``/proc/self/statm`` sampled every 5 ms), and that growth per image.
 
@@ -73,7 +73,7 @@ def measure(dataset: str, backend: str, workers: int, size: int) -> dict:
     import fiftyone as fo
 
     from vetset.core.manager import Hooks
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     ds = fo.load_dataset(dataset)
     hooks, options, quiet = Hooks(), AuditOptions(workers=workers), (lambda m: None)

@@ -10,7 +10,7 @@ For each folder, in one process and one run:
    floor any audit that looks at pixels has to pay;
 2. **CleanVision** — ``Imagelab(filepaths=...).find_issues(n_jobs=W)`` (all its default
    issue types), the tool people use for this today;
-3. **vetset** — :func:`vetset.plugins.audit.run_audit` with every check and ``workers=W``,
+3. **vetset** — :func:`vetset.plugins.audit.stage.run_audit` with every check and ``workers=W``,
    including the FiftyOne writes of all fields and tags. The FiftyOne load (one sample
    per file) happens before and is timed separately: it is the loader's work, shared by
    every stage. As in ``recipes run``, the workers' forkserver imports its modules
@@ -92,7 +92,7 @@ def vetset_audit(root: Path, name: str, workers: int) -> tuple[float, float, dic
     from vetset.core.dataset import load_dataset
     from vetset.core.executor import prestart
     from vetset.core.manager import Hooks
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     hooks = Hooks()
     t = time.perf_counter()

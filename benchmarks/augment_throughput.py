@@ -9,7 +9,7 @@ encode (JPEG quality 95) + write, all in this one process run:
 * ``plain loop (vetset decode)`` -- the same loop decoding with
   :func:`vetset.core.images.decode` (EXIF, palette/16-bit modes), the reference for the
   bookkeeping overhead;
-* ``vetset writer, 1 worker`` -- :func:`vetset.plugins.augment_write.write_plan`: seeds,
+* ``vetset writer, 1 worker`` -- :func:`vetset.plugins.augment.writer.write_plan`: seeds,
   applied parameters (``save_applied_params``), atomic writes and FiftyOne samples added
   in bulk, in-process;
 * ``vetset writer, N workers`` -- the same with N worker processes (start-up included).
@@ -104,10 +104,10 @@ def main() -> None:
     cv2.setNumThreads(1)  # every configuration computes on one core per process
     from vetset.core.dataset import load_dataset, split_view
     from vetset.core.manager import Hooks
-    from vetset.plugins.augment_pipeline import load_pipeline
-    from vetset.plugins.augment_plan import PlannedImage, Source, image_key
-    from vetset.plugins.augment_store import prepare_output, write_plan
-    from vetset.plugins.augment_write import WriterConfig
+    from vetset.plugins.augment.pipeline import load_pipeline
+    from vetset.plugins.augment.plan import PlannedImage, Source, image_key
+    from vetset.plugins.augment.store import prepare_output, write_plan
+    from vetset.plugins.augment.writer import WriterConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="vetset-bench-", dir=args.workdir))
     try:
@@ -198,7 +198,7 @@ def paired_steps(ds, images, compose, cfg, folder: Path) -> tuple[float, float, 
     """The bookkeeping measured where a shared machine's slow phases cannot fall on one side.
 
     For every image, the plain loop's step (vetset decode, transform, encode, write) and the
-    writer's :func:`~vetset.plugins.augment_write.apply_one` (seeding, applied parameters,
+    writer's :func:`~vetset.plugins.augment.writer.apply_one` (seeding, applied parameters,
     atomic write) run back to back, in an order that alternates; then the writer's sample
     documents for those images are built and inserted as its adder thread does (batches of
     256). Returns the CPU seconds (``time.thread_time``) of the three.
@@ -206,8 +206,8 @@ def paired_steps(ds, images, compose, cfg, folder: Path) -> tuple[float, float, 
     import cv2
 
     from vetset.core.images import decode
-    from vetset.plugins.augment_store import _sample, insert_samples
-    from vetset.plugins.augment_write import Task, apply_one
+    from vetset.plugins.augment.store import _sample, insert_samples
+    from vetset.plugins.augment.writer import Task, apply_one
 
     folder.mkdir(parents=True)
     step = apply = insert = 0.0

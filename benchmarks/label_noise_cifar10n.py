@@ -7,7 +7,7 @@ class-balanced subset (by the clean label) gets one human label set as its given
 ``noisy != clean``.
 
 For each label set the script computes out-of-fold ``pred_probs`` with vetset's own
-K-fold path (:func:`vetset.plugins.label_noise_oof.kfold_pred_probs`, i.e. the timm trainer's
+K-fold path (:func:`vetset.plugins.label_noise.pred_probs.kfold_pred_probs`, i.e. the timm trainer's
 ``fit``/``predict``), then prints:
 
 * subset size, wall time, out-of-fold accuracy against the clean and the given labels;
@@ -101,7 +101,7 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 def train_transform(augment: str) -> dict | None:
     """The fold models' training augmentation: the stage's ``fold_augmentation`` default
     (``light``: flip + shift by up to 1/8 of the side, i.e. pad-4-and-crop at 32 px) or none."""
-    from vetset.plugins.label_noise_options import light_augmentation
+    from vetset.plugins.label_noise.options import light_augmentation
 
     return light_augmentation() if augment == "light" else None
 
@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (SHARED / "train.tar.gz").exists():
         print(f"skipped: {SHARED}/train.tar.gz is absent (shared data is only in the project's checkouts)")
         return 0
-    from vetset.plugins.label_noise import find_issues
-    from vetset.plugins.label_noise_oof import kfold_pred_probs
-    from vetset.plugins.label_noise_options import LabelNoiseOptions
-    from vetset.plugins.train import predict
+    from vetset.plugins.label_noise.stage import find_issues
+    from vetset.plugins.label_noise.pred_probs import kfold_pred_probs
+    from vetset.plugins.label_noise.options import LabelNoiseOptions
+    from vetset.plugins.train.stage import predict
 
     args.filter_by = args.filter_by or LabelNoiseOptions().filter_by
 

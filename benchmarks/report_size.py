@@ -59,8 +59,8 @@ def main() -> None:
     from vetset.core.manager import get_hooks  # first: vetset.core sets FiftyOne's environment
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
-    from vetset.plugins.report import ReportOptions, write_report
-    from vetset.plugins.report_page import plotly_js_gzip_b64
+    from vetset.plugins.report.stage import ReportOptions, write_report
+    from vetset.plugins.report.page import plotly_js_gzip_b64
 
     import fiftyone as fo
 

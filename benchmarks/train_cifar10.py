@@ -51,7 +51,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from vetset.plugins.train import fit, predict
+    from vetset.plugins.train.stage import fit, predict
 
     try:
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cores]))

@@ -8,7 +8,7 @@ All in one process run, on the same image files, the same device and thread sett
   ``Resize`` + ``RandomCrop`` + ``ToTensor`` + ``Normalize``), a ``DataLoader`` with the same
   number of workers (default ``fork`` start), ``timm.create_model``, AdamW, cross-entropy,
   bfloat16 autocast and channels-last on CUDA;
-* ``vetset fit``   -- :func:`vetset.plugins.train.fit` with no val split: safe decode
+* ``vetset fit``   -- :func:`vetset.plugins.train.stage.fit` with no val split: safe decode
   (EXIF, palette, 16-bit), albumentations, seeded per-sample augmentation, timm's optimizer,
   cosine schedule, label smoothing, metrics, checkpoints off.
 
@@ -159,7 +159,7 @@ def plain_loop(args, items, k, device, amp_dtype) -> float:
 
 
 def vetset_fit(args, items, classes) -> tuple[float, str, str | None]:
-    from vetset.plugins.train import fit
+    from vetset.plugins.train.stage import fit
 
     out = fit(items, [], classes, {"model_name": args.model, "img_size": args.img_size, "batch_size": args.batch_size,
                                    "epochs": args.epochs, "workers": args.workers, "threads": args.threads,
@@ -184,7 +184,7 @@ def main() -> None:
 
     import torch
 
-    from vetset.plugins.train_data import resolve_amp, resolve_device
+    from vetset.plugins.train.data import resolve_amp, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -132,7 +132,7 @@ def vetset_make_trainer(name: str, options: dict[str, Any]) -> Any | None:
         options: the validated ``train`` stage options as a plain dict.
 
     Returns:
-        An object with ``fit(run, options) -> dict`` (see ``vetset.plugins.train``),
+        An object with ``fit(run, options) -> dict`` (see ``vetset.plugins.train.stage``),
         or ``None``.
     """
 

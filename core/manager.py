@@ -11,7 +11,8 @@ So a third-party ``vetset_make_trainer`` answers before the built-in timm traine
 Environment switches:
 
 * ``VETSET_BLOCK_PLUGINS`` — comma-separated plugin names not to load. A built-in may be
-  named by its dotted module (``vetset.plugins.train``) or its short name (``train``).
+  named by its dotted module (``vetset.plugins.train.stage``) or its short name (``train`` for the
+  train stage, ``balance`` or ``audit.checks.balance`` for a check, ``bundled`` for the recipes).
 * ``VETSET_LOAD_PLUGINS`` — when set, only these third-party (entry-point) plugins load;
   set it to an empty string to load none.
 
@@ -36,18 +37,18 @@ ENTRY_POINT_GROUP = "vetset"
 
 #: Built-in plugins, registered exactly like third-party ones.
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "vetset.plugins.recipes_builtin",
-    "vetset.plugins.audit",
-    "vetset.plugins.checks_balance",
-    "vetset.plugins.checks_image",
-    "vetset.plugins.checks_quality",
-    "vetset.plugins.checks_duplicates",
-    "vetset.plugins.checks_unreadable",
-    "vetset.plugins.augment",
-    "vetset.plugins.train",
-    "vetset.plugins.validate",
-    "vetset.plugins.label_noise",
-    "vetset.plugins.report",
+    "vetset.recipes.bundled",
+    "vetset.plugins.audit.stage",
+    "vetset.plugins.audit.checks.balance",
+    "vetset.plugins.audit.checks.coverage",
+    "vetset.plugins.audit.checks.quality",
+    "vetset.plugins.audit.checks.duplicates",
+    "vetset.plugins.audit.checks.unreadable",
+    "vetset.plugins.augment.stage",
+    "vetset.plugins.train.stage",
+    "vetset.plugins.validate.stage",
+    "vetset.plugins.label_noise.stage",
+    "vetset.plugins.report.stage",
 )
 
 
@@ -58,12 +59,15 @@ def _split_env(name: str) -> set[str] | None:
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
-def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
+def _short_names(name: str) -> set[str]:
+    """Short names a built-in answers to: ``train`` for ``vetset.plugins.train.stage``,
+    ``audit.checks.balance`` and ``balance`` for a check, ``bundled`` for the recipes."""
+    short = name.removeprefix("vetset.plugins.").removeprefix("vetset.").removesuffix(".stage")
+    return {short, short.rsplit(".", 1)[-1]}
 
 
 def _is_blocked(name: str, blocked: set[str]) -> bool:
-    return name in blocked or _short(name) in blocked
+    return name in blocked or bool(_short_names(name) & blocked)
 
 
 def build_plugin_manager(
@@ -90,7 +94,7 @@ def build_plugin_manager(
         try:
             module = importlib.import_module(dotted)
         except ModuleNotFoundError as exc:
-            if exc.name == dotted and dotted.startswith("vetset.plugins."):
+            if exc.name == dotted and dotted.startswith(("vetset.plugins.", "vetset.recipes.")):
                 continue
             raise PluginError(f"Built-in plugin {dotted!r} failed to import: {exc}") from exc
         except Exception as exc:

@@ -33,7 +33,7 @@ class Check:
         description: one line shown by ``recipes plugins`` and the report.
         evaluate: ``evaluate(ctx, options) -> dict`` runs on the driver after the
             per-image pass; writes fields/tags in bulk through ``ctx`` and returns a
-            JSON-able summary (see :mod:`vetset.plugins.audit`).
+            JSON-able summary (see :mod:`vetset.plugins.audit.stage`).
         compute: optional ``compute(image, options) -> dict`` run once per decoded image
             in a worker process; must be a picklable module-level function. ``image`` is
             a :class:`vetset.core.images.DecodedImage`.

@@ -1,7 +1,7 @@
 """Small building blocks for report sections: escaped tables, inline plots, thumbnails.
 
 A section's ``render(result, ctx)`` returns an HTML fragment. The page that assembles
-the sections (``vetset.plugins.report_page``) inlines plotly.js once, so figures here are
+the sections (``vetset.plugins.report.page``) inlines plotly.js once, so figures here are
 exported with ``include_plotlyjs=False``. Everything is inline: no network fetches.
 
 Page conventions a section can rely on:

@@ -45,7 +45,7 @@ def app(
     """Launch the App (remote mode) on a dataset with vetset's plugin; print the URL; serve until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
         return
-    from vetset.core import app_launch
+    from vetset.plugins.fiftyone_app import launch as app_launch
 
     plugin_dir, installed = app_launch.ensure_plugin_visible()
     if installed:
@@ -109,7 +109,7 @@ def install(
     copy: bool = typer.Option(False, "--copy", help="Copy the files instead of linking them."),
 ) -> None:
     """Link (or copy) vetset's plugin into FiftyOne's plugins dir as @vetset/vetset."""
-    from vetset.core import app_launch
+    from vetset.plugins.fiftyone_app import launch as app_launch
 
     dest = app_launch.install_plugin(plugins_dir, copy=copy)
     _say(f"installed @vetset/vetset: {dest} -> {dest.resolve() if dest.is_symlink() else 'copy'}")

@@ -72,7 +72,7 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML file (or a recip
 
     recipe = load_recipe(str(file), _hooks())
     if "train" in recipe.stage_names():  # what `recipes run` checks before any stage: timm model name, optimizer...
-        from vetset.plugins.train import check_options
+        from vetset.plugins.train.stage import check_options
 
         check_options(recipe.options("train"))
     console.print(f"{recipe.source}: valid recipe {recipe.name!r} with stages {', '.join(recipe.stage_names())}.",
@@ -109,7 +109,7 @@ def run(
 
         rec = with_executor(rec, executor, address)
     if nproc is not None:
-        from vetset.plugins.train_ddp import with_nproc
+        from vetset.plugins.train.ddp import with_nproc
 
         rec = with_nproc(rec, nproc, hooks.stages)
     the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
@@ -161,7 +161,7 @@ def plan(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder the run would use (default: ./vetset-runs/<dataset>)."),
 ) -> None:
     """Audit the data and print the augmentation plan (new train images per class, policy and cell); writes no image."""
-    from vetset.plugins.augment_run import cli_plan
+    from vetset.plugins.augment.steps import cli_plan
 
     for table in cli_plan(recipe, data, dataset, out, _hooks(), log=lambda m: console.print(m, markup=False, highlight=False)):
         console.print(table)
@@ -194,7 +194,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html/report.md (default: the run's folder)."),
 ) -> None:
     """Rebuild the HTML report and Markdown summary from a run's stored result.json (nothing is recomputed)."""
-    from vetset.plugins.report import rebuild_report
+    from vetset.plugins.report.stage import rebuild_report
 
     def say(msg: str) -> None:
         console.print(msg, markup=False, highlight=False, soft_wrap=True)
@@ -214,7 +214,7 @@ def export_labels(
     no_splits: bool = typer.Option(False, "--no-splits", help="Write <label>/<file> without split folders."),
 ) -> None:
     """Export reviewed labels: tags label_confirmed (take suggested_label) / label_rejected (keep given label)."""
-    from vetset.plugins.label_review import export_labels as do_export
+    from vetset.plugins.label_noise.review import export_labels as do_export
 
     if unreviewed not in ("keep", "suggested", "drop"):
         raise VetsetError(f"--unreviewed must be keep, suggested or drop, not {unreviewed!r}.")

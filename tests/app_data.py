@@ -2,7 +2,7 @@
 
 Built once per test session (the FiftyOne database is per session, see conftest.py) and
 reused by ``test_app_operators.py`` and ``test_app_browser.py``: the first caller runs the
-stages through ``vetset.core.app_api.run_stages``, later callers find the dataset ready.
+stages through ``vetset.plugins.fiftyone_app.api.run_stages``, later callers find the dataset ready.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def validated_dataset(hymenoptera_dir: Path, workdir: Path) -> str:
     """Name of the session's ``app-hym40`` dataset after audit (if registered), train, validate."""
     import fiftyone as fo
 
-    from vetset.core.app_api import run_stages
+    from vetset.plugins.fiftyone_app.api import run_stages
     from vetset.core.dataset import load_dataset
     from vetset.core.manager import get_hooks
 

@@ -85,7 +85,7 @@ def pixel_pred_probs(filepaths: list[str], labels: list[str], classes: list[str]
     """Out-of-fold probabilities of a logistic regression on the 8x8 pixels, (N, K)."""
     from PIL import Image
 
-    from vetset.plugins.label_noise_oof import embedding_pred_probs
+    from vetset.plugins.label_noise.pred_probs import embedding_pred_probs
 
     x = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() for p in filepaths])
     y = np.array([classes.index(lab) for lab in labels])

@@ -17,8 +17,8 @@ from vetset.core.report_kit import figure, table, thumb_grid
 
 PLUGIN_NAME = "acme-class-stats"
 #: The built-ins of an audit run: recipes, the audit and its checks, the report.
-AUDIT_BUILTINS = tuple(p for p in BUILTIN_PLUGINS if p.rsplit(".", 1)[-1].startswith(
-    ("recipes_builtin", "audit", "checks_", "report")))
+AUDIT_BUILTINS = tuple(p for p in BUILTIN_PLUGINS if p.startswith(
+    ("vetset.recipes.", "vetset.plugins.audit.", "vetset.plugins.report.")))
 SECTION_TITLE = "Class statistics (acme)"
 BROKEN_TITLE = "Acme broken section"
 
@@ -78,7 +78,7 @@ class ClassStatsPlugin:
 
 def make_hooks(plugin: Any | None = None, builtins: tuple[str, ...] | None = None) -> Hooks:
     """Hooks with the report plugin (or ``builtins``) and ``plugin`` registered as a third party."""
-    pm = build_plugin_manager(builtins=builtins or ("vetset.plugins.recipes_builtin", "vetset.plugins.report"),
+    pm = build_plugin_manager(builtins=builtins or ("vetset.recipes.bundled", "vetset.plugins.report.stage"),
                               entry_points=False)
     if plugin is not None:
         pm.register(plugin, name=PLUGIN_NAME)

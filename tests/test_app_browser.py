@@ -45,7 +45,7 @@ def _start_app(name: str, plugins: Path) -> tuple[subprocess.Popen, str, list[st
     sharing this session's database."""
     import fiftyone.core.odm as foo
 
-    from vetset.core.app_launch import free_port
+    from vetset.plugins.fiftyone_app.launch import free_port
     host, db_port = foo.get_db_client().address
     env = dict(os.environ, FIFTYONE_PLUGINS_DIR=str(plugins), FIFTYONE_DATABASE_URI=f"mongodb://{host}:{db_port}",
                PYTHONUNBUFFERED="1")
@@ -130,8 +130,8 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
     import fiftyone as fo
 
-    from vetset.core.app_api import out_dir_of
-    from vetset.core.app_launch import install_plugin
+    from vetset.plugins.fiftyone_app.api import out_dir_of
+    from vetset.plugins.fiftyone_app.launch import install_plugin
     from vetset.core.result import read_result
 
     name = validated_dataset(hymenoptera_dir, session_tmp)

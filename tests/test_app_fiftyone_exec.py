@@ -24,7 +24,7 @@ def ds_name(hymenoptera_dir, session_tmp):
 def installed(tmp_path, monkeypatch):
     import fiftyone as fo
 
-    from vetset.core.app_launch import install_plugin
+    from vetset.plugins.fiftyone_app.launch import install_plugin
 
     root = tmp_path / "fo-plugins"
     monkeypatch.setattr(fo.config, "plugins_dir", str(root))

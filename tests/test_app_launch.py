@@ -34,7 +34,7 @@ def plugins_dir(tmp_path, monkeypatch):
 
 
 def test_package_plugin_dir_is_the_source_folder():
-    from vetset.core.app_launch import package_plugin_dir
+    from vetset.plugins.fiftyone_app.launch import package_plugin_dir
 
     assert package_plugin_dir() == PLUGIN_SRC.resolve()
 
@@ -43,7 +43,7 @@ def test_install_links_and_fiftyone_registers_every_listed_operator(plugins_dir)
     import fiftyone.plugins as fop
     from fiftyone.plugins.context import PluginContext
 
-    from vetset.core.app_launch import PLUGIN_NAME, install_plugin, installed_plugin_dir
+    from vetset.plugins.fiftyone_app.launch import PLUGIN_NAME, install_plugin, installed_plugin_dir
 
     assert installed_plugin_dir() is None
     dest = install_plugin(plugins_dir)
@@ -63,7 +63,7 @@ def test_install_links_and_fiftyone_registers_every_listed_operator(plugins_dir)
 
 
 def test_install_copy_and_refuses_a_foreign_folder(plugins_dir):
-    from vetset.core.app_launch import install_plugin
+    from vetset.plugins.fiftyone_app.launch import install_plugin
     from vetset.core.errors import VetsetError
 
     dest = install_plugin(plugins_dir, copy=True)
@@ -82,7 +82,7 @@ def test_install_copy_and_refuses_a_foreign_folder(plugins_dir):
 def test_session_dir_keeps_the_users_plugins(plugins_dir, monkeypatch):
     import fiftyone as fo
 
-    from vetset.core.app_launch import ensure_plugin_visible, installed_plugin_dir
+    from vetset.plugins.fiftyone_app.launch import ensure_plugin_visible, installed_plugin_dir
 
     other = plugins_dir / "someone" / "theirs"
     other.mkdir(parents=True)
@@ -99,7 +99,7 @@ def test_session_dir_keeps_the_users_plugins(plugins_dir, monkeypatch):
 
 
 def test_app_url():
-    from vetset.core.app_launch import app_url
+    from vetset.plugins.fiftyone_app.launch import app_url
 
     assert app_url("127.0.0.1", 5151, "my data") == "http://127.0.0.1:5151/datasets/my%20data"
     assert app_url("0.0.0.0", 8080, None) == "http://localhost:8080/"
@@ -135,7 +135,7 @@ def test_wheel_ships_the_plugin_and_it_is_discoverable(tmp_path):
     names = set(zipfile.ZipFile(whl).namelist())
     for rel in ("fiftyone.yml", "__init__.py", "operators.py", "panel.py", "forms.py"):
         assert f"vetset/plugins/fiftyone_app/{rel}" in names, rel
-    assert {"vetset/core/app_api.py", "vetset/core/app_launch.py", "vetset/recipes/app_cli.py"} <= names
+    assert {"vetset/plugins/fiftyone_app/api.py", "vetset/plugins/fiftyone_app/launch.py", "vetset/recipes/app_cli.py"} <= names
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(whl)],
@@ -143,7 +143,7 @@ def test_wheel_ships_the_plugin_and_it_is_discoverable(tmp_path):
     plugins = tmp_path / "fo-plugins"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]]),
                FIFTYONE_PLUGINS_DIR=str(plugins))
-    code = ("from vetset.core.app_launch import install_plugin, installed_plugin_dir;"
+    code = ("from vetset.plugins.fiftyone_app.launch import install_plugin, installed_plugin_dir;"
             "d = install_plugin(); print(d.resolve()); print(installed_plugin_dir())")
     res = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -155,7 +155,7 @@ def test_wheel_ships_the_plugin_and_it_is_discoverable(tmp_path):
 def test_session_plugin_folders_of_two_checkouts_do_not_collide(tmp_path, monkeypatch):
     """Each checkout's `recipes app` gets its own session plugins folder; a second launch of the
     same checkout reuses its folder and leaves correct links alone."""
-    import vetset.core.app_launch as launch
+    import vetset.plugins.fiftyone_app.launch as launch
 
     a, b = tmp_path / "a" / "fiftyone_app", tmp_path / "b" / "fiftyone_app"
     a.mkdir(parents=True)

@@ -158,7 +158,7 @@ def test_panel_shows_balance_issues_and_opens_a_view(ds_name, ops):
     assert [r["share"] for r in state["balance"]] == ["50.0%", "50.0%"]
     issues = {r["view"]: r["count"] for r in state["issues"]}
     assert issues["validation_errors"] == len(ds.load_saved_view("validation_errors"))
-    from vetset.core.app_api import audit_summary
+    from vetset.plugins.fiftyone_app.api import audit_summary
 
     coverage = audit_summary(ds_name)["coverage"]["all"]
     assert set(state["coverage_props"]) == set(coverage) >= {"orientation", "colour", "clarity"}
@@ -266,7 +266,7 @@ def test_audit_form_lists_registered_checks_and_validates(ds_name, ops):
 def test_audit_selected_samples_writes_only_those(ds_name, ops):
     import fiftyone as fo
 
-    from vetset.core.app_api import out_dir_of
+    from vetset.plugins.fiftyone_app.api import out_dir_of
     from vetset.core.result import read_result
 
     ds = fo.load_dataset(ds_name)
@@ -290,7 +290,7 @@ def test_audit_selected_samples_writes_only_those(ds_name, ops):
 def test_audit_whole_dataset_rewrites_fields_result_and_views(ds_name, ops):
     import fiftyone as fo
 
-    from vetset.core.app_api import audit_summary, out_dir_of
+    from vetset.plugins.fiftyone_app.api import audit_summary, out_dir_of
     from vetset.core.result import read_result
 
     ds = fo.load_dataset(ds_name)
@@ -316,7 +316,7 @@ def test_augment_plan_writes_nothing_and_apply_writes_the_plan(hymenoptera_dir, 
     import fiftyone as fo
 
     from app_data import subset_tree
-    from vetset.core.app_api import run_stages
+    from vetset.plugins.fiftyone_app.api import run_stages
     from vetset.core.dataset import load_dataset
     from vetset.plugins.fiftyone_app.augment_op import Augment
 

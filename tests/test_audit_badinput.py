@@ -115,7 +115,7 @@ def corpus(tmp_path_factory, hymenoptera_dir):
 
 def test_bad_input_each_file_gets_its_documented_result(corpus, dsname, hooks):
     from vetset.core.dataset import load_dataset
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     root, expected = corpus
     before = _tree_state(root)
@@ -210,7 +210,7 @@ def test_bad_input_cli_run_finishes(corpus, tmp_path, dsname):
 
 def test_a_missing_file_is_file_not_found(tmp_path):
     from vetset.core.images import decode, probe
-    from vetset.plugins.checks_unreadable import explain
+    from vetset.plugins.audit.checks.unreadable import explain
 
     missing = str(tmp_path / "gone.jpg")
     assert decode(missing).error == probe(missing) == "file not found"

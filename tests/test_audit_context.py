@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vetset.core.errors import PluginError
-from vetset.plugins.audit_context import AuditContext, NumericColumn, collect_records, read_columns
+from vetset.plugins.audit.context import AuditContext, NumericColumn, collect_records, read_columns
 
 
 def _record(i: int, *, broken: bool = False, bad_compute: bool = False) -> tuple:
@@ -101,7 +101,7 @@ def test_numeric_column_widens_and_falls_back():
 def test_set_field_stages_arrays_and_rejects_bad_values():
     n = 4
     ctx = _context(collect_records(iter(_record(i) for i in range(n)), [str(i) for i in range(n)], CHECKS), n)
-    from vetset.plugins.audit_staging import _batch
+    from vetset.plugins.audit._staging import _batch
 
     ctx.set_field("f", np.array([0.5, np.nan, np.inf, 2.0]), "float")
     ctx.set_field("g", [1.5, None, float("nan"), 3], "float")
@@ -199,7 +199,7 @@ def test_write_all_declares_new_fields_of_every_kind(digits_dir, fresh_name):
     import fiftyone as fo
 
     from vetset.core.dataset import load_dataset
-    from vetset.plugins.audit_context import write_all
+    from vetset.plugins.audit.context import write_all
 
     ds, _ = load_dataset(digits_dir, name=fresh_name)
     try:
@@ -235,7 +235,7 @@ def test_the_block_reports_the_workers_that_ran(digits_dir, fresh_name):
 
     from vetset.core.dataset import load_dataset
     from vetset.core.manager import Hooks
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     ds, _ = load_dataset(digits_dir, name=fresh_name)
     try:
@@ -249,7 +249,7 @@ def test_the_block_reports_the_workers_that_ran(digits_dir, fresh_name):
 
 
 def test_pass_chunks_shrink_toward_the_end_and_keep_every_path_in_order():
-    from vetset.plugins.audit import pass_chunks
+    from vetset.plugins.audit.stage import pass_chunks
 
     for n, workers in ((398, 2), (10_000, 2), (10_000, 16), (7, 2), (0, 2), (300, 0)):
         paths = [f"/d/{i}.jpg" for i in range(n)]

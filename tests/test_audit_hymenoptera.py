@@ -15,7 +15,7 @@ def hym(hymenoptera_dir):
 
     from vetset.core.dataset import load_dataset
     from vetset.core.manager import Hooks
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     name = "t-audit-hym"
     if fo.dataset_exists(name):
@@ -77,7 +77,7 @@ def test_block_matches_the_result_schema(hym):
 
 
 def test_fields_written_and_rerun_replaces_stale_tags(hym):
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     ds, block, hooks = hym
     schema = ds.get_field_schema()

@@ -82,7 +82,7 @@ def test_choosing_checks_writes_only_theirs(digits_dir):
 
     from vetset.core.dataset import load_dataset
     from vetset.core.manager import Hooks
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     ds, _ = load_dataset(digits_dir, name=_fresh("t-audit-digits-some"))
     block = run_audit(ds, AuditOptions(checks=["duplicates", "balance"], workers=0), Hooks(), log=lambda m: None)
@@ -95,7 +95,7 @@ def test_choosing_checks_writes_only_theirs(digits_dir):
 
 def test_bad_options_name_the_key(hooks):
     from vetset.core.recipe import parse_recipe
-    from vetset.plugins.audit import AuditOptions, select_checks
+    from vetset.plugins.audit.stage import AuditOptions, select_checks
 
     with pytest.raises(RecipeError, match=r"'sharpnes' is not a registered check; registered checks: balance, "):
         select_checks(hooks, AuditOptions(checks=["sharpnes"]))
@@ -134,7 +134,7 @@ def test_third_party_check_runs_with_its_options(hymenoptera_dir, tmp_path):
 
     from vetset.core.dataset import load_dataset
     from vetset.core.manager import Hooks, build_plugin_manager
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     data = tmp_path / "data" / "ants"
     data.mkdir(parents=True)
@@ -164,7 +164,7 @@ def test_third_party_check_runs_with_its_options(hymenoptera_dir, tmp_path):
 
 def test_report_sections_render_from_the_block(digits_run):
     from vetset.core.report_kit import ReportContext
-    from vetset.plugins.audit_report import render_balance, render_coverage, render_quality, render_unreadable
+    from vetset.plugins.audit.report import render_balance, render_coverage, render_quality, render_unreadable
 
     result = digits_run.result
     ctx = ReportContext(result=result, dataset=digits_run.dataset, max_thumbnails=4)

@@ -12,8 +12,8 @@ from vetset.core.errors import RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.manager import Hooks, build_plugin_manager
 from vetset.core.registry import Policy
-from vetset.plugins.augment_pipeline import jsonable_params, load_pipeline
-from vetset.plugins.augment_write import WriterConfig, transform_one
+from vetset.plugins.augment.pipeline import jsonable_params, load_pipeline
+from vetset.plugins.augment.writer import WriterConfig, transform_one
 
 
 class Invert(A.ImageOnlyTransform):
@@ -191,7 +191,7 @@ def test_at_working_size_blurs_by_a_share_of_the_image(hooks, hymenoptera_dir):
     import cv2
 
     from vetset.core.images import load_rgb
-    from vetset.plugins.augment_transforms import AtWorkingSize
+    from vetset.plugins.augment.transforms import AtWorkingSize
 
     photo = load_rgb(str(sorted((hymenoptera_dir / "train" / "ants").glob("*.jpg"))[3]))
     small = cv2.resize(photo, (320, round(320 * photo.shape[0] / photo.shape[1])), interpolation=cv2.INTER_AREA)
@@ -224,10 +224,10 @@ def test_writer_workers_import_albumentations_without_torch_and_still_build_tote
 
     code = (
         "import sys\n"
-        "import vetset.plugins.augment_preload as pre\n"
+        "import vetset.plugins.augment._preload as pre\n"
         "assert 'albumentations' in sys.modules and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
         "assert 'albumentations.pytorch' not in sys.modules\n"
-        "from vetset.plugins.augment_pipeline import build_pipeline\n"
+        "from vetset.plugins.augment.pipeline import build_pipeline\n"
         "pipe = build_pipeline({'__class_fullname__': 'Compose', 'transforms': [\n"
         "    {'__class_fullname__': 'HorizontalFlip', 'p': 1.0},\n"
         "    {'__class_fullname__': 'ToTensorV2', 'p': 1.0}]})\n"

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from vetset.core.errors import RecipeError
-from vetset.plugins.augment_plan import PolicyInfo, Source, class_targets, image_key, make_plan
-from vetset.plugins.augment_policies import default_source_bins
+from vetset.plugins.augment.plan import PolicyInfo, Source, class_targets, image_key, make_plan
+from vetset.plugins.augment.policies import default_source_bins
 
 POLICIES = {
     "orientation": PolicyInfo("orientation", (("orientation", "portrait"), ("orientation", "landscape")),

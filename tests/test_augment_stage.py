@@ -122,7 +122,7 @@ def test_gaps_are_closed_idempotently_without_touching_sources(hooks, hym_subset
 
     # the report section shows before and after for every cell
     from vetset.core.report_kit import ReportContext
-    from vetset.plugins.augment_report import render_section
+    from vetset.plugins.augment.report import render_section
 
     html = render_section(run.result, ReportContext(result=run.result, dataset=ds))
     assert html.count(">reached<") == 6 and "Coverage before and after" in html and "<img" in html
@@ -188,7 +188,7 @@ def test_output_folder_must_not_overlap_the_data(hooks, hym_subset, tmp_path, ds
 
 def test_an_interrupted_run_leaves_whole_samples_and_the_rerun_completes(hooks, hym_subset, tmp_path, ds_name,
                                                                          monkeypatch):
-    import vetset.plugins.augment_write as aw
+    import vetset.plugins.augment.writer as aw
 
     real = aw.run_tasks
 
@@ -314,9 +314,9 @@ def test_the_writer_s_insert_writes_what_add_samples_writes(ds_name):
     timestamps and every field read back through FiftyOne equal those of ``add_samples``."""
     import fiftyone as fo
 
-    from vetset.plugins.augment_plan import PlannedImage, Source
-    from vetset.plugins.augment_store import _sample, declare_fields, insert_samples
-    from vetset.plugins.augment_write import Task
+    from vetset.plugins.augment.plan import PlannedImage, Source
+    from vetset.plugins.augment.store import _sample, declare_fields, insert_samples
+    from vetset.plugins.augment.writer import Task
 
     ds = fo.Dataset(ds_name)
     declare_fields(ds)

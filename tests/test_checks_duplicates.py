@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vetset.plugins.checks_duplicates import leader_groups, near_pairs
+from vetset.plugins.audit.checks.duplicates import leader_groups, near_pairs
 
 # Pairs of CIFAR-10 test files that are two versions of one photo (phash distance in bits).
 LEAKED = {("airplane", "0491", "0403"): 4, ("airplane", "0164", "0505"): 2, ("dog", "0269", "0595"): 0}
@@ -47,7 +47,7 @@ def test_phash_text_matches_imagehash(cifar_test_dir):
     from PIL import Image
 
     from vetset.core.images import decode
-    from vetset.plugins.checks_duplicates import DuplicateOptions, duplicates_compute
+    from vetset.plugins.audit.checks.duplicates import DuplicateOptions, duplicates_compute
 
     for name in ("airplane/0491", "dog/0269", "dog/0595", "cat/0007"):
         img = decode(str(cifar_test_dir / f"{name}.jpg"))
@@ -151,7 +151,7 @@ def test_check_finished_hook_fires_once_per_check_in_order(dup_run):
 
 def test_duplicates_report_section_shows_groups_with_thumbnails(dup_run):
     from vetset.core.report_kit import ReportContext
-    from vetset.plugins.audit_report import render_duplicates
+    from vetset.plugins.audit.report import render_duplicates
 
     run, _ = dup_run
     ctx = ReportContext(result=run.result, dataset=run.dataset)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from vetset.core.images import DecodedImage, decode
-from vetset.plugins.checks_image import ClarityOptions, ColourOptions, clarity_compute, colour_compute
-from vetset.plugins.checks_quality import ExposureOptions, exposure_compute
+from vetset.plugins.audit.checks.coverage import ClarityOptions, ColourOptions, clarity_compute, colour_compute
+from vetset.plugins.audit.checks.quality import ExposureOptions, exposure_compute
 
 BEE = "train/bees/1092977343_cb42b38d62.jpg"  # 500x333 colour photo
 

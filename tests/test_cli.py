@@ -65,7 +65,7 @@ def test_list_show_and_plugins(capsys):
     out = capsys.readouterr().out
     assert "with defaults filled in" in out and "stages:" in out
     assert main(["plugins"]) == 0
-    assert "vetset.plugins.recipes_builtin" in capsys.readouterr().out
+    assert "vetset.recipes.bundled" in capsys.readouterr().out
 
 
 def test_a_mismatched_torchvision_is_one_sentence(monkeypatch, capsys):

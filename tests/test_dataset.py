@@ -149,7 +149,7 @@ def test_reload_keeps_the_audits_unreadable_tag_until_the_file_is_fixed(hymenopt
     """A truncated JPEG parses (header probe OK) but cannot decode: the audit tags it; a reload must not untag it."""
     from fiftyone import ViewField as F
 
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     root = tmp_path / "trunc"
     (root / "ants").mkdir(parents=True)

@@ -115,7 +115,7 @@ def test_a_run_prestarts_the_workers_of_its_stages(monkeypatch, digits_dir, fres
     recipe = parse_recipe({"name": "t", "stages": {"audit": {"workers": 0}}}, hooks.stages)
     Run(recipe, hooks, data=digits_dir, dataset=fresh_name, out_dir=tmp_path, log=lambda m: None).execute()
     assert asked == [list(hooks.stages["audit"].worker_modules)]
-    assert "imagehash" in asked[0] and "vetset.plugins.checks_image" in asked[0]
+    assert "imagehash" in asked[0] and "vetset.plugins.audit.checks.coverage" in asked[0]
 
 
 def _stamp_start(folder: str, x: int) -> int:

@@ -84,7 +84,7 @@ def test_ray_and_local_give_identical_audits(ray_address, corpus, hooks):
     import fiftyone as fo
 
     from vetset.core.dataset import load_dataset
-    from vetset.plugins.audit import AuditOptions, run_audit
+    from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     name = "t-ray-vs-local"
     if fo.dataset_exists(name):

@@ -81,7 +81,7 @@ def test_pred_probs_saved_for_reuse(noisy_digits):
 
 def test_report_section_shows_flagged_samples(noisy_digits):
     from vetset.core.report_kit import ReportContext
-    from vetset.plugins.label_noise_report import render
+    from vetset.plugins.label_noise.report import render
 
     run, _, _ = noisy_digits
     result = {"dataset": run.dataset.name, "stages": {"label_noise": run.results["label_noise"]}}

@@ -47,7 +47,7 @@ def test_pred_probs_file_npz_and_npy_find_flipped_labels(digits_rows, tmp_path):
 
 
 def test_bad_pred_probs_files_are_named(tmp_path):
-    from vetset.plugins.label_noise_oof import load_pred_probs_file
+    from vetset.plugins.label_noise.pred_probs import load_pred_probs_file
 
     ids, fps, classes = ["a", "b"], ["/x/a.png", "/x/b.png"], ["cat", "dog"]
     np.save(tmp_path / "wide.npy", np.full((2, 3), 1 / 3))
@@ -144,8 +144,8 @@ def test_bad_options_are_named(hooks, stage, words):
 
 
 def test_find_issues_uses_the_cleanlab_options(digits_rows):
-    from vetset.plugins.label_noise import find_issues
-    from vetset.plugins.label_noise_options import LabelNoiseOptions
+    from vetset.plugins.label_noise.stage import find_issues
+    from vetset.plugins.label_noise.options import LabelNoiseOptions
 
     rows = [dict(r) for r in digits_rows]
     flip_labels(rows, 20, seed=5)
@@ -171,8 +171,8 @@ def test_fold_models_get_the_light_augmentation_unless_a_train_transform_is_set(
     from types import SimpleNamespace
 
     from vetset.core.recipe import parse_recipe
-    from vetset.plugins.label_noise import _train_options
-    from vetset.plugins.label_noise_options import light_augmentation
+    from vetset.plugins.label_noise.stage import _train_options
+    from vetset.plugins.label_noise.options import light_augmentation
 
     own = {"__class_fullname__": "Compose", "p": 1.0, "transforms": [{"__class_fullname__": "VerticalFlip", "p": 0.5}]}
 
@@ -194,7 +194,7 @@ def test_fold_models_train_in_one_process_whatever_the_train_stage_nproc(hooks):
     from types import SimpleNamespace
 
     from vetset.core.recipe import parse_recipe
-    from vetset.plugins.label_noise import _train_options
+    from vetset.plugins.label_noise.stage import _train_options
 
     logged = []
     recipe = parse_recipe({"name": "t", "stages": {"label_noise": {}, "train": {"nproc": 2, "epochs": 3}}}, hooks.stages)
@@ -204,7 +204,7 @@ def test_fold_models_train_in_one_process_whatever_the_train_stage_nproc(hooks):
 
 
 def test_weak_pred_probs_get_a_warning_strong_ones_do_not():
-    from vetset.plugins.label_noise import weak_model_warning
+    from vetset.plugins.label_noise.stage import weak_model_warning
 
     # the fresh-user run: 1,000 CIFAR images, 5 folds x 10 epochs from scratch
     text = weak_model_warning(0.372, 0.534, 10)

@@ -12,7 +12,7 @@ TRAIN = {"model_name": "resnet10t", "img_size": 16, "epochs": 4, "lr": 3e-3, "ba
 
 
 def test_stratified_folds_partition_the_samples():
-    from vetset.plugins.label_noise_oof import stratified_folds
+    from vetset.plugins.label_noise.pred_probs import stratified_folds
 
     labels = np.repeat(np.arange(4), [30, 20, 10, 3])
     folds = stratified_folds(labels, 5, seed=0)
@@ -27,8 +27,8 @@ def test_stratified_folds_partition_the_samples():
 
 @pytest.mark.slow
 def test_kfold_stage_finds_flipped_digits_and_caches_folds(digits_dir, tmp_path):
-    from vetset.plugins.label_noise_oof import kfold_pred_probs
-    from vetset.plugins.label_noise_options import light_augmentation
+    from vetset.plugins.label_noise.pred_probs import kfold_pred_probs
+    from vetset.plugins.label_noise.options import light_augmentation
 
     rows = imagefolder_rows(digits_dir, per_class=30)
     flipped = flip_labels(rows, 15, seed=0)
@@ -74,7 +74,7 @@ def test_embedding_weights_file_is_loaded(digits_dir, tmp_path):
     import torch
 
     from vetset.core.errors import RecipeError
-    from vetset.plugins.label_noise_oof import embed_images
+    from vetset.plugins.label_noise.pred_probs import embed_images
 
     files = [r["filepath"] for r in imagefolder_rows(digits_dir, per_class=2)]
     torch.manual_seed(123)

@@ -49,7 +49,7 @@ def _rows(csv_path: Path) -> dict[str, dict]:
 
 
 def test_export_applies_reviews_and_copies_into_imagefolder(reviewed):
-    from vetset.plugins.label_review import export_labels
+    from vetset.plugins.label_noise.review import export_labels
 
     ds, ids, hashes, tmp = reviewed
     res = export_labels(ds, tmp / "fixed", unreviewed="keep")
@@ -78,7 +78,7 @@ def test_export_applies_reviews_and_copies_into_imagefolder(reviewed):
 
 
 def test_export_rerun_replaces_and_unreviewed_policies(reviewed):
-    from vetset.plugins.label_review import export_labels
+    from vetset.plugins.label_noise.review import export_labels
 
     ds, ids, _, tmp = reviewed
     res = export_labels(ds, tmp / "policy", unreviewed="drop", splits=False)
@@ -93,7 +93,7 @@ def test_export_rerun_replaces_and_unreviewed_policies(reviewed):
 
 
 def test_export_refuses_folders_it_did_not_write(reviewed, digits_dir):
-    from vetset.plugins.label_review import export_labels
+    from vetset.plugins.label_noise.review import export_labels
 
     ds, _, _, tmp = reviewed
     foreign = tmp / "foreign"
@@ -124,7 +124,7 @@ def test_export_refuses_a_dataset_that_never_ran_label_noise(digits_dir, tmp_pat
     import fiftyone as fo
 
     from vetset.core.dataset import load_dataset
-    from vetset.plugins.label_review import export_labels
+    from vetset.plugins.label_noise.review import export_labels
 
     ds, _ = load_dataset(digits_dir, name=fresh_name)
     try:
@@ -140,7 +140,7 @@ def test_export_refuses_a_dataset_that_never_ran_label_noise(digits_dir, tmp_pat
 
 def test_a_rerun_keeps_the_suggestion_a_reviewer_confirmed(digits_dir, tmp_path):
     """Confirming an issue accepts its suggested label; a later run with other pred_probs must not change it."""
-    from vetset.plugins.label_review import export_labels
+    from vetset.plugins.label_noise.review import export_labels
 
     rows = imagefolder_rows(digits_dir, per_class=10)
     flip_labels(rows, 6, seed=11)
@@ -169,7 +169,7 @@ def test_a_rerun_keeps_the_suggestion_a_reviewer_confirmed(digits_dir, tmp_path)
 
 
 def test_export_counts_the_unreadable_samples_it_leaves_out(reviewed):
-    from vetset.plugins.label_review import export_labels
+    from vetset.plugins.label_noise.review import export_labels
 
     ds, ids, _, tmp = reviewed
     ds.select(ids[-1]).tag_samples("unreadable")

@@ -38,7 +38,7 @@ def test_wheel_has_only_the_vetset_namespace(wheel):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"vetset", f"vetset-{version}.dist-info"}
     assert "vetset/__init__.py" not in names  # PEP 420 namespace
-    for needed in ("vetset/core/manager.py", "vetset/plugins/recipes_builtin.py", "vetset/recipes/cli.py",
+    for needed in ("vetset/core/manager.py", "vetset/recipes/bundled.py", "vetset/recipes/cli.py",
                    "vetset/recipes/full.yaml", "vetset/recipes/audit.yaml"):
         assert needed in names, needed
     entry_points = zipfile.ZipFile(wheel).read(f"vetset-{version}.dist-info/entry_points.txt").decode()

@@ -103,9 +103,9 @@ def test_failing_import_names_the_plugin():
 
 
 def test_block_list_env_blocks_builtin_by_short_name(monkeypatch):
-    monkeypatch.setenv("VETSET_BLOCK_PLUGINS", "recipes_builtin")
+    monkeypatch.setenv("VETSET_BLOCK_PLUGINS", "bundled")
     hooks = Hooks()
-    assert hooks.pm.is_blocked("vetset.plugins.recipes_builtin")
+    assert hooks.pm.is_blocked("vetset.recipes.bundled")
     assert len(hooks.recipes) == 0
 
 

@@ -15,7 +15,7 @@ from vetset.core.report_kit import fmt
 from vetset.core.result import lookup, read_result
 from vetset.core.result_schema import ResultSchemaError, schema_errors, validate_result
 from vetset.core.run import Run
-from vetset.plugins.report_actions import recommended_actions
+from vetset.plugins.report.actions import recommended_actions
 from vetset.recipes.cli import main
 
 from report_plugin import (AUDIT_BUILTINS, BROKEN_TITLE, PLUGIN_NAME, SECTION_TITLE, ClassStatsPlugin, audit_run,
@@ -57,10 +57,10 @@ def test_report_assembles_every_section_and_survives_a_broken_one(hym_run):
     block = result["stages"]["report"]
     html = open(block["report_html"], encoding="utf-8").read()
     status = {s["name"]: (s["status"], s["plugin"]) for s in block["sections"]}
-    assert status["overview"] == ("ok", "vetset.plugins.report")
+    assert status["overview"] == ("ok", "vetset.plugins.report.stage")
     assert status["class_stats"] == ("ok", PLUGIN_NAME)
     assert status["acme_broken"] == ("error", PLUGIN_NAME)
-    assert status["actions"] == ("ok", "vetset.plugins.report")
+    assert status["actions"] == ("ok", "vetset.plugins.report.stage")
     assert {status[a[4:]][0] for a in AUDIT_SECTIONS} == {"ok"}
     # order keys: overview 0, balance 10, acme 15 and 16, coverage 20 ... unreadable 50, actions 1000
     heads = re.findall(r'<section class="card[^"]*" id="([^"]+)"', html)
@@ -162,7 +162,7 @@ def test_report_size_does_not_grow_with_samples(digits_dir, tmp_path):
     block = result["stages"]["report"]
     assert len(result["stages"]["class_stats"]["examples"]) == 1797
     assert block["thumbnails"] == 24
-    from vetset.plugins.report_page import plotly_js_gzip_b64
+    from vetset.plugins.report.page import plotly_js_gzip_b64
 
     non_plotly = block["size_bytes"] - len(plotly_js_gzip_b64())
     assert non_plotly < 200_000, non_plotly  # sections + 24 thumbnails

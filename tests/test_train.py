@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vetset.core.errors import RecipeError
-from vetset.plugins.train import fit, predict
+from vetset.plugins.train.stage import fit, predict
 
 #: Tiny timm model (0.37 M parameters) at the digits' training size: seconds per epoch on CPU. One thread:
 #: on a machine shared with other busy processes, two OpenMP threads mostly wait on each other.
@@ -117,8 +117,8 @@ def test_mixup_and_label_smoothing_use_timm(digits_dir):
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-    from vetset.plugins.train_model import create_loss
-    from vetset.plugins.train_options import TrainOptions
+    from vetset.plugins.train.model import create_loss
+    from vetset.plugins.train.options import TrainOptions
 
     crit, mix = create_loss(TrainOptions(mixup=0.2, cutmix=1.0), 10)
     assert isinstance(crit, SoftTargetCrossEntropy) and isinstance(mix, Mixup)
@@ -131,7 +131,7 @@ def test_mixup_and_label_smoothing_use_timm(digits_dir):
 
 
 def test_auto_img_size_follows_the_data(digits_dir, hymenoptera_dir):
-    from vetset.plugins.train_model import auto_img_size
+    from vetset.plugins.train.model import auto_img_size
 
     digits = [str(p) for p in sorted(digits_dir.glob("train/*/*.png"))]
     photos = [str(p) for p in sorted(hymenoptera_dir.glob("train/*/*"))]
@@ -141,7 +141,7 @@ def test_auto_img_size_follows_the_data(digits_dir, hymenoptera_dir):
 
 
 def test_photos_with_exif_and_a_gif_become_model_inputs(hymenoptera_dir):
-    from vetset.plugins.train_data import ImageDataset, build_transforms
+    from vetset.plugins.train.data import ImageDataset, build_transforms
 
     cfg = {"input_size": [3, 48, 48], "interpolation": "bicubic"}
     files = [hymenoptera_dir / "train" / "ants" / "imageNotFound.gif"] + sorted(
@@ -156,7 +156,7 @@ def test_photos_with_exif_and_a_gif_become_model_inputs(hymenoptera_dir):
 
 
 def test_option_errors_name_the_option():
-    from vetset.plugins.train import check_options
+    from vetset.plugins.train.stage import check_options
 
     with pytest.raises(RecipeError, match=r"model_name: 'resnet10x' is not a timm model name; did you mean .*resnet10t"):
         check_options({"model_name": "resnet10x"})
@@ -179,7 +179,7 @@ def test_option_errors_name_the_option():
 def test_train_transform_from_an_albumentations_file(tmp_path):
     import albumentations as A
 
-    from vetset.plugins.train_options import load_train_transform
+    from vetset.plugins.train.options import load_train_transform
 
     pipe = A.Compose([A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(p=0.3)])
     A.save(pipe, str(tmp_path / "aug.json"))
@@ -191,7 +191,7 @@ def test_train_transform_from_an_albumentations_file(tmp_path):
 
 
 def test_device_and_autocast_dtype_choice():
-    from vetset.plugins.train_data import resolve_amp, resolve_device
+    from vetset.plugins.train.data import resolve_amp, resolve_device
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_amp("auto", cpu) is None
@@ -236,7 +236,7 @@ class MajorityPlugin:
 def test_a_third_party_trainer_replaces_the_default(hooks, digits_dir, fresh_name, tmp_path):
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
-    from vetset.plugins.train import TimmTrainer
+    from vetset.plugins.train.stage import TimmTrainer
 
     from test_validate import drop_dataset
 
@@ -258,7 +258,7 @@ def test_a_third_party_trainer_replaces_the_default(hooks, digits_dir, fresh_nam
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_trains_with_autocast_and_channels_last(digits_small, tmp_path):
-    from vetset.plugins.train_checkpoint import model_from_checkpoint
+    from vetset.plugins.train.checkpoint import model_from_checkpoint
 
     train, val, classes = digits_small
     opts = dict(FAST, device="auto", epochs=3, workers=2, ema=True)
@@ -283,9 +283,9 @@ def test_cuda_trains_with_autocast_and_channels_last(digits_small, tmp_path):
 def test_local_weights_files_start_the_model(tmp_path):
     import timm
 
-    from vetset.plugins.train_checkpoint import save_checkpoint
-    from vetset.plugins.train_model import create_model
-    from vetset.plugins.train_options import TrainOptions
+    from vetset.plugins.train.checkpoint import save_checkpoint
+    from vetset.plugins.train.model import create_model
+    from vetset.plugins.train.options import TrainOptions
 
     torch.manual_seed(123)
     source = timm.create_model("test_resnet")  # 1000 classes, as an ImageNet weights file would have

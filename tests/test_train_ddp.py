@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vetset.core.errors import DataError, RecipeError
-from vetset.plugins.train_dist import DistContext, DistributedEpochSampler, ddp_device, shard
+from vetset.plugins.train.distributed import DistContext, DistributedEpochSampler, ddp_device, shard
 
 from conftest import run_cli
 from test_train import FAST, digit_items
@@ -21,9 +21,9 @@ DDP = dict(FAST, batch_size=16, workers=0, nproc=2)
 
 
 def test_two_gloo_processes_report_the_metrics_of_a_single_process_evaluation(digits_dir, tmp_path):
-    from vetset.plugins.train import cross_entropy, predict
-    from vetset.plugins.train_checkpoint import model_from_checkpoint
-    from vetset.plugins.train_ddp import launch_fit
+    from vetset.plugins.train.stage import cross_entropy, predict
+    from vetset.plugins.train.checkpoint import model_from_checkpoint
+    from vetset.plugins.train.ddp import launch_fit
 
     train, classes = digit_items(digits_dir, "train", per_class=30)
     val, _ = digit_items(digits_dir, "val", per_class=9)
@@ -59,7 +59,7 @@ def test_two_gloo_processes_report_the_metrics_of_a_single_process_evaluation(di
 
 
 def test_a_failing_rank_ends_the_launch_with_one_error(digits_dir, tmp_path):
-    from vetset.plugins.train_ddp import launch_fit
+    from vetset.plugins.train.ddp import launch_fit
 
     train, classes = digit_items(digits_dir, "train", per_class=3)
     broken = tmp_path / "broken.png"
@@ -72,7 +72,7 @@ def test_a_failing_rank_ends_the_launch_with_one_error(digits_dir, tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc to find leftover processes")
 def test_timeout_stops_torchrun_and_its_ranks(digits_dir, tmp_path):
     from vetset.core.errors import VetsetError
-    from vetset.plugins.train_ddp import launch_fit
+    from vetset.plugins.train.ddp import launch_fit
 
     train, classes = digit_items(digits_dir, "train", per_class=3)
     with pytest.raises(VetsetError, match=r"did not finish within 2 s and was stopped; log: .*ddp\.log"):
@@ -123,8 +123,8 @@ def test_samplers_split_train_with_padding_and_val_without():
 
 def test_nproc_on_the_command_line_and_in_recipes(hooks, tmp_path):
     from vetset.core.recipe import parse_recipe
-    from vetset.plugins.train import check_options
-    from vetset.plugins.train_ddp import with_nproc
+    from vetset.plugins.train.stage import check_options
+    from vetset.plugins.train.ddp import with_nproc
 
     recipe = parse_recipe({"name": "t", "stages": {"train": {"epochs": 1}, "validate": {}}}, hooks.stages)
     assert recipe.options("train").nproc == 1
@@ -183,7 +183,7 @@ def test_recipes_run_with_nproc_trains_under_torchrun_and_validates(digits_dir, 
 def test_nproc_beyond_the_train_split_or_the_cpus_is_one_sentence(digits_dir, tmp_path):
     import os
 
-    from vetset.plugins.train_ddp import launch_fit
+    from vetset.plugins.train.ddp import launch_fit
 
     items = [(str(p), 0) for p in sorted((digits_dir / "train" / "0").iterdir())[:3]]
     with pytest.raises(RecipeError, match=r"^nproc 2 needs at least 4 readable train images \(2 per process\); "

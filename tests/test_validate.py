@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vetset.plugins.validate_metrics import GapThresholds, gap_verdict
+from vetset.plugins.validate.metrics import GapThresholds, gap_verdict
 
 TRAIN = {"model_name": "test_resnet", "img_size": 32, "batch_size": 32, "lr": 3e-3, "warmup_epochs": 0,
          "epochs": 2, "threads": 1, "workers": 0}
@@ -220,7 +220,7 @@ def test_bad_train_options_fail_before_any_stage_runs(hooks, digits_dir, fresh_n
 
 
 def test_gap_from_training_history_when_train_is_not_predicted(validated):
-    from vetset.plugins.validate import ValidateOptions
+    from vetset.plugins.validate.stage import ValidateOptions
 
     run, result, _ = validated
     block = run.hooks.stages["validate"].run(run, ValidateOptions(gap_on_train=False, brain=False, workers=0))

@@ -6,7 +6,7 @@ also the Python package ``vetset.plugins.fiftyone_app``. Make it visible to the 
 ``recipes app --dataset NAME``, which does so for that session.
 
 The classes are thin: forms are built from what vetset's pluggy plugins registered, and
-the work is done by :mod:`vetset.core.app_api`.
+the work is done by :mod:`vetset.plugins.fiftyone_app.api`.
 """
 
 from __future__ import annotations

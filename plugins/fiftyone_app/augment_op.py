@@ -26,7 +26,7 @@ class Augment(foo.Operator):
                                 default_choice_to_delegated=apply)
 
     def resolve_input(self, ctx):
-        from vetset.core.app_api import stored_result
+        from vetset.plugins.fiftyone_app.api import stored_result
 
         inputs = types.Object()
         modes = types.RadioGroup()
@@ -49,7 +49,7 @@ class Augment(foo.Operator):
             out = _run(ctx, {"augment": options})
             _open_view(ctx, "augmented")
             return out
-        from vetset.core.app_api import plan_augmentation
+        from vetset.plugins.fiftyone_app.api import plan_augmentation
 
         with forms.reporting(ctx) as log:
             plan = plan_augmentation(ctx.dataset.name, options, hooks=_hooks(), log=log)

@@ -21,7 +21,7 @@ class OpenSavedView(foo.Operator):
                                   icon="visibility")
 
     def resolve_input(self, ctx):
-        from vetset.core.app_api import vetset_views
+        from vetset.plugins.fiftyone_app.api import vetset_views
 
         inputs = types.Object()
         names = ctx.dataset.list_saved_views()

@@ -2,7 +2,7 @@
 
 Each operator builds its form from what the pluggy plugins registered (stages and their
 pydantic options, checks, recipes, saved views), validates it in ``resolve_input``, and
-in ``execute`` calls one ``vetset.core.app_api`` function with the dataset's name. Long
+in ``execute`` calls one ``vetset.plugins.fiftyone_app.api`` function with the dataset's name. Long
 work (training, label noise, augmentation, whole recipes) defaults to delegated execution
 (``fiftyone delegated launch`` runs it) and reports progress with ``ctx.set_progress``.
 """
@@ -27,7 +27,7 @@ def _hooks() -> Any:
 def _run(ctx: Any, stages: dict[str, dict[str, Any]], view_ids: list[str] | None = None,
          fail_on: dict[str, float] | None = None) -> dict[str, Any]:
     """Call ``app_api.run_stages`` with App progress; return a small JSON-able summary."""
-    from vetset.core.app_api import run_stages
+    from vetset.plugins.fiftyone_app.api import run_stages
 
     with forms.reporting(ctx) as log:
         out = run_stages(ctx.dataset.name, stages, view_ids=view_ids, hooks=_hooks(), log=log, fail_on=fail_on)
@@ -106,7 +106,7 @@ def _chosen_checks(params: dict[str, Any], names: list[str]) -> list[str]:
 def _audit_options(params: dict[str, Any], model: type, names: list[str]) -> dict[str, Any]:
     """The audit stage options from the form, with the chosen checks.
 
-    The audit options name its checks in a ``checks`` field (see ``vetset.plugins.audit``);
+    The audit options name its checks in a ``checks`` field (see ``vetset.plugins.audit.stage``);
     checks left unticked are left out of it.
     """
     values = forms.options_from_params(params, model, "audit")
@@ -210,7 +210,7 @@ def _check_model_name(props: dict[str, Any], values: dict[str, Any]) -> None:
     if "model_name" not in props or values.get("trainer", "timm") != "timm":
         return
     try:
-        from vetset.plugins.train_options import check_model_name
+        from vetset.plugins.train.options import check_model_name
     except ImportError:
         return
     from vetset.core.errors import VetsetError

@@ -1,6 +1,6 @@
 """The vetset audit panel: class balance per split, class x property coverage, issue counts.
 
-Everything shown comes from :func:`vetset.core.app_api.audit_summary` (the run's
+Everything shown comes from :func:`vetset.plugins.fiftyone_app.api.audit_summary` (the run's
 ``result.json`` plus live counts of vetset's saved views). Clicking an issue row loads its
 saved view in the grid next to the panel.
 """
@@ -29,7 +29,7 @@ class AuditPanel(foo.Panel):
 
     # -- events ----------------------------------------------------------------------
     def on_load(self, ctx):
-        from vetset.core.app_api import audit_summary, balance_rows, coverage_rows
+        from vetset.plugins.fiftyone_app.api import audit_summary, balance_rows, coverage_rows
         from vetset.core.errors import VetsetError
 
         if ctx.dataset is None:

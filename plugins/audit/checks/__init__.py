@@ -1,0 +1,1 @@
+"""The built-in audit checks, one module each, each registered like a third-party check."""

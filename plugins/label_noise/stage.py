@@ -1,0 +1,344 @@
+"""Built-in plugin: the ``label_noise`` stage — find likely label errors with cleanlab.
+
+Out-of-sample ``pred_probs`` (:mod:`vetset.plugins.label_noise.pred_probs`) go through
+``cleanlab.filter.find_label_issues`` (which samples are label issues) and
+``cleanlab.rank.get_label_quality_scores`` (how likely each given label is right, 0..1).
+
+Per checked sample the stage writes, in bulk:
+
+* ``label_quality`` (float, lower = more likely wrong; ``None`` when not checked),
+* the tag ``label_issue`` on flagged samples,
+* ``suggested_label``: a ``fo.Classification`` with the out-of-sample argmax class and
+  its probability as ``confidence``;
+
+and saves the view ``label_issues`` (flagged samples, worst first). Reviewers tag samples
+``label_confirmed`` / ``label_rejected`` (see :mod:`vetset.plugins.label_noise.review`); a rerun
+keeps the ``suggested_label`` of confirmed samples (the label the reviewer accepted); reruns
+never touch those tags.
+
+Result block ``run.results["label_noise"]``::
+
+    {"method", "n_folds", "classes", "num_candidates", "num_checked", "num_issues",
+     "issue_rate", "oof_accuracy", "per_class": {class: {"checked", "issues"}},
+     "flips": [{"given", "suggested", "count"}], "top_issues": [{"id", "filepath",
+     "split", "given", "suggested", "suggested_prob", "label_quality"}], "folds": [...],
+     "warnings": [sentence, ...], "skipped": None | sentence, "pred_probs_file",
+     "options", "datalab": {...} | None,
+     "metrics": {"label_issues", "label_issue_rate", "oof_accuracy", "label_checked"}}
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from vetset.core.hookspecs import hookimpl
+from vetset.core.registry import ReportSection, Stage, ViewSpec
+from vetset.plugins.label_noise.options import LabelNoiseOptions
+from vetset.plugins.label_noise.review import CONFIRMED_TAG
+
+STAGE = "label_noise"
+QUALITY_FIELD = "label_quality"
+SUGGESTED_FIELD = "suggested_label"
+ISSUE_TAG = "label_issue"
+VIEW_NAME = "label_issues"
+
+
+def find_issues(labels: np.ndarray, pred_probs: np.ndarray, options: LabelNoiseOptions | None = None
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """cleanlab's label issues and label quality scores for one set of ``pred_probs``.
+
+    Args:
+        labels: ``int`` ``(N,)`` given class indices in ``0..K-1``.
+        pred_probs: ``float`` ``(N, K)`` out-of-sample probabilities, rows summing to 1.
+        options: the stage options (``filter_by``, ``frac_noise``,
+            ``min_examples_per_class``, ``rank_by``, ``adjust_pred_probs``); defaults are
+            cleanlab's.
+
+    Returns:
+        ``(is_issue, label_quality, notes)``: ``bool`` ``(N,)`` from
+        ``cleanlab.filter.find_label_issues``; ``float64`` ``(N,)`` in [0, 1] from
+        ``cleanlab.rank.get_label_quality_scores`` (lower = more likely mislabelled);
+        cleanlab's warnings as sentences.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    o = options or LabelNoiseOptions()
+    labels = np.asarray(labels, dtype=np.int64)
+    pred_probs = np.asarray(pred_probs, dtype=np.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kwargs: dict[str, Any] = {}
+        if o.filter_by in ("prune_by_noise_rate", "prune_by_class", "both"):
+            kwargs["frac_noise"] = o.frac_noise
+        # n_jobs=1: cleanlab's pool would fork next to FiftyOne's MongoDB client; for
+        # N*K below 1e8 the single-process path takes well under a second.
+        is_issue = find_label_issues(labels, pred_probs, filter_by=o.filter_by,
+                                     min_examples_per_class=o.min_examples_per_class, n_jobs=1, **kwargs)
+        quality = get_label_quality_scores(labels, pred_probs, method=o.rank_by,
+                                           adjust_pred_probs=o.adjust_pred_probs)
+    notes = sorted({str(w.message).split("\n")[0] for w in caught if issubclass(w.category, UserWarning)})
+    return np.asarray(is_issue, dtype=bool), np.asarray(quality, dtype=np.float64), notes
+
+
+def candidate_view(dataset: Any, options: LabelNoiseOptions) -> Any:
+    """Readable samples of the chosen splits (without ``augmented`` copies unless asked)."""
+    view = dataset.match_tags(list(options.splits)).match_tags("unreadable", bool=False)
+    if not options.include_augmented:
+        view = view.match_tags("augmented", bool=False)
+    return view
+
+
+def _train_options(run: Any, options: LabelNoiseOptions) -> Any:
+    from vetset.core.errors import RecipeError
+    from vetset.plugins.train.options import as_options, check_model_name, load_train_transform
+
+    base: dict[str, Any] = {}
+    user_set = set(options.train)
+    if "train" in run.recipe.stages:
+        recipe_train = run.recipe.options("train")
+        base = recipe_train.model_dump()
+        user_set |= recipe_train.model_fields_set
+    base.update(options.train)
+    if options.fold_augmentation == "light" and "train_transform" not in user_set:
+        from vetset.plugins.label_noise.options import light_augmentation
+
+        base["train_transform"] = light_augmentation()
+    if (base.get("nproc") or 1) > 1:  # K small fold models: one process each, in turn
+        run.log(f"[label_noise] fold models train in this process; nproc {base['nproc']} applies to the train stage only")
+        base["nproc"] = 1
+    try:
+        opts = as_options(base)
+        check_model_name(opts.model_name)
+        load_train_transform(opts.train_transform)
+    except RecipeError as exc:
+        raise RecipeError(str(exc).replace("stages.train.", "stages.label_noise.train.")) from None
+    return opts
+
+
+def compute_pred_probs(run: Any, options: LabelNoiseOptions, ids: list[str], fps: list[str], labels: np.ndarray,
+                       classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict]]:
+    """``(pred_probs, has_row, features, folds)`` for the samples, by ``options.method``."""
+    from vetset.plugins.label_noise import pred_probs as oof
+
+    has_row = np.ones(len(ids), dtype=bool)
+    if options.method == "pred_probs_file":
+        probs, has_row = oof.load_pred_probs_file(options.pred_probs_file, options.ids_file, ids, fps, classes)
+        return probs, has_row, None, []
+    if options.method == "embeddings":
+        e = options.embeddings
+        if not e.weights:
+            run.log(f"[label_noise] embeddings from {e.model_name} with random weights (no stages.label_noise."
+                    "embeddings.weights file): such features say little about image content, so expect "
+                    "weak pred_probs; give a local pretrained weights file")
+        feats = oof.embed_images(fps, e.model_name, e.weights, e.img_size, e.batch_size)
+        probs = oof.embedding_pred_probs(feats, labels, len(classes), options.n_folds, options.seed, e.C)
+        return probs, has_row, feats, []
+    probs, folds = oof.kfold_pred_probs(fps, labels, classes, _train_options(run, options), options.n_folds,
+                                        options.seed, out_dir=run.stage_dir(STAGE) / "folds", log=run.log,
+                                        resume=run.resume)
+    return probs, has_row, None, folds
+
+
+#: Out-of-sample accuracy (against the given labels) below which the flags are called
+#: unreliable. Confident learning assumes ``pred_probs`` from a model that is right on most
+#: samples (Northcutt, Jiang & Chuang, JAIR 2021); at 0.5 as many predictions are wrong as
+#: right, so most disagreements are the model's errors, not label errors.
+WEAK_OOF_ACCURACY = 0.5
+#: Share of flagged samples above which the flags are called unreliable: human label
+#: noise in curated sets is mostly under 10% (CIFAR-10N ``aggre`` 9%, ``random1`` 17%;
+#: Northcutt et al. 2021 find 3.3% on average over 10 test sets), and even CIFAR-10N
+#: ``worse`` (40%) is rarer than this.
+WEAK_ISSUE_RATE = 0.5
+
+
+def weak_model_warning(oof_accuracy: float, issue_rate: float, n_classes: int) -> str | None:
+    """A sentence when the pred_probs look too weak for the flags to be trusted, else ``None``.
+
+    Args:
+        oof_accuracy: out-of-sample accuracy against the given labels, 0..1 (NaN: unknown).
+        issue_rate: flagged share of the checked samples, 0..1.
+        n_classes: number of classes (chance accuracy is about ``1 / n_classes``).
+    """
+    if not (oof_accuracy < WEAK_OOF_ACCURACY or issue_rate > WEAK_ISSUE_RATE):
+        return None
+    return (f"{issue_rate:.0%} of the checked samples are flagged and the out-of-sample accuracy is "
+            f"{oof_accuracy:.2f} (chance {1 / max(1, n_classes):.2f}): the pred_probs come from a weak model, so "
+            "most flags are likely its own mistakes rather than wrong labels; before reviewing, get better "
+            "pred_probs (more images or epochs under stages.label_noise.train, a local pretrained weights "
+            "file, or a pred_probs_file from a stronger model).")
+
+
+def _prepare_fields(ds: Any) -> None:
+    import fiftyone as fo
+
+    schema = ds.get_field_schema()
+    if QUALITY_FIELD not in schema:
+        ds.add_sample_field(QUALITY_FIELD, fo.FloatField)
+    if SUGGESTED_FIELD not in schema:
+        ds.add_sample_field(SUGGESTED_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+    ds.clear_sample_field(QUALITY_FIELD)
+    # a confirmed issue keeps the suggestion the reviewer confirmed (export-labels takes it)
+    ds.match_tags(CONFIRMED_TAG, bool=False).clear_sample_field(SUGGESTED_FIELD)
+    ds.untag_samples(ISSUE_TAG)
+
+
+def write_fields(ds: Any, ids: list[str], classes: list[str], pred_probs: np.ndarray, quality: dict[str, float],
+                 issues: list[str]) -> None:
+    """Bulk-write ``suggested_label`` (for ``ids``), ``label_quality`` and the ``label_issue`` tag."""
+    import fiftyone as fo
+
+    if ids:
+        best = pred_probs.argmax(axis=1)
+        confirmed = set(ds.match_tags(CONFIRMED_TAG).values("id"))  # their reviewed suggestion stays
+        ds.set_values(SUGGESTED_FIELD, {sid: fo.Classification(label=classes[int(b)], confidence=float(p[b]))
+                                        for sid, b, p in zip(ids, best, pred_probs) if sid not in confirmed},
+                      key_field="id")
+    if quality:
+        ds.set_values(QUALITY_FIELD, quality, key_field="id")
+    if issues:
+        ds.select(issues).tag_samples(ISSUE_TAG)
+
+
+def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
+    """Stage entry: pred_probs, cleanlab, FiftyOne writes; returns the result block.
+
+    Degenerate inputs (missing labels, labels outside the class list, classes smaller
+    than ``n_folds``, a single class, samples without a row in a ``pred_probs`` file) are
+    reported as sentences under ``warnings`` and skipped; the run goes on.
+    """
+    from vetset.plugins.label_noise import pred_probs as oof
+    from vetset.plugins.label_noise.datalab import run_datalab
+
+    ds, classes, say = run.dataset, run.classes, []
+    _prepare_fields(ds)
+    view = candidate_view(ds, options)
+    ids, fps, given, tags = view.values(["id", "filepath", "ground_truth.label", "tags"])
+    splits = [next((t for t in ("train", "val", "test") if t in ts), "") for ts in tags]
+    result: dict[str, Any] = {"method": options.method, "n_folds": options.n_folds, "classes": classes,
+                              "num_candidates": len(ids), "options": options.model_dump(mode="json"),
+                              "skipped": None, "warnings": say, "datalab": None, "folds": []}
+    if not ids and len(ds):
+        present = sorted({t for t in ("train", "val", "test") if len(ds.match_tags(t))})
+        return _skip(run, result, say, (
+            f"no readable sample carries the split tags {list(options.splits)} (stages.label_noise.splits); the "
+            f"dataset's split tags: {present or 'none'}. Tag the samples train/val/test or set splits; no label "
+            "issues were searched."))
+    missing = [i for i, g in enumerate(given) if not g]
+    if missing:
+        say.append(f"{len(missing)} samples have no ground_truth label (e.g. {fps[missing[0]]}); they are not checked.")
+    unknown = Counter(g for g in given if g and g not in classes)
+    if unknown:
+        listed = ", ".join(f"{lab!r} ({n})" for lab, n in unknown.most_common(5))
+        say.append(f"{sum(unknown.values())} samples have labels outside the class list {classes}: {listed}; "
+                   "they are not checked.")
+    keep = [i for i, g in enumerate(given) if g and g in classes]
+    ids, fps, splits = [ids[i] for i in keep], [fps[i] for i in keep], [splits[i] for i in keep]
+    labels = np.array([classes.index(given[i]) for i in keep], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), int)
+    checkable = np.ones(len(labels), dtype=bool)
+    if options.method != "pred_probs_file":
+        small = [c for c in np.flatnonzero(counts) if counts[c] < options.n_folds]
+        if small:
+            say.append(f"classes with fewer samples than n_folds={options.n_folds}: "
+                       + ", ".join(f"{classes[c]!r} ({counts[c]})" for c in small)
+                       + "; their samples help train the fold models but are not checked (add images or lower "
+                       "stages.label_noise.n_folds).")
+            checkable &= ~np.isin(labels, small)
+    if len(np.unique(labels[checkable])) < 2:
+        present = [classes[c] for c in np.flatnonzero(counts)]
+        reason = (f"label_noise needs at least 2 classes with enough labelled samples to check; found "
+                  f"{len(labels)} usable samples of {present or 'no class'}; no label issues were searched.")
+        return _skip(run, result, say, reason)
+    pred_probs, has_row, features, folds = compute_pred_probs(run, options, ids, fps, labels, classes)
+    result["folds"] = folds
+    if not has_row.all():
+        say.append(f"{int((~has_row).sum())} samples have no row in {options.pred_probs_file} "
+                   f"(e.g. {fps[int(np.argmax(~has_row))]}); they are not checked.")
+    checkable &= has_row
+    saved = oof.save_pred_probs(run.stage_dir(STAGE) / "pred_probs.npz", pred_probs[has_row],
+                                [s for s, h in zip(ids, has_row) if h], [f for f, h in zip(fps, has_row) if h],
+                                classes, labels[has_row])
+    sel = np.flatnonzero(checkable)
+    if len(np.unique(labels[sel])) < 2:
+        reason = ("label_noise: fewer than 2 classes have rows in the pred_probs file; nothing was flagged.")
+        return _skip(run, result, say, reason)
+    is_issue, quality, notes = find_issues(labels[sel], pred_probs[sel], options)
+    say.extend(f"cleanlab: {n}" for n in notes)
+    issue_ids = [ids[i] for i, flag in zip(sel, is_issue) if flag]
+    write_fields(ds, [s for s, h in zip(ids, has_row) if h], classes, pred_probs[has_row],
+                 {ids[i]: float(q) for i, q in zip(sel, quality)}, issue_ids)
+    if options.datalab:
+        result["datalab"] = run_datalab(ds, [ids[i] for i in sel], labels[sel], pred_probs[sel],
+                                        None if features is None else features[sel], say)
+    result.update(_summary(classes, ids, fps, splits, labels, pred_probs, has_row, sel, is_issue, quality, options))
+    weak = weak_model_warning(result["oof_accuracy"], result["issue_rate"], len(classes))
+    if weak:
+        say.append(weak)
+    result["pred_probs_file"] = str(saved)
+    for line in say:
+        run.log(f"[label_noise] {line}")
+    run.log(f"[label_noise] {result['num_issues']} of {result['num_checked']} checked samples flagged "
+            f"(out-of-sample accuracy against the given labels {result['oof_accuracy']:.3f}); "
+            f"saved view {VIEW_NAME!r}")
+    return result
+
+
+def _skip(run: Any, result: dict[str, Any], say: list[str], reason: str) -> dict[str, Any]:
+    say.append(reason)
+    result.update(skipped=reason, num_checked=0, num_issues=0, issue_rate=0.0, oof_accuracy=None,
+                  metrics={"label_issues": 0, "label_checked": 0})
+    for line in say:
+        run.log(f"[label_noise] {line}")
+    return result
+
+
+def _summary(classes, ids, fps, splits, labels, pred_probs, has_row, sel, is_issue, quality, options) -> dict:
+    pred = pred_probs.argmax(axis=1)
+    oof_acc = float((pred[has_row] == labels[has_row]).mean()) if has_row.any() else float("nan")
+    flagged = sel[is_issue]
+    per_class = {c: {"checked": int((labels[sel] == k).sum()), "issues": int((labels[flagged] == k).sum())}
+                 for k, c in enumerate(classes)}
+    flips = Counter((classes[labels[i]], classes[pred[i]]) for i in flagged)
+    order = flagged[np.argsort(quality[is_issue], kind="stable")] if len(flagged) else flagged
+    q_of = dict(zip(sel.tolist(), quality.tolist()))
+    top = [{"id": ids[i], "filepath": fps[i], "split": splits[i], "given": classes[labels[i]],
+            "suggested": classes[pred[i]], "suggested_prob": float(pred_probs[i, pred[i]]),
+            "label_quality": q_of[int(i)]} for i in order[: options.max_report_samples]]
+    n_checked, n_issues = int(len(sel)), int(len(flagged))
+    rate = n_issues / n_checked if n_checked else 0.0
+    return {"num_checked": n_checked, "num_issues": n_issues, "issue_rate": rate, "oof_accuracy": oof_acc,
+            "per_class": per_class, "top_issues": top,
+            "flips": [{"given": g, "suggested": s, "count": n} for (g, s), n in flips.most_common(10)],
+            "metrics": {"label_issues": n_issues, "label_issue_rate": rate, "oof_accuracy": oof_acc,
+                        "label_checked": n_checked}}
+
+
+def build_view(dataset: Any) -> Any:
+    """Samples tagged ``label_issue``, lowest ``label_quality`` (worst) first."""
+    if QUALITY_FIELD not in dataset.get_field_schema():
+        return None
+    return dataset.match_tags(ISSUE_TAG).sort_by(QUALITY_FIELD)
+
+
+@hookimpl
+def vetset_register_stages(register):
+    register(Stage(STAGE, run_stage, LabelNoiseOptions,
+                   "find likely label errors with cleanlab on out-of-sample pred_probs"))
+
+
+@hookimpl
+def vetset_register_views(register):
+    register(ViewSpec(VIEW_NAME, STAGE, build_view,
+                      "cleanlab label issues, lowest label_quality first; tag label_confirmed/label_rejected to review"))
+
+
+@hookimpl
+def vetset_register_report_sections(register):
+    from vetset.plugins.label_noise.report import render
+
+    register(ReportSection("label_issues", "Label issues", render, order=60))
