@@ -7,7 +7,7 @@ STAMP := $(VENV)/.vetset-installed
 export FIFTYONE_DO_NOT_TRACK ?= true
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,10 @@ demo: $(STAMP)
 	$(BIN)/recipes demo --out vetset-demo
 	$(BIN)/recipes run full --data vetset-demo/digits --out vetset-runs/demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -58,7 +58,7 @@ class PeakRSS:
             self.peak = max(self.peak, rss_mb())
             time.sleep(0.005)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 

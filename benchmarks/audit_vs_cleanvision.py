@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'speed vs CV':>12} {'time vs plain':>14} {'RSS +MB':>8} {'targets':>24}")
     print(head)
     print("-" * len(head))
-    for key, n, tp, tc, tv, tl, drss in rows:
+    for key, n, tp, tc, tv, _tl, drss in rows:
         speedup = tc / tv
         slow = tv / tp
         ok_cv = speedup >= 10

@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (SHARED / "train.tar.gz").exists():
         print(f"skipped: {SHARED}/train.tar.gz is absent (shared data is only in the project's checkouts)")
         return 0
-    from vetset.plugins.label_noise.stage import find_issues
-    from vetset.plugins.label_noise.pred_probs import kfold_pred_probs
     from vetset.plugins.label_noise.options import LabelNoiseOptions
+    from vetset.plugins.label_noise.pred_probs import kfold_pred_probs
+    from vetset.plugins.label_noise.stage import find_issues
     from vetset.plugins.train.stage import predict
 
     args.filter_by = args.filter_by or LabelNoiseOptions().filter_by
@@ -170,13 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         truth = given != clean
         test_probs, speeds = [], []
 
-        def on_fold(fold, out, opts):
+        def on_fold(fold, out, opts, speeds=speeds, test_probs=test_probs):  # bound to this label set
             speeds.extend(h["images_per_s"] for h in out.history if h.get("images_per_s"))
             if test is not None:
                 test_probs.append(predict(out.model, test["fps"], out.data_config, opts)[0])
 
         t0 = time.perf_counter()
-        def log(msg: str) -> None:  # fold starts go to stderr, with the time since the label set began
+
+        # fold starts go to stderr, with the time since the label set began
+        def log(msg: str, t0: float = t0, label_set: str = label_set) -> None:
             if msg.startswith("[label_noise] fold"):
                 print(f"{time.perf_counter() - t0:7.0f} s  {label_set}: {msg}", file=sys.stderr, flush=True)
 
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             row["test_hits"] = int(test["known"][worst].sum())
         summary.append(row)
 
-    print("\nper label set (cleanlab = find_label_issues(filter_by=%r); baseline = argmax != given)" % args.filter_by)
+    print(f"\nper label set (cleanlab = find_label_issues(filter_by={args.filter_by!r}); baseline = argmax != given)")
     head = (f"{'labels':8} {'noise':>6} {'size':>6} {'time s':>7} {'train img/s':>11} {'oof acc clean':>13} {'oof acc given':>13} "
             f"{'flagged':>7} {'P':>5} {'R':>5} {'F1':>5} | {'base P':>6} {'base R':>6} {'base F1':>7} {'dF1':>6}")
     print(head + (f" | {'test acc':>8} {'known errs in worst 1%':>22}" if test is not None else ""))

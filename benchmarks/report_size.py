@@ -56,13 +56,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VETSET_PROGRESS", "0")
 
+    import fiftyone as fo
+
     from vetset.core.manager import get_hooks  # first: vetset.core sets FiftyOne's environment
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
-    from vetset.plugins.report.stage import ReportOptions, write_report
     from vetset.plugins.report.page import plotly_js_gzip_b64
-
-    import fiftyone as fo
+    from vetset.plugins.report.stage import ReportOptions, write_report
 
     cache = Path(args.cache)
     train = unpack("train", cache)

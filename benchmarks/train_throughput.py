@@ -139,7 +139,7 @@ def plain_loop(args, items, k, device, amp_dtype) -> float:
                                          drop_last=len(ds) % args.batch_size == 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     rates = []
-    for epoch in range(args.epochs):
+    for _epoch in range(args.epochs):
         model.train()
         t0, n = time.perf_counter(), 0
         for x, y in loader:

@@ -20,8 +20,9 @@ import multiprocessing as mp
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from vetset.core.errors import RecipeError
 

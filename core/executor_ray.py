@@ -23,7 +23,8 @@ import functools
 import importlib
 import os
 import sys
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from vetset.core.errors import VetsetError
 

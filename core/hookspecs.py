@@ -14,7 +14,8 @@ Core code never calls ``pm.hook`` directly: it goes through :class:`vetset.core.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -138,7 +139,7 @@ def vetset_make_trainer(name: str, options: dict[str, Any]) -> Any | None:
 
 
 @hookspec
-def vetset_on_dataset_loaded(run: "Run") -> None:
+def vetset_on_dataset_loaded(run: Run) -> None:
     """Called once the run's FiftyOne dataset is loaded or updated.
 
     Args:
@@ -147,7 +148,7 @@ def vetset_on_dataset_loaded(run: "Run") -> None:
 
 
 @hookspec
-def vetset_on_check_finished(run: "Run", check: str, summary: dict[str, Any]) -> None:
+def vetset_on_check_finished(run: Run, check: str, summary: dict[str, Any]) -> None:
     """Called after each audit check has written its fields, tags and summary.
 
     Args:
@@ -158,7 +159,7 @@ def vetset_on_check_finished(run: "Run", check: str, summary: dict[str, Any]) ->
 
 
 @hookspec
-def vetset_on_stage_finished(run: "Run", stage: str, result: dict[str, Any]) -> None:
+def vetset_on_stage_finished(run: Run, stage: str, result: dict[str, Any]) -> None:
     """Called after each recipe stage has finished and its result is stored.
 
     Args:
@@ -169,7 +170,7 @@ def vetset_on_stage_finished(run: "Run", stage: str, result: dict[str, Any]) -> 
 
 
 @hookspec
-def vetset_on_run_finished(run: "Run", result: dict[str, Any]) -> None:
+def vetset_on_run_finished(run: Run, result: dict[str, Any]) -> None:
     """Called once at the end of a run, after ``result.json`` has been written.
 
     Args:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 

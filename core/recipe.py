@@ -81,7 +81,7 @@ class ExecutorOptions(BaseModel):
     workers: Count | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _address_needs_ray(self) -> "ExecutorOptions":
+    def _address_needs_ray(self) -> ExecutorOptions:
         import importlib.util
 
         if self.address and self.name != "ray":

@@ -23,7 +23,6 @@ Each stage documents its own block; a stage may put numbers meant for ``fail_on`
 from __future__ import annotations
 
 import difflib
-
 import json
 import math
 import os

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -35,8 +35,8 @@ def _say(msg: str) -> None:
 @app_cli.callback()
 def app(
     ctx: typer.Context,
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="FiftyOne dataset to open (default: none)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port of the App server (default: FiftyOne's "
+    dataset: str | None = typer.Option(None, "--dataset", help="FiftyOne dataset to open (default: none)."),
+    port: int | None = typer.Option(None, "--port", help="Port of the App server (default: FiftyOne's "
                                        "default_app_port, 5151); 0 picks a free one."),
     address: str = typer.Option("localhost", "--address", help="Address to serve on (0.0.0.0 for all interfaces)."),
     delegated: bool = typer.Option(True, "--delegated/--no-delegated",
@@ -104,7 +104,7 @@ def _start_worker(port: int) -> subprocess.Popen:
 
 @app_cli.command("install")
 def install(
-    plugins_dir: Optional[Path] = typer.Option(None, "--plugins-dir",
+    plugins_dir: Path | None = typer.Option(None, "--plugins-dir",
                                                help="FiftyOne plugins dir (default: fo.config.plugins_dir)."),
     copy: bool = typer.Option(False, "--copy", help="Copy the files instead of linking them."),
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -82,17 +81,17 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML file (or a recip
 @app.command("run")
 def run(
     recipe: str = typer.Argument(..., help="Recipe name (see `recipes list`) or YAML file."),
-    data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder root or CSV manifest (filepath,label[,split])."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: ./vetset-runs/<dataset>)."),
+    data: Path | None = typer.Option(None, "--data", help="ImageFolder root or CSV manifest (filepath,label[,split])."),
+    dataset: str | None = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: ./vetset-runs/<dataset>)."),
     resume: bool = typer.Option(False, "--resume", help="Skip finished stages and continue interrupted training."),
-    nproc: Optional[int] = typer.Option(None, "--nproc", min=1,
+    nproc: int | None = typer.Option(None, "--nproc", min=1,
                                         help="Train on N processes (torchrun, DistributedDataParallel; one per GPU); "
                                              "overrides stages.train.nproc."),
-    executor: Optional[str] = typer.Option(None, "--executor",
+    executor: str | None = typer.Option(None, "--executor",
                                            help="Where per-image work runs: local (worker processes) or ray; "
                                                 "overrides the recipe's executor.name."),
-    address: Optional[str] = typer.Option(None, "--address",
+    address: str | None = typer.Option(None, "--address",
                                           help="Ray cluster for --executor ray: auto, host:port or ray://host:10001 "
                                                "(default: start a local Ray instance)."),
 ) -> None:
@@ -156,9 +155,9 @@ def _print_summary(result: dict) -> None:
 @app.command("plan")
 def plan(
     recipe: str = typer.Argument("augment", help="Recipe name or YAML file whose augment stage is planned."),
-    data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder root or CSV manifest (filepath,label[,split])."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder the run would use (default: ./vetset-runs/<dataset>)."),
+    data: Path | None = typer.Option(None, "--data", help="ImageFolder root or CSV manifest (filepath,label[,split])."),
+    dataset: str | None = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder the run would use (default: ./vetset-runs/<dataset>)."),
 ) -> None:
     """Audit the data and print the augmentation plan (new train images per class, policy and cell); writes no image."""
     from vetset.plugins.augment.steps import cli_plan
@@ -191,7 +190,7 @@ def plugins() -> None:
 @app.command("report")
 def report(
     dataset: str = typer.Option(..., "--dataset", help="FiftyOne dataset name of an earlier run."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html/report.md (default: the run's folder)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for report.html/report.md (default: the run's folder)."),
 ) -> None:
     """Rebuild the HTML report and Markdown summary from a run's stored result.json (nothing is recomputed)."""
     from vetset.plugins.report.stage import rebuild_report
@@ -207,8 +206,8 @@ def report(
 @app.command("export-labels")
 def export_labels(
     dataset: str = typer.Option(..., "--dataset", help="FiftyOne dataset name after the label_noise stage."),
-    out: Optional[Path] = typer.Option(None, "--out", help="New folder for <split>/<label>/<file> copies and labels.csv."),
-    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the label decisions to this CSV file."),
+    out: Path | None = typer.Option(None, "--out", help="New folder for <split>/<label>/<file> copies and labels.csv."),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Also write the label decisions to this CSV file."),
     unreviewed: str = typer.Option("keep", "--unreviewed",
                                    help="Flagged samples nobody tagged: keep (given label), suggested, or drop."),
     no_splits: bool = typer.Option(False, "--no-splits", help="Write <label>/<file> without split folders."),

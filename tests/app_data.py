@@ -37,9 +37,9 @@ def validated_dataset(hymenoptera_dir: Path, workdir: Path) -> str:
     """Name of the session's ``app-hym40`` dataset after audit (if registered), train, validate."""
     import fiftyone as fo
 
-    from vetset.plugins.fiftyone_app.api import run_stages
     from vetset.core.dataset import load_dataset
     from vetset.core.manager import get_hooks
+    from vetset.plugins.fiftyone_app.api import run_stages
 
     root = subset_tree(hymenoptera_dir, workdir / "hym40")
     if fo.dataset_exists(DATASET):

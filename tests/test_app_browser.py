@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from app_data import DATASET, validated_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -130,9 +129,9 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
     import fiftyone as fo
 
+    from vetset.core.result import read_result
     from vetset.plugins.fiftyone_app.api import out_dir_of
     from vetset.plugins.fiftyone_app.launch import install_plugin
-    from vetset.core.result import read_result
 
     name = validated_dataset(hymenoptera_dir, session_tmp)
     ds = fo.load_dataset(name)

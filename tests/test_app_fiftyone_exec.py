@@ -9,7 +9,6 @@ delegated run is queued and executed by FiftyOne's ``DelegatedOperationService``
 from __future__ import annotations
 
 import pytest
-
 from app_data import validated_dataset
 
 URI = "@vetset/vetset"

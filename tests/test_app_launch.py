@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, run_cli
 
 PLUGIN_SRC = REPO / "plugins" / "fiftyone_app"
@@ -63,8 +62,8 @@ def test_install_links_and_fiftyone_registers_every_listed_operator(plugins_dir)
 
 
 def test_install_copy_and_refuses_a_foreign_folder(plugins_dir):
-    from vetset.plugins.fiftyone_app.launch import install_plugin
     from vetset.core.errors import VetsetError
+    from vetset.plugins.fiftyone_app.launch import install_plugin
 
     dest = install_plugin(plugins_dir, copy=True)
     assert not dest.is_symlink() and (dest / "fiftyone.yml").is_file() and (dest / "operators.py").is_file()

@@ -13,7 +13,6 @@ import json
 from unittest.mock import MagicMock
 
 import pytest
-
 from app_data import TRAIN, VALIDATE, validated_dataset
 
 
@@ -112,7 +111,6 @@ def test_train_form_validates_like_the_recipe(ds_name, ops):
 
 def test_train_and_validate_delegated_writes_predictions_views_and_progress(ds_name, ops):
     import fiftyone as fo
-
     from fiftyone import ViewField as F
 
     ds = fo.load_dataset(ds_name)
@@ -266,8 +264,8 @@ def test_audit_form_lists_registered_checks_and_validates(ds_name, ops):
 def test_audit_selected_samples_writes_only_those(ds_name, ops):
     import fiftyone as fo
 
-    from vetset.plugins.fiftyone_app.api import out_dir_of
     from vetset.core.result import read_result
+    from vetset.plugins.fiftyone_app.api import out_dir_of
 
     ds = fo.load_dataset(ds_name)
     names = [n for n in ops[0]._hooks().checks.names()]
@@ -290,8 +288,8 @@ def test_audit_selected_samples_writes_only_those(ds_name, ops):
 def test_audit_whole_dataset_rewrites_fields_result_and_views(ds_name, ops):
     import fiftyone as fo
 
-    from vetset.plugins.fiftyone_app.api import audit_summary, out_dir_of
     from vetset.core.result import read_result
+    from vetset.plugins.fiftyone_app.api import audit_summary, out_dir_of
 
     ds = fo.load_dataset(ds_name)
     old = read_result(out_dir_of(ds))
@@ -314,10 +312,10 @@ def test_audit_whole_dataset_rewrites_fields_result_and_views(ds_name, ops):
 
 def test_augment_plan_writes_nothing_and_apply_writes_the_plan(hymenoptera_dir, session_tmp, tmp_path, ops):
     import fiftyone as fo
-
     from app_data import subset_tree
-    from vetset.plugins.fiftyone_app.api import run_stages
+
     from vetset.core.dataset import load_dataset
+    from vetset.plugins.fiftyone_app.api import run_stages
     from vetset.plugins.fiftyone_app.augment_op import Augment
 
     name = "app-hym40-augment"

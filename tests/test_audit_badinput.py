@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 ANT = "train/ants/0013035.jpg"  # 768x512 landscape photo
 BEE = "train/bees/1092977343_cb42b38d62.jpg"

@@ -7,13 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
+from test_dataset import tree_digest
 
 from vetset.core.errors import DataError, RecipeError
 from vetset.core.recipe import parse_recipe
 from vetset.core.run import Run
-
-from conftest import run_cli
-from test_dataset import tree_digest
 
 TARGETS = {"orientation": {"portrait": 0.3}, "colour": {"grayscale": 0.15}, "clarity": {"blurry": 0.15}}
 
@@ -260,10 +259,9 @@ def test_a_recipe_policy_from_a_saved_file_and_a_plugin_policy(hym_subset, tmp_p
     """A pipeline file ``A.save`` wrote fills a cell; a plugin's policy, whose transform only the
     plugin's ``vetset_register_transforms`` names (``acme.Invert``), lifts the class counts."""
     import albumentations as A
+    from test_augment_pipeline import AcmePlugin, Invert
 
     from vetset.core.manager import Hooks, build_plugin_manager
-
-    from test_augment_pipeline import AcmePlugin, Invert
 
     path = tmp_path / "negative_gray.json"
     A.save(A.Compose([Invert(p=1.0), A.ToGray(p=1.0)]), str(path))

@@ -61,8 +61,8 @@ def dup_run(tmp_path_factory, cifar_test_dir):
     """An audit-only run over train/val folders planted with real CIFAR near copies and one exact copy."""
     import fiftyone as fo
 
-    from vetset.core.manager import Hooks, build_plugin_manager
     from vetset.core.hookspecs import hookimpl
+    from vetset.core.manager import Hooks, build_plugin_manager
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
 
@@ -122,7 +122,7 @@ def test_duplicates_leakage_and_conflicts(dup_run):
     assert dup["leakage_by_splits"] == {"train/val": 3}
     assert dup["within_split_groups"] == {"train": 2, "val": 0}
     groups = {frozenset(Path(mm["filepath"]).stem for mm in g["members"]): g for g in dup["groups"]}
-    for (cls, a, b), bits in LEAKED.items():
+    for (_cls, a, b), bits in LEAKED.items():
         g = groups[frozenset({a, b})]
         assert g["kinds"] == ["leakage"] and g["splits"] == ["train", "val"] and g["max_distance_to_first"] == bits
     conflict = groups[frozenset({"0296", "copy_of_dog_0296"})]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+from conftest import run_cli
 
 from vetset.recipes.cli import main
-
-from conftest import run_cli
 
 
 def test_help_on_every_command():

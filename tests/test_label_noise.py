@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from label_noise_data import flip_labels, imagefolder_rows, recall_precision, run_stages, write_manifest
 
 N_PER_CLASS, N_FLIP = 80, 40

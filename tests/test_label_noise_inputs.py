@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from label_noise_data import (
+    flip_labels,
+    fresh,
+    imagefolder_rows,
+    pixel_pred_probs,
+    recall_precision,
+    run_stages,
+    write_manifest,
+)
 
-from label_noise_data import (flip_labels, fresh, imagefolder_rows, pixel_pred_probs, recall_precision, run_stages,
-                              write_manifest)
 from vetset.core.errors import RecipeError
 
 
@@ -58,7 +65,8 @@ def test_bad_pred_probs_files_are_named(tmp_path):
     np.savez(tmp_path / "classes.npz", pred_probs=np.array([[0.5, 0.5], [0.2, 0.8]]), sample_ids=np.array(ids),
              classes=np.array(["dog", "cat"]))
     cases = [("missing.npy", "ids.txt", "does not exist"), ("wide.npy", "ids.txt", "expected (N, 2)"),
-             ("logits.npy", "ids.txt", "do not sum to 1"), ("negative.npy", "ids.txt", "negative or non-finite"), ("wide.npy", None, "set stages.label_noise.ids_file"),
+             ("logits.npy", "ids.txt", "do not sum to 1"), ("negative.npy", "ids.txt", "negative or non-finite"),
+             ("wide.npy", None, "set stages.label_noise.ids_file"),
              ("noids.npz", None, "needs a 'sample_ids' or 'filepaths' array"), ("classes.npz", None, "has classes")]
     np.save(tmp_path / "strings.npy", np.array([["0.5", "0.5"], ["0.2", "0.8"]]))
     np.save(tmp_path / "complex.npy", np.array([[0.5, 0.5], [0.2, 0.8]], dtype=complex))
@@ -144,8 +152,8 @@ def test_bad_options_are_named(hooks, stage, words):
 
 
 def test_find_issues_uses_the_cleanlab_options(digits_rows):
-    from vetset.plugins.label_noise.stage import find_issues
     from vetset.plugins.label_noise.options import LabelNoiseOptions
+    from vetset.plugins.label_noise.stage import find_issues
 
     rows = [dict(r) for r in digits_rows]
     flip_labels(rows, 20, seed=5)
@@ -171,8 +179,8 @@ def test_fold_models_get_the_light_augmentation_unless_a_train_transform_is_set(
     from types import SimpleNamespace
 
     from vetset.core.recipe import parse_recipe
-    from vetset.plugins.label_noise.stage import _train_options
     from vetset.plugins.label_noise.options import light_augmentation
+    from vetset.plugins.label_noise.stage import _train_options
 
     own = {"__class_fullname__": "Compose", "p": 1.0, "transforms": [{"__class_fullname__": "VerticalFlip", "p": 0.5}]}
 
@@ -217,7 +225,6 @@ def test_weak_pred_probs_get_a_warning_strong_ones_do_not():
 def test_a_fiftyone_dataset_made_outside_vetset(digits_rows, tmp_path):
     """No default_classes: the classes come from the labels; no split tags: one sentence says so."""
     import fiftyone as fo
-
     from label_noise_data import fresh
 
     rows = [dict(r) for r in digits_rows if r["label"] in ("1", "7")]

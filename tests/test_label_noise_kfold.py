@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from label_noise_data import flip_labels, imagefolder_rows, recall_precision, run_stages, write_manifest
 
 TRAIN = {"model_name": "resnet10t", "img_size": 16, "epochs": 4, "lr": 3e-3, "batch_size": 32, "workers": 0,
@@ -27,8 +26,8 @@ def test_stratified_folds_partition_the_samples():
 
 @pytest.mark.slow
 def test_kfold_stage_finds_flipped_digits_and_caches_folds(digits_dir, tmp_path):
-    from vetset.plugins.label_noise.pred_probs import kfold_pred_probs
     from vetset.plugins.label_noise.options import light_augmentation
+    from vetset.plugins.label_noise.pred_probs import kfold_pred_probs
 
     rows = imagefolder_rows(digits_dir, per_class=30)
     flipped = flip_labels(rows, 15, seed=0)
@@ -83,8 +82,8 @@ def test_embedding_weights_file_is_loaded(digits_dir, tmp_path):
     with_file = embed_images(files, "test_resnet", weights=str(tmp_path / "w.pth"), img_size=32)
     without = embed_images(files, "test_resnet", img_size=32)
     src.reset_classifier(0)
-    from timm.data import create_transform, resolve_data_config
     from PIL import Image
+    from timm.data import create_transform, resolve_data_config
 
     tf = create_transform(**resolve_data_config({"img_size": 32}, model=src))
     with torch.inference_mode():

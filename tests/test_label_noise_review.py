@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 from label_noise_data import flip_labels, imagefolder_rows, pixel_pred_probs, run_stages, write_manifest
+
 from vetset.core.errors import VetsetError
 
 NAME = "ln-review"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from vetset.core.result import read_result
-
 from conftest import run_cli
 from test_dataset import tree_digest
+
+from vetset.core.result import read_result
 
 pytestmark = pytest.mark.slow
 

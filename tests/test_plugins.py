@@ -8,16 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pluggy
 import pytest
+from conftest import REPO, run_cli
 
 from vetset.core import hookspecs
 from vetset.core.errors import PluginError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.manager import BUILTIN_PLUGINS, Hooks, build_plugin_manager
 from vetset.core.registry import Check, NoOptions, Stage
-
-from conftest import REPO, run_cli
 
 
 def _hookspec_names() -> list[str]:
@@ -69,7 +67,7 @@ def test_duplicate_registration_names_both_plugins():
     pm.register(_TwoChecks("same"), name="first-plugin")
     pm.register(_TwoChecks("same"), name="second-plugin")
     with pytest.raises(PluginError) as err:
-        Hooks(pm).checks
+        _ = Hooks(pm).checks
     assert "first-plugin" in str(err.value) and "second-plugin" in str(err.value) and "'same'" in str(err.value)
 
 
@@ -82,7 +80,7 @@ def test_wrong_type_is_rejected_with_plugin_name():
     pm = build_plugin_manager(builtins=(), entry_points=False)
     pm.register(Bad(), name="bad-plugin")
     with pytest.raises(PluginError, match="bad-plugin.*expected a Stage, got dict"):
-        Hooks(pm).stages
+        _ = Hooks(pm).stages
 
 
 def test_failing_hook_names_the_plugin():
@@ -94,7 +92,7 @@ def test_failing_hook_names_the_plugin():
     pm = build_plugin_manager(builtins=(), entry_points=False)
     pm.register(Broken(), name="broken-plugin")
     with pytest.raises(PluginError, match="broken-plugin.*vetset_register_policies.*boom"):
-        Hooks(pm).policies
+        _ = Hooks(pm).policies
 
 
 def test_failing_import_names_the_plugin():

@@ -8,6 +8,16 @@ import json
 import re
 
 import pytest
+from report_plugin import (
+    AUDIT_BUILTINS,
+    BROKEN_TITLE,
+    PLUGIN_NAME,
+    SECTION_TITLE,
+    ClassStatsPlugin,
+    audit_run,
+    make_hooks,
+    resolve_key,
+)
 
 from vetset.core import manager
 from vetset.core.recipe import parse_recipe
@@ -17,9 +27,6 @@ from vetset.core.result_schema import ResultSchemaError, schema_errors, validate
 from vetset.core.run import Run
 from vetset.plugins.report.actions import recommended_actions
 from vetset.recipes.cli import main
-
-from report_plugin import (AUDIT_BUILTINS, BROKEN_TITLE, PLUGIN_NAME, SECTION_TITLE, ClassStatsPlugin, audit_run,
-                           make_hooks, resolve_key)
 
 STAT = re.compile(r'<div class="stat" data-key="([^"]+)"><div class="value">([^<]*)</div>')
 AUDIT_SECTIONS = ["sec-balance", "sec-coverage", "sec-quality", "sec-duplicates", "sec-unreadable"]

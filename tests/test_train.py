@@ -234,11 +234,11 @@ class MajorityPlugin:
 
 
 def test_a_third_party_trainer_replaces_the_default(hooks, digits_dir, fresh_name, tmp_path):
+    from test_validate import drop_dataset
+
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
     from vetset.plugins.train.stage import TimmTrainer
-
-    from test_validate import drop_dataset
 
     drop_dataset(fresh_name)
     assert isinstance(hooks.make_trainer("timm", {}), TimmTrainer)

@@ -9,21 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
+from test_train import FAST, digit_items
 
 from vetset.core.errors import DataError, RecipeError
 from vetset.plugins.train.distributed import DistContext, DistributedEpochSampler, ddp_device, shard
-
-from conftest import run_cli
-from test_train import FAST, digit_items
 
 #: Two gloo processes, one CPU thread each, workers 0: the ranks' startup (torch, timm) dominates.
 DDP = dict(FAST, batch_size=16, workers=0, nproc=2)
 
 
 def test_two_gloo_processes_report_the_metrics_of_a_single_process_evaluation(digits_dir, tmp_path):
-    from vetset.plugins.train.stage import cross_entropy, predict
     from vetset.plugins.train.checkpoint import model_from_checkpoint
     from vetset.plugins.train.ddp import launch_fit
+    from vetset.plugins.train.stage import cross_entropy, predict
 
     train, classes = digit_items(digits_dir, "train", per_class=30)
     val, _ = digit_items(digits_dir, "val", per_class=9)
@@ -123,8 +122,8 @@ def test_samplers_split_train_with_padding_and_val_without():
 
 def test_nproc_on_the_command_line_and_in_recipes(hooks, tmp_path):
     from vetset.core.recipe import parse_recipe
-    from vetset.plugins.train.stage import check_options
     from vetset.plugins.train.ddp import with_nproc
+    from vetset.plugins.train.stage import check_options
 
     recipe = parse_recipe({"name": "t", "stages": {"train": {"epochs": 1}, "validate": {}}}, hooks.stages)
     assert recipe.options("train").nproc == 1

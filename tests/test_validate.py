@@ -191,7 +191,6 @@ def test_validate_without_a_model_says_what_to_do(hooks, digits_dir, fresh_name,
 
 def test_cli_run_prints_how_to_open_the_errors_in_the_app(digits_dir, tmp_path):
     import yaml
-
     from conftest import run_cli
 
     drop_dataset("t-validate-cli")

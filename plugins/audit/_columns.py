@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class NumericColumn(Sequence):
 _EXACT_FLOAT_INT = 2**53
 
 
-def _exact_in(col: "NumericColumn", value: Any) -> bool:
+def _exact_in(col: NumericColumn, value: Any) -> bool:
     """Whether ``value`` fits ``col`` without losing precision (an int column turns float64
     when a float arrives, so its integers, and any new one, must stay below 2**53)."""
     is_int = isinstance(value, (int, np.integer))

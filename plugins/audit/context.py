@@ -30,8 +30,10 @@ million images need about 1 GB on the driver, not pixels or per-image dicts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields as dc_fields
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +41,7 @@ from vetset.core.dataset import GT_FIELD, SPLITS, UNREADABLE_TAG
 from vetset.core.errors import PluginError
 from vetset.plugins.audit._columns import NumericColumn, PassColumns, collect_records
 from vetset.plugins.audit._staging import FIELD_KINDS, WRITE_BATCH, stage, write_all
+
 #: Tags a check may not write: they carry the split or are the loader's.
 RESERVED_TAGS = frozenset(SPLITS) | {"augmented"}
 #: Sample fields a check may not write: FiftyOne's own (the unique ``filepath`` index, ids,
@@ -81,7 +84,7 @@ class AuditContext(PassColumns):
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_pass(cls, columns: PassColumns, **kwargs: Any) -> "AuditContext":
+    def from_pass(cls, columns: PassColumns, **kwargs: Any) -> AuditContext:
         """An :class:`AuditContext` over the image pass's ``columns`` (shared, not copied)."""
         return cls(**{f.name: getattr(columns, f.name) for f in dc_fields(PassColumns)}, **kwargs)
 
@@ -257,5 +260,6 @@ def read_columns(view: Any) -> tuple[list[str], list[str], list[str | None], lis
     return list(ids), list(filepaths), labels, splits, list(tags)
 
 
-__all__ = ["AuditContext", "FIELD_KINDS", "WRITE_BATCH", "NumericColumn", "PassColumns", "RESERVED_FIELDS", "RESERVED_TAGS", "UNREADABLE_TAG",
+__all__ = ["AuditContext", "FIELD_KINDS", "WRITE_BATCH", "NumericColumn", "PassColumns", "RESERVED_FIELDS", "RESERVED_TAGS",
+           "UNREADABLE_TAG",
            "collect_records", "read_columns", "shares", "write_all"]

@@ -22,17 +22,18 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from vetset.core.errors import PluginError, RecipeError
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Stage
 from vetset.core.recipe import Count
+from vetset.core.registry import Stage
 from vetset.plugins.audit.checks.balance import BalanceOptions
-from vetset.plugins.audit.checks.duplicates import DuplicateOptions
 from vetset.plugins.audit.checks.coverage import ClarityOptions, ColourOptions, OrientationOptions
+from vetset.plugins.audit.checks.duplicates import DuplicateOptions
 from vetset.plugins.audit.checks.quality import ExposureOptions, SizeOptions
 from vetset.plugins.audit.checks.unreadable import UnreadableOptions
 
@@ -148,7 +149,7 @@ def audit_image(path: str, max_side: int | None, computes: tuple) -> tuple:
     results = []
     if img.array is not None:
         img.info["bytes"] = data
-        for name, fn, opts in computes:
+        for _name, fn, opts in computes:
             try:
                 results.append(fn(img, opts))
             except Exception as exc:  # a check's bug or an odd image must not stop the audit

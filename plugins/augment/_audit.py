@@ -20,6 +20,7 @@ from vetset.plugins.augment.plan import EPS, Plan
 from vetset.plugins.augment.policies import PROPERTY_FIELDS
 from vetset.plugins.augment.store import AUG_TAG
 
+
 def audit_options(run: Any) -> Any:
     """The recipe's ``audit`` options, or the audit stage's defaults."""
     if "audit" in run.recipe.stages:

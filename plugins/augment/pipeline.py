@@ -22,8 +22,9 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from vetset.core.errors import RecipeError
 

@@ -26,9 +26,10 @@ import hashlib
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 EPS = 1e-9
 
@@ -155,7 +156,7 @@ class Plan:
 
 def image_key(filepath: str, policy: str, index: int, seed: int) -> tuple[str, int]:
     """``(key, seed)``: 10 hex digits naming the image and a 32-bit seed for its draw."""
-    digest = hashlib.sha256(f"{filepath}|{policy}|{index}|{seed}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(f"{filepath}|{policy}|{index}|{seed}".encode()).hexdigest()
     return digest[:10], int(digest[10:18], 16)
 
 

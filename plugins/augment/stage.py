@@ -39,8 +39,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from vetset.core.errors import RecipeError
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Stage, ViewSpec
 from vetset.core.recipe import Count
+from vetset.core.registry import Stage, ViewSpec
 from vetset.plugins.augment.pipeline import load_pipeline  # noqa: F401  (re-exported for the trainer)
 from vetset.plugins.augment.policies import PROPERTY_BINS
 

@@ -267,8 +267,8 @@ def cli_plan(recipe: str, data: Any, dataset: str | None, out: Any, hooks: Any, 
     from vetset.core.errors import VetsetError
     from vetset.core.recipe import load_recipe
     from vetset.core.run import Run
-    from vetset.plugins.augment.stage import AugmentOptions
     from vetset.plugins.augment.report import plan_tables
+    from vetset.plugins.augment.stage import AugmentOptions
 
     rec = load_recipe(recipe, hooks)
     if data is None and dataset is None:

@@ -17,9 +17,10 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from vetset.core.errors import DataError
 
@@ -221,7 +222,7 @@ class BulkAdder:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "BulkAdder":
+    def __enter__(self) -> BulkAdder:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -248,7 +249,7 @@ def classification_doc(label: str) -> Any:
     A copy of one document FiftyOne made per label: building the ``Classification`` and
     serialising it cost 0.07 ms per sample, about 2% of an augmented image.
     """
-    from bson import ObjectId, SON
+    from bson import SON, ObjectId
 
     template = _classification_template(label)
     doc = SON(template)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 

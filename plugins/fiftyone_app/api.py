@@ -14,8 +14,9 @@ reuses that folder and keeps the other stages' blocks in it, so the panel, the r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vetset.core.errors import ChecksFailed, DataError, RecipeError
 from vetset.core.result import RESULT_FILE, read_result
@@ -252,7 +253,7 @@ def audit_summary(dataset_name: str, hooks: Any = None) -> dict[str, Any]:
         "out_dir": str(out) if out else None,
         "result_json": str(out / RESULT_FILE) if result else None,
         "has_audit": bool(audit),
-        "stages_run": list((result.get("stages") or {})),
+        "stages_run": list(result.get("stages") or {}),
         "finished_at": result.get("finished_at"),
         "class_counts": audit.get("class_counts") or split_counts(dataset),
         "coverage": audit.get("coverage") or {},

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import types as pytypes
 import typing
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import fiftyone.operators.types as types
 

@@ -105,7 +105,7 @@ def session_plugins_dir() -> Path:
     plugin = package_plugin_dir().resolve()
     user = plugins_dir()
     user = user.resolve() if user.is_dir() else None
-    key = hashlib.sha1(f"{plugin}\0{user}".encode("utf-8")).hexdigest()[:8]
+    key = hashlib.sha1(f"{plugin}\0{user}".encode()).hexdigest()[:8]
     uid = os.getuid() if hasattr(os, "getuid") else 0
     root = Path(tempfile.gettempdir()) / f"vetset-fiftyone-plugins-{uid}-{key}"
     root.mkdir(parents=True, exist_ok=True)

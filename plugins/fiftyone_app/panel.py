@@ -29,8 +29,8 @@ class AuditPanel(foo.Panel):
 
     # -- events ----------------------------------------------------------------------
     def on_load(self, ctx):
-        from vetset.plugins.fiftyone_app.api import audit_summary, balance_rows, coverage_rows
         from vetset.core.errors import VetsetError
+        from vetset.plugins.fiftyone_app.api import audit_summary, balance_rows, coverage_rows
 
         if ctx.dataset is None:
             ctx.panel.state.summary = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
+
 from vetset.core.recipe import Count
 
 FilterBy = Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
@@ -157,7 +158,7 @@ class LabelNoiseOptions(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _file_for_file_method(self) -> "LabelNoiseOptions":
+    def _file_for_file_method(self) -> LabelNoiseOptions:
         if self.method == "pred_probs_file" and not self.pred_probs_file:
             raise ValueError("method pred_probs_file needs the pred_probs_file option (a .npy or .npz path)")
         if self.frac_noise != 1.0 and self.filter_by not in ("prune_by_noise_rate", "prune_by_class", "both"):

@@ -15,8 +15,9 @@ action. Ranking:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from vetset.core.report_kit import ReportContext, esc, note
 from vetset.core.result import lookup

@@ -19,8 +19,9 @@ import datetime as dt
 import functools
 import gzip
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from vetset.core import __version__
 from vetset.core.registry import ReportSection

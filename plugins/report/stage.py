@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from vetset.core.errors import DataError, VetsetError
 from vetset.core.hookspecs import hookimpl
+from vetset.core.recipe import Count
 from vetset.core.registry import ReportSection, Stage
 from vetset.core.result import RESULT_FILE, SCHEMA_VERSION, read_result
-from vetset.core.recipe import Count
 
 HTML_FILE = "report.html"
 MD_FILE = "report.md"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import random
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

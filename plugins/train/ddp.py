@@ -36,8 +36,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from vetset.core import errors as verrors
 from vetset.core.errors import RecipeError, VetsetError

@@ -6,12 +6,19 @@ Images go through the evaluation transform of :func:`vetset.plugins.train.data.b
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from vetset.plugins.train.data import (ImageDataset, build_transforms, default_loader_workers, make_loader,
-                                       resolve_amp, to_model_input)
+from vetset.plugins.train.data import (
+    ImageDataset,
+    build_transforms,
+    default_loader_workers,
+    make_loader,
+    resolve_amp,
+    to_model_input,
+)
 from vetset.plugins.train.options import as_options
 
 

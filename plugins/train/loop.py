@@ -14,19 +14,33 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from vetset.core.errors import DataError
 from vetset.plugins.train import checkpoint as ckpt_io
-from vetset.plugins.train.data import (ImageDataset, build_transforms, default_loader_workers, make_loader,
-                                       resolve_amp, resolve_device, to_model_input)
+from vetset.plugins.train.data import (
+    ImageDataset,
+    build_transforms,
+    default_loader_workers,
+    make_loader,
+    resolve_amp,
+    resolve_device,
+    to_model_input,
+)
 from vetset.plugins.train.inference import cpu_threads, cross_entropy, infer_logits
-from vetset.plugins.train.model import (auto_img_size, create_loss, create_model, create_optimizer, create_scheduler,
-                                        data_config_for)
+from vetset.plugins.train.model import (
+    auto_img_size,
+    create_loss,
+    create_model,
+    create_optimizer,
+    create_scheduler,
+    data_config_for,
+)
 from vetset.plugins.train.options import TrainOptions, as_options, load_train_transform
 
 #: Options that do not change what is learned; a resume may change them.

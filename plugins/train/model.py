@@ -9,8 +9,9 @@ Nothing is downloaded: pretrained weights come from a local file or the local ca
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vetset.core.errors import RecipeError
 from vetset.plugins.train.options import TrainOptions, check_model_name

@@ -32,7 +32,8 @@ from vetset.plugins.train.inference import cross_entropy, predict, softmax
 from vetset.plugins.train.loop import FitOutput, fit
 from vetset.plugins.train.options import TrainOptions, as_options
 
-__all__ = ["FitOutput", "TimmTrainer", "TrainOptions", "as_options", "check_options", "cross_entropy", "fit", "items_of", "predict", "softmax"]
+__all__ = ["FitOutput", "TimmTrainer", "TrainOptions", "as_options", "check_options", "cross_entropy", "fit", "items_of",
+           "predict", "softmax"]
 
 
 def items_of(view: Any, classes: list[str], label_field: str = "ground_truth") -> list[tuple[str, int]]:

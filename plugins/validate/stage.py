@@ -40,8 +40,8 @@ from pydantic import Field
 
 from vetset.core.errors import VetsetError
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import ReportSection, Stage, ViewSpec
 from vetset.core.recipe import Count
+from vetset.core.registry import ReportSection, Stage, ViewSpec
 from vetset.plugins.validate.metrics import GapThresholds, gap_verdict, split_metrics
 
 PRED_FIELD = "predictions"

@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Check, ReportSection, ViewSpec
 from vetset.core.recipe import Count
+from vetset.core.registry import Check, ReportSection, ViewSpec
 
 #: ``dataset.info["vetset"]`` key holding the classes below the minimum (for the saved view).
 SMALL_CLASSES_KEY = "audit_small_classes"

@@ -22,8 +22,8 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Check, ViewSpec
 from vetset.core.recipe import Count
+from vetset.core.registry import Check, ViewSpec
 
 ORIENTATION_BINS = ("landscape", "portrait", "square")
 COLOUR_BINS = ("colour", "grayscale", "bw")
@@ -91,7 +91,7 @@ class ClarityOptions(BaseModel):
     sharp_above: float = Field(1000.0, ge=0.0)
 
     @model_validator(mode="after")
-    def _order(self) -> "ClarityOptions":
+    def _order(self) -> ClarityOptions:
         if self.sharp_above <= self.blurry_below:
             raise ValueError(f"sharp_above ({self.sharp_above:g}) must be greater than blurry_below ({self.blurry_below:g})")
         return self
@@ -170,7 +170,8 @@ def orientation_evaluate(ctx: Any, options: OrientationOptions) -> dict[str, Any
         "exif_rotated": int(rotated.sum()), "exif_orientations": _value_counts(ctx.exif_orientation[ok]),
         "odd_aspect_ratio": {"wide": int(wide.sum()), "tall": int(tall.sum()),
                              "by_class": ctx.count_by_class(odd)["all"]},
-        "examples": {"exif_rotated": ctx.examples(rotated), "odd_aspect_ratio": ctx.examples(odd, -np.abs(np.log(np.nan_to_num(ratio, nan=1.0))))},
+        "examples": {"exif_rotated": ctx.examples(rotated),
+                     "odd_aspect_ratio": ctx.examples(odd, -np.abs(np.log(np.nan_to_num(ratio, nan=1.0))))},
         "metrics": {"exif_rotated": int(rotated.sum()), "odd_aspect_ratio": int(odd.sum())},
     }
 

@@ -25,8 +25,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Check, ReportSection, ViewSpec
 from vetset.core.recipe import Count
+from vetset.core.registry import Check, ReportSection, ViewSpec
 
 #: Longer side the luma is reduced to (area interpolation) before imagehash's own
 #: 32x32 Lanczos resize: same hash bits in practice, a fraction of the resize cost.

@@ -13,8 +13,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Check, ReportSection, ViewSpec
 from vetset.core.recipe import Count
+from vetset.core.registry import Check, ReportSection, ViewSpec
 
 EXPOSURE_ISSUES = ("dark", "overexposed", "low_contrast", "low_entropy")
 

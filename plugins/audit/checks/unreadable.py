@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Check, ReportSection, ViewSpec
 from vetset.core.recipe import Count
+from vetset.core.registry import Check, ReportSection, ViewSpec
 
 #: Decode failure reason (or its prefix) -> what it means and what to do.
 EXPLANATIONS: dict[str, str] = {
