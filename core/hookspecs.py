@@ -28,11 +28,15 @@ hookimpl = pluggy.HookimplMarker("vetset")
 
 @hookspec
 def vetset_register_checks(register: Callable[..., None]) -> None:
-    """Contribute dataset checks to the audit.
+    """Contribute dataset checks to the audit, each one self-contained unit.
 
     Args:
         register: call ``register(check)`` with a :class:`vetset.core.registry.Check`
-            for each check; ``check.name`` must be unique across plugins.
+            for each check; ``check.name`` must be unique across plugins. The check
+            carries its options model (``stages.audit.checks.<name>`` in a recipe), its
+            ``compute`` and ``evaluate``, and its saved views, report section and
+            recommended-action rules, which join the views and sections registries under
+            this plugin's name.
 
     Returns:
         Nothing.
@@ -94,7 +98,7 @@ def vetset_register_stages(register: Callable[..., None]) -> None:
 
 @hookspec
 def vetset_register_views(register: Callable[..., None]) -> None:
-    """Contribute FiftyOne saved views built after a stage finishes.
+    """Contribute FiftyOne saved views built after a stage finishes (a check's come with its ``Check``).
 
     Args:
         register: call ``register(view)`` with a :class:`vetset.core.registry.ViewSpec`:
@@ -108,7 +112,7 @@ def vetset_register_views(register: Callable[..., None]) -> None:
 
 @hookspec
 def vetset_register_report_sections(register: Callable[..., None]) -> None:
-    """Contribute sections of the audit report.
+    """Contribute sections of the audit report (a check's comes with its ``Check``).
 
     Args:
         register: call ``register(section)`` with a :class:`vetset.core.registry.ReportSection`:

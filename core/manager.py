@@ -21,6 +21,7 @@ Every hook call site of core is a method of :class:`Hooks`, so one file shows th
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata as md
 import os
@@ -151,13 +152,36 @@ class Hooks:
                 raise PluginError(f"Plugin {plugin!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
         return registry
 
-    def _collect_typed(self, hook_name: str, kind: str, cls: type) -> Registry:
+    def _collect_typed(self, hook_name: str, kind: str, cls: type,
+                       extra: Callable[[Registry], None] | None = None,
+                       finish: Callable[[Any], Any] | None = None) -> Registry:
+        """A registry of ``cls`` objects from ``hook_name``; ``extra(registry)`` adds more
+        first (the checks' own views or sections), ``finish(obj)`` completes each one."""
         def adapt(obj: Any) -> tuple[str, Any]:
             if not isinstance(obj, cls):
                 raise PluginError(f"expected a {cls.__name__}, got {type(obj).__name__}")
-            return obj.name, obj
+            return obj.name, finish(obj) if finish is not None else obj
 
-        return self._collect(hook_name, kind, adapt)
+        registry = self._collect(hook_name, kind, adapt)
+        if extra is None:
+            return registry
+        combined: Registry = Registry(kind)
+        extra(combined)
+        for entry in registry.entries():
+            combined.add(entry.name, entry.value, entry.plugin)
+        return combined
+
+    def _from_checks(self, attr: str, cls: type) -> Callable[[Registry], None]:
+        """Add each registered check's ``views`` or ``report`` to a registry, under the check's plugin."""
+        def add(registry: Registry) -> None:
+            for entry in self.checks.entries():
+                value = getattr(entry.value, attr)
+                for obj in (value if isinstance(value, tuple) else (value,) if value is not None else ()):
+                    if not isinstance(obj, cls):
+                        raise PluginError(f"Plugin {entry.plugin!r} registered a bad check: {entry.name!r}.{attr} "
+                                          f"holds a {type(obj).__name__}, expected a {cls.__name__}.")
+                    registry.add(obj.name, obj, entry.plugin)
+        return add
 
     # -- registries ------------------------------------------------------------------
     @cached_property
@@ -167,8 +191,17 @@ class Hooks:
 
     @cached_property
     def stages(self) -> Registry[Stage]:
-        """Every registered recipe :class:`Stage`."""
-        return self._collect_typed("vetset_register_stages", "stage", Stage)
+        """Every registered recipe :class:`Stage`, each with ``bind`` completed by these hooks
+        (the audit's options model then holds every registered check's options)."""
+        def bind(stage: Stage) -> Stage:
+            if stage.bind is None:
+                return stage
+            bound = stage.bind(stage, self)
+            if not isinstance(bound, Stage):
+                raise PluginError(f"stage {stage.name!r}: bind returned a {type(bound).__name__}, not a Stage")
+            return dataclasses.replace(bound, bind=None)
+
+        return self._collect_typed("vetset_register_stages", "stage", Stage, finish=bind)
 
     @cached_property
     def policies(self) -> Registry[Policy]:
@@ -177,13 +210,14 @@ class Hooks:
 
     @cached_property
     def views(self) -> Registry[ViewSpec]:
-        """Every registered saved :class:`ViewSpec`."""
-        return self._collect_typed("vetset_register_views", "view", ViewSpec)
+        """Every saved :class:`ViewSpec`: each check's ``views`` (check order), then ``vetset_register_views``'."""
+        return self._collect_typed("vetset_register_views", "view", ViewSpec, extra=self._from_checks("views", ViewSpec))
 
     @cached_property
     def report_sections(self) -> Registry[ReportSection]:
-        """Every registered :class:`ReportSection`."""
-        return self._collect_typed("vetset_register_report_sections", "report section", ReportSection)
+        """Every :class:`ReportSection`: each check's ``report``, then ``vetset_register_report_sections``'."""
+        return self._collect_typed("vetset_register_report_sections", "report section", ReportSection,
+                                   extra=self._from_checks("report", ReportSection))
 
     @cached_property
     def recipes(self) -> Registry[str]:

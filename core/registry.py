@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from vetset.core.errors import PluginError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vetset.core.manager import Hooks
+    from vetset.core.report_kit import Action
 
 T = TypeVar("T")
 
@@ -23,29 +27,6 @@ class NoOptions(BaseModel):
     """Options model for things that take none; unknown keys are rejected."""
 
     model_config = {"extra": "forbid"}
-
-
-@dataclass(frozen=True)
-class Check:
-    """A dataset check run by the ``audit`` stage.
-
-    Attributes:
-        name: unique check name, also the prefix of its saved views (``audit/<name>``).
-        description: one line shown by ``recipes plugins`` and the report.
-        evaluate: ``evaluate(ctx, options) -> dict`` runs on the driver after the
-            per-image pass; writes fields/tags in bulk through ``ctx`` and returns a
-            JSON-able summary (see :mod:`vetset.plugins.audit.stage`).
-        compute: optional ``compute(image, options) -> dict`` run once per decoded image
-            in a worker process; must be a picklable module-level function. ``image`` is
-            a :class:`vetset.core.images.DecodedImage`.
-        options: pydantic model of the check's options (``audit.checks.<name>`` in a recipe).
-    """
-
-    name: str
-    description: str
-    evaluate: Callable[..., dict[str, Any]]
-    compute: Callable[..., dict[str, Any]] | None = None
-    options: type[BaseModel] = NoOptions
 
 
 @dataclass(frozen=True)
@@ -80,6 +61,10 @@ class Stage:
             run starts the forkserver with them while it loads the dataset
             (:func:`vetset.core.executor.prestart`), so the stage's workers start in
             milliseconds instead of importing them (0.5-1.3 s) when the stage begins.
+        bind: optional ``bind(stage, hooks) -> Stage`` that completes the stage from the
+            registries; :attr:`vetset.core.manager.Hooks.stages` holds its answer (the
+            audit's options model gets every registered check's options under ``checks``,
+            its ``worker_modules`` every check's ``compute`` module).
     """
 
     name: str
@@ -87,6 +72,7 @@ class Stage:
     options: type[BaseModel] = NoOptions
     description: str = ""
     worker_modules: tuple[str, ...] = ()
+    bind: Callable[[Stage, Hooks], Stage] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +108,53 @@ class ReportSection:
     title: str
     render: Callable[..., str | None]
     order: int = 100
+
+
+@dataclass(frozen=True)
+class Check:
+    """A dataset check run by the ``audit`` stage: one self-contained unit.
+
+    Everything a check contributes is declared here and registered with one
+    ``register(Check(...))`` from ``vetset_register_checks`` (after cleanlab's
+    ``IssueManager``: name, description, options, per-item compute, evaluation, report
+    and actions together). A third-party check takes the same road as a built-in one.
+
+    Attributes:
+        name: unique check name; its options sit under ``stages.audit.checks.<name>`` in
+            a recipe, its summary under ``result["stages"]["audit"]["checks"][name]``, and
+            its saved views are by convention named ``audit/<issue>``.
+        description: one line shown by ``recipes plugins``, the App and the report.
+        evaluate: ``evaluate(ctx, options) -> dict`` runs on the driver after the
+            per-image pass; ``ctx`` is a :class:`vetset.plugins.audit.context.AuditContext`
+            (stage fields with ``ctx.set_field``, tags with ``ctx.tag``); returns a JSON-able
+            summary whose flat ``metrics`` mapping joins ``audit.metrics`` (``fail_on``).
+        compute: optional ``compute(image, options) -> dict`` run once per decoded image
+            in a worker process; must be a picklable module-level function. ``image`` is
+            a :class:`vetset.core.images.DecodedImage`; the dict's values (numbers,
+            strings or ``None``) become ``ctx.computed[name][key]`` columns.
+        options: pydantic model of the check's options (``extra="forbid"`` recommended);
+            every field needs a default unless the recipe must always set it.
+        views: saved views the check maintains; each is (re)saved after its ``stage``
+            (``"audit"``) and registered under the check's plugin.
+        report: the check's report section, ``render(result, ctx) -> str | None`` reading
+            ``result["stages"]["audit"]`` (``None`` when the run has nothing for it).
+        actions: recommended-action rules, ``rule(result) -> Action | None`` with
+            :class:`vetset.core.report_kit.Action`; the report ranks them with every
+            other rule.
+        decode_side: optional ``decode_side(options) -> int``: the longest side, in
+            pixels, the check's ``compute`` needs; the image pass decodes at least that
+            large (JPEG draft mode scales down otherwise).
+    """
+
+    name: str
+    description: str
+    evaluate: Callable[..., dict[str, Any]]
+    compute: Callable[..., dict[str, Any]] | None = None
+    options: type[BaseModel] = NoOptions
+    views: tuple[ViewSpec, ...] = ()
+    report: ReportSection | None = None
+    actions: tuple[Callable[[dict[str, Any]], Action | None], ...] = ()
+    decode_side: Callable[[Any], int | None] | None = None
 
 
 @dataclass

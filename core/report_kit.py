@@ -25,9 +25,14 @@ import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from vetset.core.result import lookup
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vetset.core.manager import Hooks
 
 
 @dataclass
@@ -43,6 +48,8 @@ class ReportContext:
         max_thumbnails: most thumbnails one :func:`thumb_grid` embeds (the report
             stage's ``max_thumbnails`` option); the rest are counted, not embedded.
         thumbnails: thumbnails embedded so far by :func:`thumb_grid` on this page.
+        hooks: the :class:`~vetset.core.manager.Hooks` the report is drawn with (its
+            checks' action rules), or ``None`` for the process-wide one.
     """
 
     result: dict[str, Any]
@@ -52,6 +59,7 @@ class ReportContext:
     extra: dict[str, Any] = field(default_factory=dict)
     max_thumbnails: int = 24
     thumbnails: int = 0
+    hooks: Hooks | None = None
 
     def saved_views(self) -> list[str]:
         """Saved-view names of ``dataset`` (empty without a dataset)."""
@@ -61,6 +69,19 @@ class ReportContext:
             return list(self.dataset.list_saved_views())
         except Exception:  # a deleted dataset or an unreachable database: no links
             return []
+
+
+def stage_block(result: dict[str, Any], stage: str) -> dict[str, Any] | None:
+    """``result["stages"][stage]`` when it is a dict (the stage ran), else ``None``."""
+    block = (result.get("stages") or {}).get(stage)
+    return block if isinstance(block, dict) else None
+
+
+def view_note(name: str, ctx: ReportContext | None) -> str:
+    """`` Saved view <code>name</code>.`` when the dataset has that saved view, else ``""``."""
+    if ctx is not None and name in ctx.saved_views():
+        return f' <span class="muted">Saved view <code>{esc(name)}</code>.</span>'
+    return ""
 
 
 def esc(value: Any) -> str:
@@ -244,3 +265,67 @@ def plot_theme() -> Iterator[None]:
         yield
     finally:
         pio.templates.default = previous
+
+
+# -- recommended actions ---------------------------------------------------------------
+#: Action severities and their rank (see :class:`Action`).
+SEVERITY = {"high": 3, "medium": 2, "low": 1}
+
+
+@dataclass
+class Action:
+    """One recommended action, returned by an action rule (``rule(result) -> Action | None``).
+
+    Rules come from checks (:attr:`vetset.core.registry.Check.actions`) and from the report
+    stage; ``vetset.plugins.report.actions.recommended_actions`` ranks them.
+
+    Attributes:
+        id: stable rule id (``leakage``, ``label_issues``...).
+        severity: ``high`` (the problem makes the evaluation wrong), ``medium`` (it degrades
+            training) or ``low`` (it costs robustness or hygiene).
+        title: one imperative sentence with the count.
+        detail: why it matters and how to do it.
+        metric: dotted metric path (under ``stages``) the action comes from.
+        value: that metric's value.
+        share: fraction of ``share_of`` affected, 0..1, or ``None`` when unknown.
+        views: FiftyOne saved-view name fragments where the affected samples are.
+        share_of: what ``share`` is a fraction of: ``images`` or ``classes``.
+    """
+
+    id: str
+    severity: str
+    title: str
+    detail: str
+    metric: str
+    value: float | int
+    share: float | None = None
+    views: list[str] = field(default_factory=list)
+    share_of: str = "images"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def metric(result: dict[str, Any], *paths: str) -> tuple[str, float | int] | None:
+    """The first of ``paths`` (dotted, under ``stages``) whose value is a number, as ``(path, value)``."""
+    for path in paths:
+        value = lookup(result, path)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return path, value
+    return None
+
+
+def num_images(result: dict[str, Any]) -> int | None:
+    """Images of the run: ``audit.num_images``, else ``load.num_samples``, else ``None``."""
+    found = metric(result, "audit.num_images")
+    if found:
+        return int(found[1])
+    n = (result.get("load") or {}).get("num_samples")
+    return n if isinstance(n, int) else None
+
+
+def share(count: float | None, total: int | None) -> float | None:
+    """``count / total`` clipped to 0..1, or ``None`` when either is unknown (or ``total`` is 0)."""
+    if count is None or not total:
+        return None
+    return max(0.0, min(1.0, float(count) / total))

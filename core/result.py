@@ -1,9 +1,9 @@
 """The versioned JSON run result that every report and view is built from.
 
-Layout (``SCHEMA_VERSION`` 1)::
+Layout (``SCHEMA_VERSION`` 2; ``docs/result-schema.md`` lists what each version changed)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "vetset_version": "0.1.0",
       "dataset": "vetset-digits",
       "source": "/abs/path/to/data",
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULT_FILE = "result.json"
 
 

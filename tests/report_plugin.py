@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vetset.core.hookspecs import hookimpl
+from vetset.core import NoOptions, ReportSection, Stage, hookimpl
 from vetset.core.manager import BUILTIN_PLUGINS, Hooks, build_plugin_manager
-from vetset.core.registry import NoOptions, ReportSection, Stage
 from vetset.core.report_kit import figure, table, thumb_grid
 
 PLUGIN_NAME = "acme-class-stats"

@@ -199,7 +199,7 @@ def test_run_recipe_lists_registered_recipes_and_runs_one(ds_name, ops, tmp_path
     import fiftyone as fo
     import yaml
 
-    from vetset.core.hookspecs import hookimpl
+    from vetset.core import hookimpl
     from vetset.core.manager import get_hooks
 
     recipe = tmp_path / "quick.yaml"
@@ -248,13 +248,14 @@ def test_audit_form_lists_registered_checks_and_validates(ds_name, ops):
     props = _props(ops[0].RunAudit().resolve_input(make_ctx(ds)))
     assert [k.split("__", 1)[1] for k in props if k.startswith("check__")] == names
     assert all(props[f"check__{n}"].default is True for n in names)
-    assert "audit__clarity__header" in props and "audit__max_side" in props
-    assert "audit__checks" not in props  # the check boxes stand for the checks option
+    assert "audit__checks__clarity__header" in props and "audit__max_side" in props
+    assert "audit__checks__clarity__size" in props  # a check's options sit under checks.<name>
+    assert "audit__select" not in props  # the check boxes stand for the select option
 
     params = {f"check__{n}": False for n in names} | {"check__orientation": True, "audit__max_side": 8}
     props = _props(ops[0].RunAudit().resolve_input(make_ctx(ds, params)))
-    assert "audit__clarity__header" not in props  # options of unticked checks are hidden
-    assert "audit__orientation__header" in props
+    assert "audit__checks__clarity__header" not in props  # options of unticked checks are hidden
+    assert "audit__checks__orientation__header" in props
     assert props["audit__max_side"].invalid and "32" in props["audit__max_side"].error_message
 
     props = _props(ops[0].RunAudit().resolve_input(make_ctx(ds, {f"check__{n}": False for n in names})))

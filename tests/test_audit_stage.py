@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
+from vetset.core import Check, hookimpl
 from vetset.core.errors import ChecksFailed, RecipeError
-from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Check
 
 
 def _fresh(name: str) -> str:
@@ -54,7 +53,7 @@ def test_stage_result_follows_the_contract(digits_run):
                 "imbalance_ratio"):
         assert isinstance(block["metrics"][key], (int, float)), key
     assert result["fail_on"]["checked"]["audit.metrics.classes_below_min"]["value"] == 10
-    assert block["options"]["balance"]["min_images"] == 200
+    assert block["options"]["checks"]["balance"]["min_images"] == 200
     # the 8x8 digits are all upscaled to 128 px to measure sharpness, and the report says so
     up = block["checks"]["clarity"]["upscaled"]
     assert up["count"] == 1797 and up["blurry"] == block["metrics"]["blurry"]
@@ -85,7 +84,7 @@ def test_choosing_checks_writes_only_theirs(digits_dir):
     from vetset.plugins.audit.stage import AuditOptions, run_audit
 
     ds, _ = load_dataset(digits_dir, name=_fresh("t-audit-digits-some"))
-    block = run_audit(ds, AuditOptions(checks=["duplicates", "balance"], workers=0), Hooks(), log=lambda m: None)
+    block = run_audit(ds, AuditOptions(select=["duplicates", "balance"], workers=0), Hooks(), log=lambda m: None)
     assert block["checks_run"] == ["balance", "duplicates"] and set(block["checks"]) == {"balance", "duplicates"}
     schema = ds.get_field_schema()
     assert "phash" in schema and "metadata" in schema and "sharpness" not in schema and "colour_mode" not in schema
@@ -97,12 +96,15 @@ def test_bad_options_name_the_key(hooks):
     from vetset.core.recipe import parse_recipe
     from vetset.plugins.audit.stage import AuditOptions, select_checks
 
-    with pytest.raises(RecipeError, match=r"'sharpnes' is not a registered check; registered checks: balance, "):
-        select_checks(hooks, AuditOptions(checks=["sharpnes"]))
-    with pytest.raises(RecipeError, match="stages.audit.clarity: .*sharp_above"):
-        parse_recipe({"name": "x", "stages": {"audit": {"clarity": {"blurry_below": 500, "sharp_above": 100}}}}, hooks.stages)
-    with pytest.raises(RecipeError, match="stages.audit.duplicates.radius"):
-        parse_recipe({"name": "x", "stages": {"audit": {"duplicates": {"radius": -1}}}}, hooks.stages)
+    with pytest.raises(RecipeError, match=r"select: 'sharpnes' is not a registered check; registered checks: balance, "):
+        select_checks(hooks, AuditOptions(select=["sharpnes"]))
+    with pytest.raises(RecipeError, match="stages.audit.checks.clarity: .*sharp_above"):
+        parse_recipe({"name": "x", "stages": {"audit": {"checks": {"clarity": {"blurry_below": 500, "sharp_above": 100}}}}},
+                     hooks.stages)
+    with pytest.raises(RecipeError, match="stages.audit.checks.duplicates.radius"):
+        parse_recipe({"name": "x", "stages": {"audit": {"checks": {"duplicates": {"radius": -1}}}}}, hooks.stages)
+    with pytest.raises(RecipeError, match=r"stages.audit.checks.sharpnes: unknown key; allowed keys: balance, orientation"):
+        parse_recipe({"name": "x", "stages": {"audit": {"checks": {"sharpnes": {}}}}}, hooks.stages)
 
 
 class RedOptions(BaseModel):
@@ -151,9 +153,9 @@ def test_third_party_check_runs_with_its_options(hymenoptera_dir, tmp_path):
     try:
         hooks = Hooks(pm)
         ds, _ = load_dataset(tmp_path / "data", name=_fresh("t-audit-red"))
-        with pytest.raises(RecipeError, match=r"plugin_options.red.min_shar"):
-            run_audit(ds, AuditOptions(checks=["red"], plugin_options={"red": {"min_shar": 1}}), hooks)
-        block = run_audit(ds, AuditOptions(checks=["red", "balance"], workers=0, plugin_options={"red": {"min_share": 0.9}}),
+        with pytest.raises(RecipeError, match=r"stages.audit.checks.red.min_shar: Extra inputs"):
+            run_audit(ds, AuditOptions(select=["red"], checks={"red": {"min_shar": 1}}), hooks)
+        block = run_audit(ds, AuditOptions(select=["red", "balance"], workers=0, checks={"red": {"min_share": 0.9}}),
                           hooks, log=lambda m: None)
     finally:
         pm.unregister(plugin)
@@ -162,9 +164,66 @@ def test_third_party_check_runs_with_its_options(hymenoptera_dir, tmp_path):
     assert ds.count_sample_tags()["mostly_red"] == 1 and max(ds.values("red_share")) == 1.0
 
 
+def test_plugin_and_builtin_check_options_share_one_key_path(hooks):
+    """stages.audit.checks.<name>.<option> for every check; the old keys are read, or named in one sentence."""
+    from vetset.core.manager import Hooks, build_plugin_manager
+    from vetset.core.recipe import parse_recipe
+
+    pm = build_plugin_manager()
+    plugin = RedPlugin()
+    pm.register(plugin, name="test-red")
+    try:
+        stages = Hooks(pm).stages
+        new = parse_recipe({"name": "x", "stages": {"audit": {
+            "select": ["balance", "red"], "checks": {"balance": {"min_images": 7}, "red": {"min_share": 0.8}}}}}, stages)
+        opts = new.options("audit")
+        assert opts.select == ["balance", "red"] and opts.checks.balance.min_images == 7
+        assert isinstance(opts.checks.red, RedOptions) and opts.checks.red.min_share == 0.8
+        dumped = new.dump()["stages"]["audit"]["checks"]
+        assert dumped["red"] == {"min_share": 0.8} and dumped["clarity"]["size"] == 128  # defaults filled in
+        with pytest.raises(RecipeError, match=r"stages.audit.checks.red.min_shar: unknown key; allowed keys: min_share"):
+            parse_recipe({"name": "x", "stages": {"audit": {"checks": {"red": {"min_shar": 1}}}}}, stages)
+        # a recipe of the previous version: checks as a list, built-in options at the top, plugin_options
+        old = parse_recipe({"name": "x", "stages": {"audit": {
+            "checks": ["balance", "red"], "balance": {"min_images": 7}, "plugin_options": {"red": {"min_share": 0.8}}}}},
+            stages)
+        assert old.dump()["stages"]["audit"] == new.dump()["stages"]["audit"]
+        # the same check's options both ways: one sentence naming the new key
+        for both in ({"balance": {"min_images": 7}, "checks": {"balance": {"min_images": 8}}},
+                     {"plugin_options": {"red": {}}, "checks": {"red": {"min_share": 0.1}}}):
+            with pytest.raises(RecipeError, match=r"stages.audit: the options of check '(balance|red)' are given twice; "
+                                                  r"keep them under checks.(balance|red) only"):
+                parse_recipe({"name": "x", "stages": {"audit": both}}, stages)
+        with pytest.raises(RecipeError, match=r"old form of select\) and select is given too"):
+            parse_recipe({"name": "x", "stages": {"audit": {"checks": ["balance"], "select": ["red"]}}}, stages)
+    finally:
+        pm.unregister(plugin)
+
+
+def test_old_audit_keys_through_recipes_validate(tmp_path):
+    from conftest import run_cli
+
+    old = tmp_path / "old.yaml"
+    old.write_text("name: old\nstages:\n  audit:\n    checks: [balance, duplicates]\n"
+                   "    duplicates: {radius: 2}\n    balance: {min_images: 50}\n")
+    res = run_cli("show", str(old))
+    assert res.returncode == 0, res.stderr
+    assert "    select:\n    - balance\n    - duplicates\n" in res.stdout and "      radius: 2\n" in res.stdout
+    both = tmp_path / "both.yaml"
+    both.write_text("name: both\nstages:\n  audit:\n    duplicates: {radius: 2}\n    checks: {duplicates: {radius: 3}}\n")
+    res = run_cli("validate", str(both))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stages.audit: the options of check 'duplicates' are given twice; keep them under " \
+        "checks.duplicates only" in lines[0], res.stderr
+
+
 def test_report_sections_render_from_the_block(digits_run):
     from vetset.core.report_kit import ReportContext
-    from vetset.plugins.audit.report import render_balance, render_coverage, render_quality, render_unreadable
+    from vetset.plugins.audit.checks.balance import render_balance
+    from vetset.plugins.audit.checks.coverage import render_coverage
+    from vetset.plugins.audit.checks.quality import render_quality
+    from vetset.plugins.audit.checks.unreadable import render_unreadable
 
     result = digits_run.result
     ctx = ReportContext(result=result, dataset=digits_run.dataset, max_thumbnails=4)

@@ -8,10 +8,9 @@ import albumentations as A
 import numpy as np
 import pytest
 
+from vetset.core import Policy, hookimpl
 from vetset.core.errors import RecipeError
-from vetset.core.hookspecs import hookimpl
 from vetset.core.manager import Hooks, build_plugin_manager
-from vetset.core.registry import Policy
 from vetset.plugins.augment.pipeline import jsonable_params, load_pipeline
 from vetset.plugins.augment.writer import WriterConfig, transform_one
 

@@ -61,7 +61,7 @@ def dup_run(tmp_path_factory, cifar_test_dir):
     """An audit-only run over train/val folders planted with real CIFAR near copies and one exact copy."""
     import fiftyone as fo
 
-    from vetset.core.hookspecs import hookimpl
+    from vetset.core import hookimpl
     from vetset.core.manager import Hooks, build_plugin_manager
     from vetset.core.recipe import parse_recipe
     from vetset.core.run import Run
@@ -151,7 +151,7 @@ def test_check_finished_hook_fires_once_per_check_in_order(dup_run):
 
 def test_duplicates_report_section_shows_groups_with_thumbnails(dup_run):
     from vetset.core.report_kit import ReportContext
-    from vetset.plugins.audit.report import render_duplicates
+    from vetset.plugins.audit.checks.duplicates import render_duplicates
 
     run, _ = dup_run
     ctx = ReportContext(result=run.result, dataset=run.dataset)

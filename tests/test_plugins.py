@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from vetset.core import hookspecs
+from vetset.core import Check, NoOptions, Stage, hookimpl, hookspecs
 from vetset.core.errors import PluginError
-from vetset.core.hookspecs import hookimpl
 from vetset.core.manager import BUILTIN_PLUGINS, Hooks, build_plugin_manager
-from vetset.core.registry import Check, NoOptions, Stage
 
 
 def _hookspec_names() -> list[str]:
@@ -109,7 +107,7 @@ def test_block_list_env_blocks_builtin_by_short_name(monkeypatch):
 
 def test_in_process_plugin_registers_everything_and_unregisters():
     """A throwaway plugin contributes one of each registrable thing; unregister in finally."""
-    from vetset.core.registry import Policy, ReportSection, ViewSpec
+    from vetset.core import Policy, ReportSection, ViewSpec
 
     class Everything:
         @hookimpl
@@ -189,8 +187,7 @@ def test_lifecycle_hooks_fire_in_order(digits_dir, fresh_name, tmp_path):
 
 THIRD_PARTY = '''
 """A third-party vetset plugin, installed from its own distribution."""
-from vetset.core.hookspecs import hookimpl
-from vetset.core.registry import Stage
+from vetset.core import Stage, hookimpl
 
 __version__ = "0.3.1"
 
@@ -255,6 +252,169 @@ def test_allow_list_env_keeps_third_party_out(third_party_site):
     assert res.returncode == 0 and "redness" not in res.stdout
 
 
+def test_public_import_surface_is_light():
+    """`vetset.core` names everything a plugin needs, and importing it (and those names) loads no
+    FiftyOne, torch, timm or albumentations."""
+    code = ("import sys, vetset.core as c\n"
+            "heavy = ('fiftyone', 'torch', 'timm', 'albumentations', 'plotly')\n"
+            "assert not [m for m in heavy if m in sys.modules], sorted(m for m in heavy if m in sys.modules)\n"
+            "from vetset.core import *\n"
+            "from vetset.core import report_kit\n"
+            "assert callable(report_kit.table) and c.Check.__module__ == 'vetset.core.registry'\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n"
+            "print(' '.join(c.__all__))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    loaded, names = res.stdout.splitlines()
+    assert loaded == "[]"
+    assert {"hookimpl", "Check", "Stage", "Policy", "ViewSpec", "ReportSection", "AuditContext", "Run", "Hooks",
+            "Action", "ReportContext", "DecodedImage", "Count", "NoOptions", "report_kit"} <= set(names.split())
+    import vetset.core
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        vetset.core.Nope  # noqa: B018
+
+
 def test_block_list_env_blocks_third_party(third_party_site):
     res = run_cli("plugins", env={"PYTHONPATH": str(third_party_site), "VETSET_BLOCK_PLUGINS": "redness"})
     assert res.returncode == 0 and "redness" not in res.stdout
+
+
+INK_CHECK = '''
+"""A third-party audit check: one module, one register(Check(...)), public imports only."""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from vetset.core import Action, Check, Count, ReportSection, ViewSpec, hookimpl, report_kit
+
+__version__ = "1.2.0"
+
+
+class InkOptions(BaseModel):
+    """stages.audit.checks.ink options.
+
+    Attributes:
+        dark_level: a pixel is ink when its luma is below this (0-255).
+        max_ink_share: an image is heavy_ink when more of its pixels than this are ink.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    dark_level: Count = Field(128, ge=1, le=255)
+    max_ink_share: float = Field(0.35, gt=0.0, lt=1.0)
+
+
+def ink_compute(image, options):
+    return {"ink_share": round(float((image.gray() < options.dark_level).mean()), 6)}
+
+
+def ink_evaluate(ctx, options):
+    share = ctx.column("ink", "ink_share")
+    ctx.set_field("ink_share", share, "float")
+    heavy = ctx.readable & (share > options.max_ink_share)
+    ctx.tag("heavy_ink", heavy)
+    return {"mean_ink_share": round(float(np.nanmean(share)), 6), "by_class": ctx.count_by_class(heavy)["all"],
+            "examples": ctx.examples(heavy, -share), "metrics": {"heavy_ink": int(heavy.sum())}}
+
+
+def render_ink(result, ctx):
+    ink = (report_kit.stage_block(result, "audit") or {}).get("checks", {}).get("ink")
+    if not ink:
+        return None
+    rows = sorted(ink["by_class"].items())
+    return (report_kit.stat_cards([("heavy ink images", ink["metrics"]["heavy_ink"], "audit.metrics.heavy_ink")])
+            + report_kit.table(["class", "heavy ink"], rows, cls="ink-table")
+            + report_kit.view_note("audit/heavy_ink", ctx))
+
+
+def heavy_ink_action(result):
+    found = report_kit.metric(result, "audit.metrics.heavy_ink")
+    if not found or found[1] <= 0:
+        return None
+    return Action("heavy_ink", "low", f"Look at {found[1]:,} images drawn with heavy ink.",
+                  "Thick strokes may hide the digit's shape.", found[0], found[1],
+                  report_kit.share(found[1], report_kit.num_images(result)), ["heavy_ink"])
+
+
+INK = Check(
+    "ink", "share of dark (ink) pixels; heavy_ink above the maximum", ink_evaluate, ink_compute, InkOptions,
+    views=(ViewSpec("audit/heavy_ink", "audit", lambda ds: ds.match_tags("heavy_ink").sort_by("ink_share", reverse=True),
+                    "images with the most ink first"),),
+    report=ReportSection("ink", "Ink coverage (acme)", render_ink, order=45),
+    actions=(heavy_ink_action,))
+
+
+@hookimpl
+def vetset_register_checks(register):
+    register(INK)
+'''
+
+
+def _install(tmp_path_factory, dist: str, module: str, source: str, entry: str) -> Path:
+    src = tmp_path_factory.mktemp(dist)
+    (src / "pyproject.toml").write_text(textwrap.dedent(f'''
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "{dist}"
+        version = "1.2.0"
+        [project.entry-points.vetset]
+        {entry} = "{module}"
+        [tool.setuptools]
+        py-modules = ["{module}"]
+    '''))
+    (src / f"{module}.py").write_text(source)
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(src)], check=True, capture_output=True, text=True)
+    return site
+
+
+def test_third_party_check_is_one_module_and_an_entry_point(tmp_path_factory, digits_dir, tmp_path):
+    """A check with options, a compute, a saved view, a report section and an action, installed as a
+    package, runs through `recipes run`; its options sit under stages.audit.checks next to balance's."""
+    import fiftyone as fo
+    import numpy as np
+    from PIL import Image
+
+    from vetset.core.result import read_result
+
+    site = _install(tmp_path_factory, "vetset-ink", "vetset_ink", INK_CHECK, "ink")
+    recipe = tmp_path / "ink.yaml"
+    recipe.write_text("name: ink\nstages:\n  audit:\n    select: [balance, ink]\n    checks:\n"
+                      "      balance: {min_images: 100}\n      ink: {max_ink_share: 0.4}\n  report: {}\n")
+    env = {"PYTHONPATH": str(site)}
+    shown = run_cli("show", str(recipe), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "      ink:\n        dark_level: 128\n        max_ink_share: 0.4\n" in shown.stdout
+    name = "t-third-party-ink"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    res = run_cli("run", str(recipe), "--data", str(digits_dir), "--dataset", name, "--out", str(tmp_path / "out"),
+                  env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = read_result(tmp_path / "out")
+    audit = result["stages"]["audit"]
+    assert audit["checks_run"] == ["balance", "ink"]
+    assert audit["options"]["checks"]["ink"] == {"dark_level": 128, "max_ink_share": 0.4}
+    assert result["recipe"]["stages"]["audit"]["checks"]["balance"]["min_images"] == 100
+    # the same numbers computed here from the PNG files: ink = luma below 128
+    files = sorted(digits_dir.rglob("*.png"))
+    shares = np.array([(np.asarray(Image.open(p).convert("L")) < 128).mean() for p in files])
+    heavy = int((shares > 0.4).sum())
+    assert 0 < heavy < len(files) and audit["metrics"]["heavy_ink"] == heavy
+    assert audit["checks"]["ink"]["mean_ink_share"] == pytest.approx(shares.mean(), abs=1e-5)
+    ds = fo.load_dataset(name)
+    assert ds.count_sample_tags().get("heavy_ink") == heavy
+    view = ds.load_saved_view("audit/heavy_ink")
+    assert len(view) == heavy and view.first()["ink_share"] == pytest.approx(shares.max(), abs=1e-6)
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Ink coverage (acme)" in html and 'data-key="audit.metrics.heavy_ink"' in html and "ink-table" in html
+    sections = {s["name"]: s for s in result["stages"]["report"]["sections"]}
+    assert sections["ink"]["plugin"] == "ink" and sections["ink"]["status"] == "ok"
+    action = next(a for a in result["stages"]["report"]["actions"] if a["id"] == "heavy_ink")
+    assert action["value"] == heavy and action["share"] == pytest.approx(heavy / len(files))
+    fo.delete_dataset(name)

@@ -226,7 +226,7 @@ class MajorityTrainer:
 
 
 class MajorityPlugin:
-    from vetset.core.hookspecs import hookimpl
+    from vetset.core import hookimpl
 
     @hookimpl
     def vetset_make_trainer(self, name, options):

@@ -8,10 +8,15 @@ not grow with image size. Then, in registration order, each check's
 ``evaluate(ctx, options)`` (:class:`~vetset.plugins.audit.context.AuditContext`) turns
 the numbers into summaries, fields and tags; all of them reach FiftyOne in one bulk write.
 
+Options: the stage's own (``select``, ``workers``, ``max_side``...) and, under
+``checks.<name>``, each registered check's, validated by the check's own model
+(:func:`audit_options_model`; the keys of earlier versions are still read, see
+:class:`AuditOptions`).
+
 The result block (``run.results["audit"]``) is the contract read by the report and the
 augmentation planner::
 
-    {"num_images": int, "images_per_s": float, "options": {...},
+    {"num_images": int, "images_per_s": float, "options": {..., "checks": {check_name: options}},
      "class_counts": {split: {class: int}},              # readable images; split incl. "all"
      "coverage": {split: {property: {class: {bin: int}}}},
      "checks": {check_name: summary}, "metrics": {...flat numbers for fail_on...}}
@@ -19,104 +24,200 @@ augmentation planner::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from vetset.core.errors import PluginError, RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
-from vetset.core.registry import Stage
-from vetset.plugins.audit.checks.balance import BalanceOptions
-from vetset.plugins.audit.checks.coverage import ClarityOptions, ColourOptions, OrientationOptions
-from vetset.plugins.audit.checks.duplicates import DuplicateOptions
-from vetset.plugins.audit.checks.quality import ExposureOptions, SizeOptions
-from vetset.plugins.audit.checks.unreadable import UnreadableOptions
+from vetset.core.registry import Check, Stage
 
-#: Built-in checks whose options are fields of :class:`AuditOptions`.
-BUILTIN_CHECK_OPTIONS = ("balance", "orientation", "colour", "clarity", "exposure", "size", "duplicates", "unreadable")
+if TYPE_CHECKING:  # pragma: no cover
+    from vetset.core.manager import Hooks
+    from vetset.core.run import Run
+
+#: Option keys of the built-in checks before they moved under ``checks``
+#: (``stages.audit.balance`` is now ``stages.audit.checks.balance``); still read.
+LEGACY_CHECK_KEYS = ("balance", "orientation", "colour", "clarity", "exposure", "size", "duplicates", "unreadable")
 #: Below this many images the pass runs in-process (starting workers costs more).
 MIN_IMAGES_FOR_WORKERS = 64
 #: Modules the worker processes' forkserver imports once.
 WORKER_PRELOAD = ("vetset.plugins.audit.stage", "numpy", "PIL.Image", "cv2", "imagehash", "scipy.fftpack")
-#: Modules of the built-in checks' ``compute`` functions (a plugin's own are preloaded when
-#: its pass starts the forkserver, else each worker imports them).
-BUILTIN_COMPUTE_MODULES = ("vetset.plugins.audit.checks.duplicates", "vetset.plugins.audit.checks.coverage",
-                           "vetset.plugins.audit.checks.quality")
 
 
 class AuditOptions(BaseModel):
     """``stages.audit`` options. Every threshold has a documented default and source.
 
+    The recipe's audit stage validates against :func:`audit_options_model`, this model
+    with ``checks`` holding one field per registered check; this class itself takes
+    ``checks`` as a mapping and :func:`select_checks` validates it against the registry.
+
     Attributes:
-        checks: check names to run (``recipes plugins`` lists them); ``null`` = all registered.
+        select: check names to run (``recipes plugins`` lists them); ``null`` = every
+            registered check.
+        checks: each check's options, by check name (``checks.<name>.<option>``), for
+            built-in and plugin checks alike; a check left out keeps its defaults.
         workers: worker processes for the per-image pass; ``null`` = every CPU this process
             may use; 0 or 1 = in-process.
         max_side: JPEGs larger than this are decoded with Pillow's draft mode (libjpeg DCT
             scaling by 1/2, 1/4 or 1/8), keeping the longer side at least this and at least
-            ``clarity.size``; ``null`` decodes everything at full size. Default 128.
+            what a selected check needs (``clarity.size``); ``null`` decodes everything at
+            full size. Default 128.
         chunk_size: images per worker task; ``null`` = chunks that shrink toward the end
             (the remaining images / (4 x workers), 8..256; see :func:`pass_chunks`).
         coverage_gap_share: a class has a coverage gap in a bin when under this share of its
             train images fall in it while at least this share of all train images do.
             Default 0.05.
-        balance, orientation, colour, clarity, exposure, size, duplicates, unreadable: the
-            built-in checks' options (see each options model).
-        plugin_options: options of checks from other plugins, by check name, validated
-            against the check's own options model.
+
+    The keys of earlier versions are still read: ``checks: [names]`` is ``select``,
+    ``<built-in check>: {...}`` and ``plugin_options: {<check>: {...}}`` are
+    ``checks.<check>``; giving one check's options both ways is refused.
     """
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
 
-    checks: list[str] | None = None
+    select: list[str] | None = None
     workers: Count | None = Field(None, ge=0)
     max_side: Count | None = Field(128, ge=32)
     chunk_size: Count | None = Field(None, ge=1)
     coverage_gap_share: float = Field(0.05, ge=0.0, lt=1.0)
-    balance: BalanceOptions = BalanceOptions()
-    orientation: OrientationOptions = OrientationOptions()
-    colour: ColourOptions = ColourOptions()
-    clarity: ClarityOptions = ClarityOptions()
-    exposure: ExposureOptions = ExposureOptions()
-    size: SizeOptions = SizeOptions()
-    duplicates: DuplicateOptions = DuplicateOptions()
-    unreadable: UnreadableOptions = UnreadableOptions()
-    plugin_options: dict[str, dict[str, Any]] = {}
+    checks: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any) -> Any:
+        """Move the keys of earlier versions to where they are now (see the class docstring)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("checks"), (list, tuple)):
+            if data.get("select") is not None:
+                raise ValueError("checks is a list of check names (the old form of select) and select is given "
+                                 "too; keep select and give check options under checks.<name>")
+            data["select"] = list(data.pop("checks"))
+        checks = data.get("checks")
+        moved: dict[str, Any] = {}
+        old = {name: data.pop(name) for name in LEGACY_CHECK_KEYS if name in data}
+        plugin_options = data.pop("plugin_options", None)
+        if plugin_options is not None and not isinstance(plugin_options, dict):
+            raise ValueError("plugin_options (now checks) must map check names to their options")
+        for where, items in ((None, old), ("plugin_options", plugin_options or {})):
+            for name, value in items.items():
+                given = f"{where}.{name}" if where else name
+                if (isinstance(checks, dict) and name in checks) or name in moved:
+                    raise ValueError(f"the options of check {name!r} are given twice; keep them under "
+                                     f"checks.{name} only (the old key {given} is read as checks.{name})")
+                moved[name] = value
+        if moved:
+            if checks is not None and not isinstance(checks, dict):
+                return data  # the field's own validation names the problem
+            data["checks"] = {**(checks or {}), **moved}
+        return data
+
+    def check_options(self, name: str) -> Any:
+        """The options given for check ``name``: a model, a mapping, or ``None`` when not given."""
+        checks = self.checks
+        return checks.get(name) if isinstance(checks, dict) else getattr(checks, name, None)
 
 
-def select_checks(hooks: Any, options: AuditOptions) -> list[tuple[str, Any, BaseModel]]:
+def _defaults_or_none(model: type[BaseModel]) -> BaseModel | None:
+    try:
+        return model()
+    except ValidationError:  # the check's options have required fields: the recipe must give them
+        return None
+
+
+def audit_options_model(hooks: Hooks) -> type[AuditOptions]:
+    """The ``stages.audit`` options model for ``hooks``: :class:`AuditOptions` whose
+    ``checks`` has one field per registered check, typed by the check's options model.
+
+    So a recipe, ``recipes show``, the App's audit form and ``result.json`` see every
+    check's options, with defaults, at ``checks.<name>``, whichever plugin gave the check.
+
+    Raises:
+        PluginError: a check name that pydantic models reserve (``model_*``, ``copy``, ``json``...).
+    """
+    fields: dict[str, Any] = {}
+    docs = []
+    for entry in hooks.checks.entries():
+        check: Check = entry.value
+        if entry.name.startswith("model_") or hasattr(BaseModel, entry.name):
+            raise PluginError(f"Plugin {entry.plugin!r} registered the check {entry.name!r}, a name pydantic models "
+                              "reserve, so its options cannot sit under stages.audit.checks; rename the check.")
+        default = _defaults_or_none(check.options)
+        annotation = check.options if default is not None else check.options | None
+        fields[entry.name] = (annotation, Field(default_factory=check.options) if default is not None else None)
+        docs.append(f"    {entry.name}: {check.description} (plugin {entry.plugin})")
+    checks_model = create_model(
+        "AuditCheckOptions", __config__=ConfigDict(extra="forbid", protected_namespaces=()),
+        __doc__="Each registered check's options, by check name.\n\nAttributes:\n" + "\n".join(docs), **fields)
+    return create_model("AuditOptions", __base__=AuditOptions, __doc__=AuditOptions.__doc__,
+                        checks=(checks_model, Field(default_factory=checks_model)))
+
+
+def compute_modules(hooks: Hooks) -> tuple[str, ...]:
+    """Modules of the registered checks' ``compute`` functions, which the pass's workers import."""
+    return tuple(dict.fromkeys(c.compute.__module__ for c in hooks.checks.values() if c.compute is not None))
+
+
+def bind_to_checks(stage: Stage, hooks: Hooks) -> Stage:
+    """The ``audit`` stage completed from the check registry (:attr:`Stage.bind`): options
+    from :func:`audit_options_model`, and every check's ``compute`` module among the
+    modules a run's forkserver preloads."""
+    return dataclasses.replace(stage, options=audit_options_model(hooks),
+                               worker_modules=stage.worker_modules + compute_modules(hooks))
+
+
+def select_checks(hooks: Hooks, options: AuditOptions) -> list[tuple[str, Check, BaseModel]]:
     """``(name, Check, validated options)`` of the checks to run, in registration order.
 
     Raises:
-        RecipeError: an unknown check name in ``checks`` or ``plugin_options``, or invalid
-            plugin check options.
+        RecipeError: an unknown check name in ``select`` or ``checks``, or invalid check
+            options (the message names ``stages.audit.checks.<name>.<option>``).
     """
     registry = hooks.checks
     known = registry.names()
-    wanted = known if options.checks is None else list(dict.fromkeys(options.checks))
-    for name in list(wanted) + list(options.plugin_options):
+    wanted = known if options.select is None else list(dict.fromkeys(options.select))
+    given = list(options.checks) if isinstance(options.checks, dict) else []
+    for name, where in [(n, "select") for n in wanted] + [(n, "checks") for n in given]:
         if name not in registry:
-            raise RecipeError(f"stages.audit: {name!r} is not a registered check; registered checks: {', '.join(known)}.")
+            raise RecipeError(f"stages.audit.{where}: {name!r} is not a registered check; "
+                              f"registered checks: {', '.join(known)}.")
     selected = []
     for name in known:
         if name not in wanted:
             continue
         check = registry[name]
-        if name in BUILTIN_CHECK_OPTIONS and isinstance(getattr(options, name), check.options):
-            opts = getattr(options, name)
+        raw = options.check_options(name)
+        if isinstance(raw, check.options):
+            opts = raw
         else:
+            if isinstance(raw, BaseModel):  # options validated against another registry's model
+                raw = raw.model_dump()
             try:
-                opts = check.options.model_validate(options.plugin_options.get(name, {}))
+                opts = check.options.model_validate(raw if raw is not None else {})
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
-                raise RecipeError(f"stages.audit.plugin_options.{name}.{where}: {err['msg']}.") from None
+                raise RecipeError(f"stages.audit.checks.{name}{'.' + where if where else ''}: "
+                                  f"{str(err['msg']).removeprefix('Value error, ')}.") from None
         selected.append((name, check, opts))
     return selected
+
+
+def decode_side(options: AuditOptions, selected: list[tuple[str, Check, BaseModel]]) -> int | None:
+    """The longer side the pass decodes JPEGs down to: ``max_side``, raised to what any
+    selected check's ``decode_side`` asks for; ``None`` (full size) when ``max_side`` is."""
+    if options.max_side is None:
+        return None
+    asked = [check.decode_side(opts) for _, check, opts in selected if check.decode_side is not None]
+    return max([options.max_side, *(int(a) for a in asked if a)])
 
 
 # -- the per-image pass (runs in worker processes) ---------------------------------------
@@ -265,13 +366,14 @@ def _coverage_gaps(coverage: dict[str, Any], share: float) -> list[dict[str, Any
     return gaps
 
 
-def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: Any = None, *,
-              run: Any = None, log: Callable[[str], None] | None = None, executor: Any = None) -> dict[str, Any]:
+def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: Hooks | None = None, *,
+              run: Run | None = None, log: Callable[[str], None] | None = None, executor: Any = None) -> dict[str, Any]:
     """Audit every sample of a FiftyOne dataset or view; write fields, tags; return the block.
 
     Args:
         dataset_or_view: the samples to audit (unreadable ones included: they are reported).
-        options: :class:`AuditOptions` (default: all defaults).
+        options: :class:`AuditOptions` (default: all defaults), or the recipe's
+            (:func:`audit_options_model`).
         hooks: the :class:`~vetset.core.manager.Hooks` facade (default: the process-wide one).
         run: the current run, if any; ``vetset_on_check_finished`` fires for each check
             once the write is done.
@@ -286,7 +388,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
         The audit result block (module docstring); JSON-able.
 
     Raises:
-        RecipeError: unknown check names or invalid plugin check options.
+        RecipeError: unknown check names or invalid check options.
         PluginError: a check's ``evaluate`` failed or returned something other than a dict.
     """
     from vetset.core.manager import get_hooks
@@ -300,7 +402,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     selected = select_checks(hooks, options)
     view = dataset_or_view
     computes = tuple((name, chk.compute, opts) for name, chk, opts in selected if chk.compute is not None)
-    side = None if options.max_side is None else max(options.max_side, options.clarity.size)
+    side = decode_side(options, selected)
     pool = pass_executor(len(view), options.workers, computes, executor)
     ids, filepaths, labels, splits, sample_tags = read_columns(view)
     t_read = time.perf_counter()
@@ -359,7 +461,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
             pass_chunks(filepaths, pool.workers, options.chunk_size)) > 1 else 0},  # one chunk runs in-process
         "seconds": {"read_samples": round(t_read - t0, 3), "image_pass": round(t_pass - t_read, 3),
                     "evaluate": round(t_eval - t_pass, 3), "write": round(t_write - t_eval, 3), "total": round(total, 3)},
-        "options": options.model_dump(mode="json"), "checks_run": [name for name, _, _ in selected],
+        "options": _dump_options(options, selected), "checks_run": [name for name, _, _ in selected],
         "class_counts": ctx.count_by_class(ctx.readable), "coverage": ctx.coverage, "coverage_gaps": gaps,
         "tags": written["tags"], "checks": summaries, "metrics": metrics,
     }
@@ -370,7 +472,14 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     return block
 
 
-def _audit_stage(run: Any, options: AuditOptions) -> dict[str, Any]:
+def _dump_options(options: AuditOptions, selected: list[tuple[str, Check, BaseModel]]) -> dict[str, Any]:
+    """The options as run, JSON-able: every check's given options, the selected ones validated."""
+    dumped = options.model_dump(mode="json")
+    dumped["checks"] = {**(dumped.get("checks") or {}), **{n: o.model_dump(mode="json") for n, _, o in selected}}
+    return dumped
+
+
+def _audit_stage(run: Run, options: AuditOptions) -> dict[str, Any]:
     """The ``audit`` stage: audit the run's dataset without samples tagged ``augmented``."""
     view = run.dataset.match_tags("augmented", bool=False)
     skipped = len(run.dataset) - len(view)
@@ -384,4 +493,4 @@ def _audit_stage(run: Any, options: AuditOptions) -> dict[str, Any]:
 def vetset_register_stages(register):
     register(Stage("audit", _audit_stage, AuditOptions,
                    "audit balance, coverage (orientation/colour/clarity), quality, duplicates/leakage, unreadable files",
-                   worker_modules=WORKER_PRELOAD + BUILTIN_COMPUTE_MODULES))
+                   worker_modules=WORKER_PRELOAD, bind=bind_to_checks))

@@ -58,7 +58,7 @@ def base_audit(run: Any) -> dict[str, Any]:
                 "(without augmented samples) to plan")
         options = audit_options(run)
         if options is not None and hasattr(options, "model_copy"):
-            options = options.model_copy(update={"checks": sorted(set(block.get("checks_run", [])) | set(missing))})
+            options = options.model_copy(update={"select": sorted(set(block.get("checks_run", [])) | set(missing))})
         return _run_audit(run, run.dataset.match_tags(AUG_TAG, bool=False), options)
     stages = getattr(getattr(run, "recipe", None), "stages", None) or {}
     why = "the audit stage did not run in this run" if "audit" in stages else "the recipe has no audit stage"
@@ -84,7 +84,7 @@ def audit_new_images(run: Any, folder: Path) -> dict[str, Any] | None:
     options = audit_options(run)
     checks = [c for c in COVERAGE_CHECKS if c in run.hooks.checks]
     if options is not None and hasattr(options, "model_copy"):
-        options = options.model_copy(update={"checks": checks})
+        options = options.model_copy(update={"select": checks})
     return _run_audit(run, view, options)
 
 

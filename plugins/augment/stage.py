@@ -32,6 +32,7 @@ Result block (``run.results["augment"]``)::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,12 +173,13 @@ def _augment_stage(run: Any, options: AugmentOptions) -> dict[str, Any]:
 
 @hookimpl
 def vetset_register_stages(register):
-    from vetset.plugins.audit.stage import BUILTIN_COMPUTE_MODULES, WORKER_PRELOAD
+    from vetset.plugins.audit.stage import WORKER_PRELOAD, compute_modules
     from vetset.plugins.augment.writer import PRELOAD
 
     register(Stage(name="augment", run=_augment_stage, options=AugmentOptions,
                    description="plan albumentations augmentation for the audit's gaps, write new train images, re-audit",
-                   worker_modules=PRELOAD + WORKER_PRELOAD + BUILTIN_COMPUTE_MODULES))  # it audits again
+                   worker_modules=PRELOAD + WORKER_PRELOAD,  # it audits again: with the checks' compute modules
+                   bind=lambda stage, hooks: replace(stage, worker_modules=stage.worker_modules + compute_modules(hooks))))
 
 
 @hookimpl

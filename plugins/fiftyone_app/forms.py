@@ -111,7 +111,7 @@ def model_inputs(inputs: types.Object, model: type, prefix: str, skip: tuple[str
         model: a pydantic model class (a stage's options).
         prefix: the stage name; parameter names are ``<prefix>__<field>`` (and
             ``<prefix>__<field>__<subfield>`` for a nested model's fields).
-        skip: field names not to show.
+        skip: field names not to show; a nested model's fields as ``field.subfield``.
 
     Returns:
         ``{"field" or "field.subfield": Property}`` of the fields added (to flag them later).
@@ -119,14 +119,14 @@ def model_inputs(inputs: types.Object, model: type, prefix: str, skip: tuple[str
     props: dict[str, Any] = {}
     docs = field_docs(model)
     for name, field in model.model_fields.items():
-        if name in skip:
+        if f"{_path}{name}" in skip:
             continue
         pname = f"{prefix}{SEP}{name}"
         sub = _submodel(field.annotation)
         if sub is not None:
             inputs.view(f"{pname}{SEP}header", types.Header(
                 label=f"{name.replace('_', ' ').capitalize()} options", description=docs.get(name) or None))
-            props.update(model_inputs(inputs, sub, pname, _path=f"{_path}{name}."))
+            props.update(model_inputs(inputs, sub, pname, skip, _path=f"{_path}{name}."))
             continue
         kind, choices = _kind(field.annotation)
         if kind is None:

@@ -79,9 +79,9 @@ class RunAudit(foo.Operator):
             if not _chosen_checks(ctx.params, names):
                 forms.warning(inputs, "none_chosen", "Choose at least one check", block=True)
         inputs.view("options_header", types.Header(label="Audit options", divider=True))
-        unticked = tuple(n for n in names if n not in _chosen_checks(ctx.params, names))
-        # the check boxes above stand for the `checks` option
-        props = forms.model_inputs(inputs, spec.options, "audit", skip=("checks", *unticked))
+        unticked = tuple(f"checks.{n}" for n in names if n not in _chosen_checks(ctx.params, names))
+        # the check boxes above stand for the `select` option; unticked checks' options are hidden
+        props = forms.model_inputs(inputs, spec.options, "audit", skip=("select", *unticked))
         values = _audit_options(ctx.params, spec.options, names)
         forms.validate_options(inputs, spec.options, values, props, "audit")
         return types.Property(inputs, view=types.View(label="vetset: audit"))
@@ -106,13 +106,14 @@ def _chosen_checks(params: dict[str, Any], names: list[str]) -> list[str]:
 def _audit_options(params: dict[str, Any], model: type, names: list[str]) -> dict[str, Any]:
     """The audit stage options from the form, with the chosen checks.
 
-    The audit options name its checks in a ``checks`` field (see ``vetset.plugins.audit.stage``);
-    checks left unticked are left out of it.
+    The audit options name the checks to run in a ``select`` field and hold each check's
+    options under ``checks.<name>`` (see ``vetset.plugins.audit.stage``); checks left
+    unticked are left out of ``select``.
     """
     values = forms.options_from_params(params, model, "audit")
     chosen = _chosen_checks(params, names)
-    if "checks" in model.model_fields and len(chosen) < len(names):
-        values["checks"] = chosen
+    if "select" in model.model_fields and len(chosen) < len(names):
+        values["select"] = chosen
     return values
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vetset.core.report_kit import fmt
-from vetset.plugins.report.actions import Action
+from vetset.core.report_kit import Action, fmt
 from vetset.plugins.report.overview import num_samples, split_totals
 
 

@@ -89,10 +89,10 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, options: Re
     out.mkdir(parents=True, exist_ok=True)
     title = options.title or f"Dataset audit: {result.get('dataset', '?')}"
     ctx = ReportContext(result=result, dataset=dataset, out_dir=out, thumb_size=options.thumb_size,
-                        max_thumbnails=options.max_thumbnails)
+                        max_thumbnails=options.max_thumbnails, hooks=hooks)
     sections = render_sections(hooks.report_sections, result, ctx, log=log)
     page = build_page(result, sections, title)
-    actions = recommended_actions(result)
+    actions = recommended_actions(result, hooks)
     html_path, md_path = out / HTML_FILE, out / MD_FILE
     data = page.encode("utf-8")
     _write_text_atomic(html_path, page)

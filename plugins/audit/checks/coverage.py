@@ -16,14 +16,20 @@ of image. Findings that cover most of a class are shown as coverage, never hidde
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
-from vetset.core.registry import Check, ViewSpec
+from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.report_kit import ReportContext, esc, figure, note, stage_block, table
+from vetset.plugins.audit.context import shares
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vetset.core.images import DecodedImage
+    from vetset.plugins.audit.context import AuditContext
 
 ORIENTATION_BINS = ("landscape", "portrait", "square")
 COLOUR_BINS = ("colour", "grayscale", "bw")
@@ -33,7 +39,7 @@ GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;
 
 
 class OrientationOptions(BaseModel):
-    """``audit.orientation`` options.
+    """``stages.audit.checks.orientation`` options.
 
     Attributes:
         square_tolerance: an image is square when ``|w/h - 1|`` is at most this. Default 0
@@ -49,7 +55,7 @@ class OrientationOptions(BaseModel):
 
 
 class ColourOptions(BaseModel):
-    """``audit.colour`` options.
+    """``stages.audit.checks.colour`` options.
 
     Attributes:
         tolerance: channels count as equal when ``max(R,G,B) - min(R,G,B)`` is at most this
@@ -70,7 +76,7 @@ class ColourOptions(BaseModel):
 
 
 class ClarityOptions(BaseModel):
-    """``audit.clarity`` options.
+    """``stages.audit.checks.clarity`` options.
 
     Attributes:
         size: longer side, in pixels, the luma is resized to before the Laplacian (area
@@ -98,7 +104,7 @@ class ClarityOptions(BaseModel):
 
 
 # -- per-image computations (worker processes) -------------------------------------------
-def colour_compute(image: Any, options: ColourOptions) -> dict[str, Any]:
+def colour_compute(image: DecodedImage, options: ColourOptions) -> dict[str, Any]:
     """Colour bin of one decoded image.
 
     Returns:
@@ -121,7 +127,7 @@ def colour_compute(image: Any, options: ColourOptions) -> dict[str, Any]:
     return {"colour_mode": "bw" if top2 >= options.bw_share else "grayscale", "colour_fraction": round(frac, 4)}
 
 
-def clarity_compute(image: Any, options: ClarityOptions) -> dict[str, Any]:
+def clarity_compute(image: DecodedImage, options: ClarityOptions) -> dict[str, Any]:
     """Sharpness of one decoded image: variance of the 3x3 Laplacian of its resized luma.
 
     Returns:
@@ -135,8 +141,6 @@ def clarity_compute(image: Any, options: ClarityOptions) -> dict[str, Any]:
 
 # -- evaluation (driver) ---------------------------------------------------------------
 def _with_share(counts: dict[str, Any]) -> dict[str, Any]:
-    from vetset.plugins.audit.context import shares
-
     return shares(counts)
 
 
@@ -147,7 +151,7 @@ def _bin_names(names: tuple[str, ...], index: np.ndarray, ok: np.ndarray) -> np.
     return table[np.where(ok, index, len(names))]
 
 
-def orientation_evaluate(ctx: Any, options: OrientationOptions) -> dict[str, Any]:
+def orientation_evaluate(ctx: AuditContext, options: OrientationOptions) -> dict[str, Any]:
     """Write ``orientation``, ``aspect_ratio``, ``exif_rotated``; tag ``exif_rotated``, ``odd_aspect_ratio``."""
     ok = ctx.readable
     w = ctx.width.astype(np.float64)
@@ -176,7 +180,7 @@ def orientation_evaluate(ctx: Any, options: OrientationOptions) -> dict[str, Any
     }
 
 
-def colour_evaluate(ctx: Any, options: ColourOptions) -> dict[str, Any]:
+def colour_evaluate(ctx: AuditContext, options: ColourOptions) -> dict[str, Any]:
     """Write ``colour_mode`` from the pixels; report file modes next to it."""
     modes = ctx.computed.get("colour", {}).get("colour_mode", [None] * ctx.n)
     ctx.set_field("colour_mode", modes, "str")
@@ -194,7 +198,7 @@ def colour_evaluate(ctx: Any, options: ColourOptions) -> dict[str, Any]:
     }
 
 
-def clarity_evaluate(ctx: Any, options: ClarityOptions) -> dict[str, Any]:
+def clarity_evaluate(ctx: AuditContext, options: ClarityOptions) -> dict[str, Any]:
     """Write ``sharpness`` and ``clarity``; tag ``blurry``; count images upscaled to be measured."""
     sharp = ctx.column("clarity", "sharpness") if ctx.has("clarity", "sharpness") else np.full(ctx.n, np.nan)
     ok = ~np.isnan(sharp)
@@ -217,7 +221,7 @@ def clarity_evaluate(ctx: Any, options: ClarityOptions) -> dict[str, Any]:
     }
 
 
-def log_histograms(ctx: Any, values: np.ndarray, bins: int = 30) -> dict[str, Any]:
+def log_histograms(ctx: AuditContext, values: np.ndarray, bins: int = 30) -> dict[str, Any]:
     """Per-class histograms of positive ``values`` on a log10 axis: ``{edges, counts: {class: [...]}}``."""
     ok = np.isfinite(values) & (values > 0)
     if not ok.any():
@@ -234,17 +238,7 @@ def _value_counts(values: Any) -> dict[str, int]:
     return {str(v): int(c) for v, c in zip(vals, counts)}
 
 
-# -- registration -----------------------------------------------------------------------
-@hookimpl
-def vetset_register_checks(register):
-    register(Check("orientation", "landscape/portrait/square share per class after EXIF; EXIF-rotated files; odd aspect ratios",
-                   orientation_evaluate, None, OrientationOptions))
-    register(Check("colour", "colour/grayscale/bw per class, decided from the pixels",
-                   colour_evaluate, colour_compute, ColourOptions))
-    register(Check("clarity", "variance-of-Laplacian sharpness at a fixed size; blurry/normal/sharp per class",
-                   clarity_evaluate, clarity_compute, ClarityOptions))
-
-
+# -- saved views, report, registration -------------------------------------------------
 def _tag_view(tag: str):
     def build(dataset: Any) -> Any:
         return dataset.match_tags(tag)
@@ -263,23 +257,79 @@ def _field_view(field: str, values: list[str], sort: str | None = None):
     return build
 
 
-@hookimpl
-def vetset_register_views(register):
-    register(ViewSpec("audit/exif_rotated", "audit", _tag_view("exif_rotated"),
-                      "images whose EXIF orientation tag rotates or flips them"))
-    register(ViewSpec("audit/odd_aspect_ratio", "audit", _tag_view("odd_aspect_ratio"),
-                      "images much wider or taller than usual (short/long side below the threshold)"))
-    register(ViewSpec("audit/portrait", "audit", _field_view("orientation", ["portrait"]),
-                      "portrait images (after EXIF orientation)"))
-    register(ViewSpec("audit/grayscale", "audit", _field_view("colour_mode", ["grayscale", "bw"]),
-                      "grayscale and two-level images, decided from the pixels"))
-    register(ViewSpec("audit/blurry", "audit", _field_view("clarity", ["blurry"], "sharpness"),
-                      "blurry images, least sharp first"))
+#: The coverage properties, in the order the report shows them.
+PROPERTIES = ("orientation", "colour", "clarity")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100.0 * x:.1f}%"
+
+
+def render_coverage(result: dict[str, Any], ctx: ReportContext | None) -> str | None:
+    """Heatmaps class x bin (share, with counts) per property, and the coverage gaps."""
+    block = stage_block(result, "audit")
+    coverage = (block or {}).get("coverage") or {}
+    if not coverage:
+        return None
+    import plotly.graph_objects as go
+
+    split = "train" if "train" in coverage else "all"
+    props = [p for p in PROPERTIES if p in coverage[split]] + [p for p in coverage[split] if p not in PROPERTIES]
+    parts = [f'<p>Share of each class\'s <b>{esc(split)}</b> images in each bin (counts in the cells). '
+             "Findings that cover most of a class are shown here, not hidden: a class that is almost always "
+             "one way is where a model learns the property instead of the class.</p>"]
+    for prop in props:
+        tab = coverage[split][prop]
+        classes = list(tab)
+        bins = list(next(iter(tab.values()), {}))
+        z, text = [], []
+        for c in classes:
+            total = sum(tab[c].values())
+            z.append([tab[c][b] / total if total else 0.0 for b in bins])
+            text.append([f"{tab[c][b]} ({_pct(tab[c][b] / total) if total else '-'})" for b in bins])
+        fig = go.Figure(go.Heatmap(z=z, x=bins, y=classes, text=text, texttemplate="%{text}", zmin=0, zmax=1,
+                                   colorscale="Blues", colorbar={"title": "share"},
+                                   hovertemplate="%{y} / %{x}: %{text}<extra></extra>"))
+        fig.update_layout(title=prop, height=max(180, 60 + 28 * len(classes)), yaxis={"type": "category", "autorange": "reversed"})
+        parts.append(figure(fig))
+    gaps = block.get("coverage_gaps") or []
+    opts = (block.get("options") or {})
+    if gaps:
+        parts.append(note(f"{len(gaps)} coverage gap(s): the bin holds under {_pct(opts.get('coverage_gap_share'))} of "
+                          f"the class's {esc(split)} images but at least that share of all of them.", "warn"))
+        parts.append(table(["class", "property", "bin", "class share", "overall share"],
+                           [[g["class"], g["property"], g["bin"], _pct(g["share"]), _pct(g["overall_share"])] for g in gaps]))
+    else:
+        parts.append(note("No coverage gap: no class lacks a bin that the rest of the data has.", "good"))
+    return "".join(parts)
+
+
+ORIENTATION = Check(
+    "orientation", "landscape/portrait/square share per class after EXIF; EXIF-rotated files; odd aspect ratios",
+    orientation_evaluate, None, OrientationOptions,
+    views=(ViewSpec("audit/exif_rotated", "audit", _tag_view("exif_rotated"),
+                    "images whose EXIF orientation tag rotates or flips them"),
+           ViewSpec("audit/odd_aspect_ratio", "audit", _tag_view("odd_aspect_ratio"),
+                    "images much wider or taller than usual (short/long side below the threshold)"),
+           ViewSpec("audit/portrait", "audit", _field_view("orientation", ["portrait"]),
+                    "portrait images (after EXIF orientation)")),
+    # the section of all three coverage properties; it reads the audit block's coverage tables
+    report=ReportSection("coverage", "Coverage: orientation, colour and clarity per class", render_coverage, order=20))
+COLOUR = Check(
+    "colour", "colour/grayscale/bw per class, decided from the pixels",
+    colour_evaluate, colour_compute, ColourOptions,
+    views=(ViewSpec("audit/grayscale", "audit", _field_view("colour_mode", ["grayscale", "bw"]),
+                    "grayscale and two-level images, decided from the pixels"),))
+CLARITY = Check(
+    "clarity", "variance-of-Laplacian sharpness at a fixed size; blurry/normal/sharp per class",
+    clarity_evaluate, clarity_compute, ClarityOptions,
+    views=(ViewSpec("audit/blurry", "audit", _field_view("clarity", ["blurry"], "sharpness"),
+                    "blurry images, least sharp first"),),
+    decode_side=lambda options: options.size)  # the luma is measured at this longer side
 
 
 @hookimpl
-def vetset_register_report_sections(register):
-    from vetset.core.registry import ReportSection
-    from vetset.plugins.audit.report import render_coverage
-
-    register(ReportSection("coverage", "Coverage: orientation, colour and clarity per class", render_coverage, order=20))
+def vetset_register_checks(register):
+    register(ORIENTATION)
+    register(COLOUR)
+    register(CLARITY)

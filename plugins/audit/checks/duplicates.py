@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -27,6 +27,24 @@ from pydantic import BaseModel, Field
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
 from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.report_kit import (
+    Action,
+    ReportContext,
+    esc,
+    metric,
+    note,
+    num_images,
+    share,
+    stage_block,
+    stat_cards,
+    table,
+    thumb_grid,
+    view_note,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vetset.core.images import DecodedImage
+    from vetset.plugins.audit.context import AuditContext
 
 #: Longer side the luma is reduced to (area interpolation) before imagehash's own
 #: 32x32 Lanczos resize: same hash bits in practice, a fraction of the resize cost.
@@ -34,7 +52,7 @@ PHASH_PRESIZE = 64
 
 
 class DuplicateOptions(BaseModel):
-    """``audit.duplicates`` options.
+    """``stages.audit.checks.duplicates`` options.
 
     Attributes:
         radius: near duplicates differ in at most this many of the 64 phash bits. Default
@@ -58,7 +76,7 @@ class DuplicateOptions(BaseModel):
     max_groups_listed: Count = Field(50, ge=0)
 
 
-def duplicates_compute(image: Any, options: DuplicateOptions) -> dict[str, Any]:
+def duplicates_compute(image: DecodedImage, options: DuplicateOptions) -> dict[str, Any]:
     """File hash and perceptual hash of one decoded image.
 
     Returns:
@@ -151,7 +169,7 @@ def leader_groups(n: int, pairs: np.ndarray, order: np.ndarray | None = None) ->
     return group
 
 
-def duplicates_evaluate(ctx: Any, options: DuplicateOptions) -> dict[str, Any]:
+def duplicates_evaluate(ctx: AuditContext, options: DuplicateOptions) -> dict[str, Any]:
     """Group duplicates; write ``phash``, ``file_hash``, ``duplicate_group``; tag the members."""
     n = ctx.n
     has = ctx.has("duplicates", "phash")
@@ -237,12 +255,6 @@ def duplicates_evaluate(ctx: Any, options: DuplicateOptions) -> dict[str, Any]:
             "groups_total": len(listed), "metrics": metrics}
 
 
-@hookimpl
-def vetset_register_checks(register):
-    register(Check("duplicates", "exact (SHA-256) and near (phash) duplicates, split leakage, label conflicts",
-                   duplicates_evaluate, duplicates_compute, DuplicateOptions))
-
-
 def _group_view(tag: str):
     def build(dataset: Any) -> Any:
         view = dataset.match_tags(tag)
@@ -250,20 +262,93 @@ def _group_view(tag: str):
     return build
 
 
-@hookimpl
-def vetset_register_views(register):
-    register(ViewSpec("audit/duplicates", "audit", _group_view("duplicate"),
-                      "exact and near duplicates, sorted by duplicate_group"))
-    register(ViewSpec("audit/exact_duplicates", "audit", _group_view("exact_duplicate"),
-                      "files with identical bytes, sorted by duplicate_group"))
-    register(ViewSpec("audit/leakage", "audit", _group_view("leakage"),
-                      "duplicate groups that span splits (train/val leakage), sorted by duplicate_group"))
-    register(ViewSpec("audit/label_conflicts", "audit", _group_view("label_conflict"),
-                      "duplicate groups whose images carry different labels"))
+#: Groups of duplicates drawn with thumbnails; the rest are in the table and the saved views.
+GROUPS_WITH_THUMBNAILS = 8
+
+
+def render_duplicates(result: dict[str, Any], ctx: ReportContext | None) -> str | None:
+    """Duplicate, leakage and label-conflict groups, leakage first, with thumbnails."""
+    block = stage_block(result, "audit")
+    dup = ((block or {}).get("checks") or {}).get("duplicates")
+    if not dup:
+        return None
+    m = dup.get("metrics", {})
+    parts = [stat_cards([
+        ("duplicate groups", m.get("duplicate_groups", 0), "audit.metrics.duplicate_groups"),
+        ("exact (same bytes)", m.get("exact_duplicate_groups", 0), "audit.metrics.exact_duplicate_groups"),
+        ("leakage groups (span splits)", m.get("leakage_groups", 0), "audit.metrics.leakage_groups"),
+        ("label conflicts", m.get("conflicting_label_groups", 0), "audit.metrics.conflicting_label_groups"),
+        ("redundant images", m.get("redundant_images", 0), "audit.metrics.redundant_images"),
+    ])]
+    parts.append(f'<p class="muted">Near duplicates: perceptual hashes (imagehash phash, 64 bits) within '
+                 f'{dup.get("radius")} bits; exact: same SHA-256 of the file bytes.</p>')
+    if m.get("leakage_groups"):
+        splits = ", ".join(f"{esc(k)}: {v}" for k, v in (dup.get("leakage_by_splits") or {}).items())
+        parts.append(note(f"{m['leakage_groups']} group(s) of the same image span splits ({splits}); validation "
+                          "scores are inflated until each group sits in one split." + view_note("audit/leakage", ctx), "bad"))
+    if m.get("conflicting_label_groups"):
+        parts.append(note(f"{m['conflicting_label_groups']} group(s) carry different labels for the same image."
+                          + view_note("audit/label_conflicts", ctx), "bad"))
+    groups = dup.get("groups") or []
+    if not groups:
+        parts.append(note("No duplicates found.", "good"))
+        return "".join(parts)
+    parts.append(table(["group", "kind", "images", "labels", "splits", "max bits to first"],
+                       [[g["group"], ", ".join(g["kinds"]) or "near", g["size"], ", ".join(map(str, g["labels"])),
+                         ", ".join(g["splits"]), g.get("max_distance_to_first")] for g in groups]))
+    if dup.get("groups_total", 0) > len(groups):
+        parts.append(f'<p class="muted">{len(groups)} of {dup["groups_total"]} groups listed; the saved view '
+                     "<code>audit/duplicates</code> holds them all.</p>")
+    if ctx is not None:
+        for g in groups[:GROUPS_WITH_THUMBNAILS]:
+            parts.append(f"<h3>{esc(g['group'])} <span class=\"muted\">{esc(', '.join(g['kinds']) or 'near')}</span></h3>")
+            parts.append(thumb_grid([(mm["filepath"], f"{mm.get('label')} / {mm.get('split')}") for mm in g["members"]],
+                                    ctx, total=g["size"], view="audit/duplicates"))
+    return "".join(parts)
+
+
+def leakage_action(result: dict[str, Any]) -> Action | None:
+    """``high``: remove train/val leakage (groups of one image that span splits)."""
+    found = metric(result, "audit.metrics.leakage_groups")
+    if not found or found[1] <= 0:
+        return None
+    samples = metric(result, "audit.metrics.leakage_samples")
+    fraction = metric(result, "audit.metrics.leakage_fraction")
+    return Action("leakage", "high", f"Remove train/val leakage: {found[1]:,} groups of the same image span splits.",
+                  "While one image sits in both train and validation, validation scores are inflated and "
+                  "say little about new data. Keep every group in one split, or drop the extra copies.",
+                  found[0], found[1],
+                  fraction[1] if fraction else share(samples[1] if samples else None, num_images(result)), ["leakage"])
+
+
+def conflicts_action(result: dict[str, Any]) -> Action | None:
+    """``high``: resolve duplicate groups whose copies carry different labels."""
+    found = metric(result, "audit.metrics.conflicting_label_groups")
+    if not found or found[1] <= 0:
+        return None
+    samples = metric(result, "audit.metrics.conflicting_label_samples")
+    return Action("conflicting_duplicates", "high",
+                  f"Resolve {found[1]:,} groups of duplicate images that carry different labels.",
+                  "The model is trained (or scored) on the same picture with two answers; pick the right "
+                  "label for each group and relabel or remove the others.",
+                  found[0], found[1], share(samples[1] if samples else None, num_images(result)), ["conflict"])
+
+
+DUPLICATES = Check(
+    "duplicates", "exact (SHA-256) and near (phash) duplicates, split leakage, label conflicts",
+    duplicates_evaluate, duplicates_compute, DuplicateOptions,
+    views=(ViewSpec("audit/duplicates", "audit", _group_view("duplicate"),
+                    "exact and near duplicates, sorted by duplicate_group"),
+           ViewSpec("audit/exact_duplicates", "audit", _group_view("exact_duplicate"),
+                    "files with identical bytes, sorted by duplicate_group"),
+           ViewSpec("audit/leakage", "audit", _group_view("leakage"),
+                    "duplicate groups that span splits (train/val leakage), sorted by duplicate_group"),
+           ViewSpec("audit/label_conflicts", "audit", _group_view("label_conflict"),
+                    "duplicate groups whose images carry different labels")),
+    report=ReportSection("duplicates", "Duplicates and leakage", render_duplicates, order=40),
+    actions=(leakage_action, conflicts_action))
 
 
 @hookimpl
-def vetset_register_report_sections(register):
-    from vetset.plugins.audit.report import render_duplicates
-
-    register(ReportSection("duplicates", "Duplicates and leakage", render_duplicates, order=40))
+def vetset_register_checks(register):
+    register(DUPLICATES)

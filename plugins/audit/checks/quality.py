@@ -7,7 +7,7 @@ and entropy), ``size`` on the pixel size after EXIF orientation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -15,12 +15,17 @@ from pydantic import BaseModel, Field
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
 from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.report_kit import ReportContext, esc, figure, stage_block, stat_cards, table, thumb_grid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vetset.core.images import DecodedImage
+    from vetset.plugins.audit.context import AuditContext
 
 EXPOSURE_ISSUES = ("dark", "overexposed", "low_contrast", "low_entropy")
 
 
 class ExposureOptions(BaseModel):
-    """``audit.exposure`` options (luma levels are divided by 255, so 0..1).
+    """``stages.audit.checks.exposure`` options (luma levels are divided by 255, so 0..1).
 
     Attributes:
         dark_p99: ``dark`` when the 99th percentile of luma is below this: even the
@@ -46,7 +51,7 @@ class ExposureOptions(BaseModel):
 
 
 class SizeOptions(BaseModel):
-    """``audit.size`` options.
+    """``stages.audit.checks.size`` options.
 
     Attributes:
         tiny_side: ``tiny`` when the shorter side is below this many pixels. Default 32,
@@ -66,7 +71,7 @@ class SizeOptions(BaseModel):
     odd_size_min_ratio: float = Field(2.0, ge=1.0)
 
 
-def exposure_compute(image: Any, options: ExposureOptions) -> dict[str, Any]:
+def exposure_compute(image: DecodedImage, options: ExposureOptions) -> dict[str, Any]:
     """Brightness, contrast, entropy and luma percentiles of one decoded image.
 
     Returns:
@@ -84,7 +89,7 @@ def exposure_compute(image: Any, options: ExposureOptions) -> dict[str, Any]:
             "p5": round(int(p5) / 255.0, 4), "p99": round(int(p99) / 255.0, 4)}
 
 
-def exposure_evaluate(ctx: Any, options: ExposureOptions) -> dict[str, Any]:
+def exposure_evaluate(ctx: AuditContext, options: ExposureOptions) -> dict[str, Any]:
     """Write ``brightness``, ``contrast``, ``entropy``; tag ``dark``, ``overexposed``, ``low_contrast``, ``low_entropy``."""
     if not ctx.has("exposure", "brightness"):
         nan = np.full(ctx.n, np.nan)
@@ -119,7 +124,7 @@ def exposure_evaluate(ctx: Any, options: ExposureOptions) -> dict[str, Any]:
     }
 
 
-def size_evaluate(ctx: Any, options: SizeOptions) -> dict[str, Any]:
+def size_evaluate(ctx: AuditContext, options: SizeOptions) -> dict[str, Any]:
     """Tag ``tiny`` and ``odd_size``; summarise widths and heights."""
     ok = ctx.readable
     w, h = ctx.width.astype(np.float64), ctx.height.astype(np.float64)
@@ -155,14 +160,6 @@ def _mean(x: np.ndarray) -> float | None:
     return round(float(x.mean()), 4) if len(x) else None
 
 
-@hookimpl
-def vetset_register_checks(register):
-    register(Check("exposure", "dark, overexposed, low-contrast and low-entropy images from the luma histogram",
-                   exposure_evaluate, exposure_compute, ExposureOptions))
-    register(Check("size", "tiny images and size outliers (Tukey fences on sqrt(area))",
-                   size_evaluate, None, SizeOptions))
-
-
 def _tag_view(tag: str, sort: str | None = None, reverse: bool = False):
     def build(dataset: Any) -> Any:
         view = dataset.match_tags(tag)
@@ -172,20 +169,106 @@ def _tag_view(tag: str, sort: str | None = None, reverse: bool = False):
     return build
 
 
-@hookimpl
-def vetset_register_views(register):
-    register(ViewSpec("audit/dark", "audit", _tag_view("dark", "brightness"), "dark images, darkest first"))
-    register(ViewSpec("audit/overexposed", "audit", _tag_view("overexposed", "brightness", True),
-                      "overexposed images, brightest first"))
-    register(ViewSpec("audit/low_contrast", "audit", _tag_view("low_contrast", "contrast"), "low-contrast images"))
-    register(ViewSpec("audit/low_entropy", "audit", _tag_view("low_entropy", "entropy"),
-                      "images with little information (luma entropy below the threshold)"))
-    register(ViewSpec("audit/tiny", "audit", _tag_view("tiny", "metadata.width"), "images with a very short side"))
-    register(ViewSpec("audit/odd_size", "audit", _tag_view("odd_size"), "images far from the usual size"))
+#: The issues of the quality section: (tag and metric, check that writes it), in display order.
+QUALITY_ISSUES = (("blurry", "clarity"), ("dark", "exposure"), ("overexposed", "exposure"),
+                  ("low_contrast", "exposure"), ("low_entropy", "exposure"), ("tiny", "size"),
+                  ("odd_size", "size"), ("odd_aspect_ratio", "orientation"), ("exif_rotated", "orientation"))
+
+
+def _issue_count(checks: dict[str, Any], issue: str, check: str) -> int | None:
+    summary = checks.get(check) or {}
+    metrics = summary.get("metrics") or {}
+    return metrics.get(issue) if isinstance(metrics.get(issue), int) else None
+
+
+def render_quality(result: dict[str, Any], ctx: ReportContext | None) -> str | None:
+    """Issue counts, sharpness and brightness distributions per class, example thumbnails."""
+    block = stage_block(result, "audit")
+    checks = (block or {}).get("checks") or {}
+    if not any(c in checks for c in ("clarity", "exposure", "size", "orientation")):
+        return None
+    import plotly.graph_objects as go
+
+    found = [(issue, check, _issue_count(checks, issue, check)) for issue, check in QUALITY_ISSUES]
+    found = [f for f in found if f[2] is not None]
+    parts = [stat_cards([(issue.replace("_", " "), n, f"audit.metrics.{issue}") for issue, _, n in found])]
+    clarity = checks.get("clarity") or {}
+    dist = clarity.get("distribution") or {}
+    if dist.get("edges"):
+        import math
+
+        edges = dist["edges"]  # log10 of sharpness
+        mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+        fig = go.Figure([go.Bar(name=c, x=mids, y=v, opacity=0.6, width=(edges[1] - edges[0]))
+                         for c, v in dist["counts"].items()])
+        th = clarity.get("thresholds", {})
+        for key, colour in (("blurry_below", "#D55E00"), ("sharp_above", "#009E73")):
+            if th.get(key):
+                fig.add_vline(x=math.log10(th[key]), line_dash="dash", line_color=colour,
+                              annotation_text=f"{key.replace('_', ' ')} {th[key]:g}")
+        ticks = list(range(math.floor(edges[0]), math.ceil(edges[-1]) + 1))
+        fig.update_layout(barmode="overlay", height=300, title=f"Sharpness (variance of the Laplacian at {th.get('size', '?')} px)",
+                          xaxis={"title": "sharpness (log scale)", "tickvals": ticks, "ticktext": [f"{10 ** t:,}" for t in ticks]},
+                          yaxis_title="images")
+        parts.append(figure(fig))
+    up = clarity.get("upscaled") or {}
+    if up.get("count"):
+        size = clarity.get("thresholds", {}).get("size", "?")
+        parts.append(f"<p class=\"note\">{up['count']:,} images are smaller than {size} px and were upscaled to "
+                     f"measure their sharpness; upscaling blurs, so for them (blurry: {up.get('blurry', 0):,}) the "
+                     "clarity bin says more about resolution than about focus.</p>")
+    bright = ((checks.get("exposure") or {}).get("distribution") or {}).get("brightness") or {}
+    if bright.get("edges"):
+        e = bright["edges"]
+        mids = [(a + b) / 2 for a, b in zip(e[:-1], e[1:])]
+        fig = go.Figure([go.Bar(name=c, x=mids, y=v, opacity=0.6) for c, v in bright["counts"].items()])
+        fig.update_layout(barmode="overlay", height=300, title="Brightness (mean luma, 0-1)", xaxis_title="brightness",
+                          yaxis_title="images")
+        parts.append(figure(fig))
+    by_class: dict[str, dict[str, int]] = {}
+    for check in ("exposure", "size"):
+        for issue, row in ((checks.get(check) or {}).get("by_class") or {}).items():
+            by_class[issue] = row
+    odd = ((checks.get("orientation") or {}).get("odd_aspect_ratio") or {})
+    if odd.get("by_class"):
+        by_class["odd_aspect_ratio"] = odd["by_class"]
+    if clarity.get("share"):
+        split = "all" if "all" in clarity["share"] else next(iter(clarity["share"]))
+        counts = (block.get("coverage") or {}).get(split, {}).get("clarity", {})
+        by_class = {"blurry": {c: row.get("blurry", 0) for c, row in counts.items()}, **by_class}
+    if by_class:
+        classes = sorted({c for row in by_class.values() for c in row})
+        parts.append(table(["class"] + [i.replace("_", " ") for i in by_class],
+                           [[c] + [by_class[i].get(c, 0) for i in by_class] for c in classes], cls="num"))
+    if ctx is not None:
+        for issue, check, n in found:
+            examples = ((checks.get(check) or {}).get("examples") or {}).get(issue) or []
+            if n and examples:
+                parts.append(f"<h3>{esc(issue.replace('_', ' '))}</h3>")
+                parts.append(thumb_grid([(e["filepath"], f"{e.get('label')} / {e.get('split')}") for e in examples],
+                                        ctx, total=n, view=f"audit/{issue}"))
+    return "".join(parts)
+
+
+EXPOSURE = Check(
+    "exposure", "dark, overexposed, low-contrast and low-entropy images from the luma histogram",
+    exposure_evaluate, exposure_compute, ExposureOptions,
+    views=(ViewSpec("audit/dark", "audit", _tag_view("dark", "brightness"), "dark images, darkest first"),
+           ViewSpec("audit/overexposed", "audit", _tag_view("overexposed", "brightness", True),
+                    "overexposed images, brightest first"),
+           ViewSpec("audit/low_contrast", "audit", _tag_view("low_contrast", "contrast"), "low-contrast images"),
+           ViewSpec("audit/low_entropy", "audit", _tag_view("low_entropy", "entropy"),
+                    "images with little information (luma entropy below the threshold)")),
+    # the image-quality section also shows the clarity, size and orientation checks' issues
+    report=ReportSection("quality", "Image quality: clarity, exposure, size", render_quality, order=30))
+SIZE = Check(
+    "size", "tiny images and size outliers (Tukey fences on sqrt(area))",
+    size_evaluate, None, SizeOptions,
+    views=(ViewSpec("audit/tiny", "audit", _tag_view("tiny", "metadata.width"), "images with a very short side"),
+           ViewSpec("audit/odd_size", "audit", _tag_view("odd_size"), "images far from the usual size")))
 
 
 @hookimpl
-def vetset_register_report_sections(register):
-    from vetset.plugins.audit.report import render_quality
-
-    register(ReportSection("quality", "Image quality: clarity, exposure, size", render_quality, order=30))
+def vetset_register_checks(register):
+    register(EXPOSURE)
+    register(SIZE)

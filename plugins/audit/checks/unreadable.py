@@ -10,7 +10,7 @@ frame is audited and trained on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -18,6 +18,22 @@ from pydantic import BaseModel, Field
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
 from vetset.core.registry import Check, ReportSection, ViewSpec
+from vetset.core.report_kit import (
+    Action,
+    ReportContext,
+    esc,
+    metric,
+    note,
+    num_images,
+    share,
+    stage_block,
+    stat_cards,
+    table,
+    view_note,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vetset.plugins.audit.context import AuditContext
 
 #: Decode failure reason (or its prefix) -> what it means and what to do.
 EXPLANATIONS: dict[str, str] = {
@@ -58,7 +74,7 @@ def explain(reason: str | None) -> str:
 
 
 class UnreadableOptions(BaseModel):
-    """``audit.unreadable`` options.
+    """``stages.audit.checks.unreadable`` options.
 
     Attributes:
         max_listed: files listed (with reason and explanation) in the run result; all of
@@ -70,7 +86,7 @@ class UnreadableOptions(BaseModel):
     max_listed: Count = Field(200, ge=0)
 
 
-def unreadable_evaluate(ctx: Any, options: UnreadableOptions) -> dict[str, Any]:
+def unreadable_evaluate(ctx: AuditContext, options: UnreadableOptions) -> dict[str, Any]:
     """Tag ``unreadable`` and ``animated``; write ``unreadable_reason``."""
     bad = ~ctx.readable
     animated = ctx.readable & (ctx.n_frames > 1)
@@ -104,22 +120,57 @@ def _reason_key(reason: str) -> str:
     return reason
 
 
+def render_unreadable(result: dict[str, Any], ctx: ReportContext | None) -> str | None:
+    """Every unreadable file with its reason and what to do; multi-frame files."""
+    block = stage_block(result, "audit")
+    un = ((block or {}).get("checks") or {}).get("unreadable")
+    if un is None:
+        return None
+    parts = [stat_cards([("unreadable files", un.get("count", 0), "audit.metrics.unreadable"),
+                         ("animated / multi-frame", len(un.get("animated", [])), "audit.metrics.animated")])]
+    if not un.get("count"):
+        parts.append(note("Every file decoded.", "good"))
+    else:
+        parts.append(note("These files are skipped by every stage; they were reported, not modified or deleted."
+                          + view_note("audit/unreadable", ctx), "warn"))
+        parts.append(table(["file", "class", "split", "reason", "what it means"],
+                           [[f["filepath"], f.get("label"), f.get("split"), f["reason"], f["explanation"]] for f in un["files"]]))
+        if un["count"] > len(un["files"]):
+            parts.append(f'<p class="muted">{len(un["files"])} of {un["count"]} listed.</p>')
+    if un.get("animated"):
+        parts.append("<p>Multi-frame files (only the first frame is used):</p>")
+        parts.append(table(["file", "class", "frames"], [[a["filepath"], a.get("label"), a["frames"]] for a in un["animated"]]))
+    if un.get("formats"):
+        parts.append('<p class="muted">Formats of the readable files: '
+                     + ", ".join(f"{esc(k)} {v:,}" for k, v in un["formats"].items()) + ".</p>")
+    return "".join(parts)
+
+
+def unreadable_action(result: dict[str, Any]) -> Action | None:
+    """``low``: fix or remove the unreadable files (share of the images)."""
+    found = metric(result, "audit.metrics.unreadable")
+    if not found:
+        n = (result.get("load") or {}).get("unreadable")
+        found = ("load.unreadable", n) if isinstance(n, int) else None
+    if not found or found[1] <= 0:
+        return None
+    return Action("unreadable", "low", f"Fix or remove {found[1]:,} unreadable files.",
+                  "Every stage skips them, so they are missing from training and evaluation; a data loader "
+                  "outside vetset may crash on them.",
+                  found[0], found[1], share(found[1], num_images(result)), ["unreadable"])
+
+
+UNREADABLE = Check(
+    "unreadable", "zero-byte, truncated, non-image, decompression-bomb and unsupported files",
+    unreadable_evaluate, None, UnreadableOptions,
+    views=(ViewSpec("audit/unreadable", "audit", lambda ds: ds.match_tags("unreadable"),
+                    "files that could not be decoded (see unreadable_reason)"),
+           ViewSpec("audit/animated", "audit", lambda ds: ds.match_tags("animated"),
+                    "multi-frame files; only the first frame is used")),
+    report=ReportSection("unreadable", "Unreadable files", render_unreadable, order=50),
+    actions=(unreadable_action,))
+
+
 @hookimpl
 def vetset_register_checks(register):
-    register(Check("unreadable", "zero-byte, truncated, non-image, decompression-bomb and unsupported files",
-                   unreadable_evaluate, None, UnreadableOptions))
-
-
-@hookimpl
-def vetset_register_views(register):
-    register(ViewSpec("audit/unreadable", "audit", lambda ds: ds.match_tags("unreadable"),
-                      "files that could not be decoded (see unreadable_reason)"))
-    register(ViewSpec("audit/animated", "audit", lambda ds: ds.match_tags("animated"),
-                      "multi-frame files; only the first frame is used"))
-
-
-@hookimpl
-def vetset_register_report_sections(register):
-    from vetset.plugins.audit.report import render_unreadable
-
-    register(ReportSection("unreadable", "Unreadable files", render_unreadable, order=50))
+    register(UNREADABLE)
