@@ -69,6 +69,45 @@ def test_duplicate_registration_names_both_plugins():
     assert "first-plugin" in str(err.value) and "second-plugin" in str(err.value) and "'same'" in str(err.value)
 
 
+def test_a_checks_views_section_and_options_register_with_it():
+    """One register(Check(...)): its views and report section join the registries under the check's
+    plugin, its options model joins the audit's options; a bad part or a reserved name names the plugin."""
+    from pydantic import BaseModel
+
+    from vetset.core import ReportSection, ViewSpec
+
+    class Opts(BaseModel):
+        level: int = 3
+
+    class OneCheck:
+        def __init__(self, name: str = "tp_check", views: tuple = ()):
+            self.name, self.views = name, views
+
+        @hookimpl
+        def vetset_register_checks(self, register):
+            register(Check(self.name, "tp", lambda ctx, o: {}, None, Opts, views=self.views,
+                           report=ReportSection("tp_section", "TP", lambda r, c: None, order=5)))
+
+    view = ViewSpec("audit/tp", "audit", lambda ds: ds.limit(1))
+    pm = build_plugin_manager(builtins=("vetset.plugins.audit.stage", "vetset.plugins.audit.checks.balance"),
+                              entry_points=False)
+    pm.register(OneCheck(views=(view,)), name="tp-check-plugin")
+    hooks = Hooks(pm)
+    assert hooks.views["audit/tp"] is view and hooks.views.plugin_of("audit/tp") == "tp-check-plugin"
+    assert hooks.report_sections.plugin_of("tp_section") == "tp-check-plugin"
+    assert hooks.views.names()[:2] == ["audit/small_classes", "audit/tp"]  # checks' views in check order
+    options = hooks.stages["audit"].options.model_validate({"checks": {"tp_check": {"level": 5}}})
+    assert options.checks.tp_check.level == 5 and options.checks.balance.min_images == 200
+    pm = build_plugin_manager(builtins=(), entry_points=False)
+    pm.register(OneCheck(views=("audit/tp",)), name="bad-check-plugin")
+    with pytest.raises(PluginError, match=r"'bad-check-plugin'.*'tp_check'.views holds a str, expected a ViewSpec"):
+        _ = Hooks(pm).views
+    pm = build_plugin_manager(builtins=("vetset.plugins.audit.stage",), entry_points=False)
+    pm.register(OneCheck("model_config"), name="reserved-plugin")
+    with pytest.raises(PluginError, match=r"'reserved-plugin'.*'model_config', a name pydantic models reserve"):
+        _ = Hooks(pm).stages
+
+
 def test_wrong_type_is_rejected_with_plugin_name():
     class Bad:
         @hookimpl
