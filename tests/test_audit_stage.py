@@ -188,6 +188,11 @@ def test_plugin_and_builtin_check_options_share_one_key_path(hooks):
             "checks": ["balance", "red"], "balance": {"min_images": 7}, "plugin_options": {"red": {"min_share": 0.8}}}}},
             stages)
         assert old.dump()["stages"]["audit"] == new.dump()["stages"]["audit"]
+        # what `recipes show` printed for the audit before: checks null, every built-in's options, plugin_options
+        default = parse_recipe({"name": "x", "stages": {"audit": {}}}, stages).dump()["stages"]["audit"]
+        shown = {"checks": None, "workers": None, "max_side": 128, "chunk_size": None, "coverage_gap_share": 0.05,
+                 **{k: v for k, v in default["checks"].items() if k != "red"}, "plugin_options": {}}
+        assert parse_recipe({"name": "x", "stages": {"audit": shown}}, stages).dump()["stages"]["audit"] == default
         # the same check's options both ways: one sentence naming the new key
         for both in ({"balance": {"min_images": 7}, "checks": {"balance": {"min_images": 8}}},
                      {"plugin_options": {"red": {}}, "checks": {"red": {"min_share": 0.1}}}):

@@ -75,7 +75,8 @@ class AuditOptions(BaseModel):
             train images fall in it while at least this share of all train images do.
             Default 0.05.
 
-    The keys of earlier versions are still read: ``checks: [names]`` is ``select``,
+    The keys of earlier versions are still read: ``checks: [names]`` is ``select`` (and
+    ``checks: null`` every check),
     ``<built-in check>: {...}`` and ``plugin_options: {<check>: {...}}`` are
     ``checks.<check>``; giving one check's options both ways is refused.
     """
@@ -96,6 +97,8 @@ class AuditOptions(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if "checks" in data and data["checks"] is None:  # the old form of "every check" (select: null)
+            data.pop("checks")
         if isinstance(data.get("checks"), (list, tuple)):
             if data.get("select") is not None:
                 raise ValueError("checks is a list of check names (the old form of select) and select is given "
