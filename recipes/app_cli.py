@@ -22,6 +22,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from vetset.core.database import ensure_server
+
 app_cli = typer.Typer(help="Open the FiftyOne App with vetset's operators and audit panel.",
                       invoke_without_command=True, no_args_is_help=False)
 # piped or redirected: log lines stay whole and tables get room (rich would use 80 columns)
@@ -47,6 +49,7 @@ def app(
         return
     from vetset.plugins.fiftyone_app import launch as app_launch
 
+    ensure_server()  # the shared server, before fiftyone is imported (the App server and worker inherit it)
     plugin_dir, installed = app_launch.ensure_plugin_visible()
     if installed:
         _say(f"vetset plugin: {plugin_dir}")

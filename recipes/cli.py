@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vetset.core.database import ensure_server
 from vetset.core.errors import ChecksFailed, VetsetError
 
 app = typer.Typer(
@@ -31,6 +32,17 @@ def _hooks():
     from vetset.core.manager import get_hooks
 
     return get_hooks()
+
+
+def _database(preload: bool = True) -> None:
+    """Point FiftyOne at the shared database server before fiftyone is imported (starting
+    the server in the background when none runs: see :mod:`vetset.core.database`), import
+    fiftyone while ``mongod`` starts, then wait until it accepts connections."""
+    lease = ensure_server(wait=False)
+    if preload and lease is not None and lease._thread is not None:
+        import fiftyone  # noqa: F401  (about 3 s of imports, overlapping mongod's start)
+    if lease is not None:
+        lease.wait()
 
 
 @app.command("list")
@@ -111,6 +123,7 @@ def run(
         from vetset.plugins.train.ddp import with_nproc
 
         rec = with_nproc(rec, nproc, hooks.stages)
+    _database()
     the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
                   log=lambda msg: console.print(msg, markup=False, highlight=False))
     try:
@@ -160,9 +173,15 @@ def plan(
     out: Path | None = typer.Option(None, "--out", help="Output folder the run would use (default: ./vetset-runs/<dataset>)."),
 ) -> None:
     """Audit the data and print the augmentation plan (new train images per class, policy and cell); writes no image."""
+    from vetset.core.recipe import load_recipe
     from vetset.plugins.augment.steps import cli_plan
 
-    for table in cli_plan(recipe, data, dataset, out, _hooks(), log=lambda m: console.print(m, markup=False, highlight=False)):
+    hooks = _hooks()
+    load_recipe(recipe, hooks)  # a bad recipe or missing --data is reported before the database starts
+    if data is None and dataset is None:
+        raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
+    _database()
+    for table in cli_plan(recipe, data, dataset, out, hooks, log=lambda m: console.print(m, markup=False, highlight=False)):
         console.print(table)
 
 
@@ -198,6 +217,7 @@ def report(
     def say(msg: str) -> None:
         console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
+    _database()
     block = rebuild_report(dataset, out, _hooks(), log=say)
     say(f"report: {block['report_html']}")
     say(f"summary: {block['report_md']}")
@@ -217,6 +237,7 @@ def export_labels(
 
     if unreviewed not in ("keep", "suggested", "drop"):
         raise VetsetError(f"--unreviewed must be keep, suggested or drop, not {unreviewed!r}.")
+    _database()
     import fiftyone as fo
 
     if not fo.dataset_exists(dataset):
@@ -235,8 +256,10 @@ def export_labels(
 
 
 from vetset.recipes.app_cli import app_cli  # noqa: E402  (fiftyone is imported lazily inside)
+from vetset.recipes.db_cli import db_cli  # noqa: E402
 
 app.add_typer(app_cli, name="app")
+app.add_typer(db_cli, name="db")
 
 
 def main(argv: list[str] | None = None) -> int:
