@@ -57,6 +57,7 @@ class LoadSummary:
     removed: int = 0
     unreadable: int = 0
     skipped_non_image: int = 0
+    skipped_hidden: int = 0
     split_made: bool = False
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -70,6 +71,40 @@ def default_dataset_name(source: str | os.PathLike) -> str:
     p = Path(source).resolve()
     stem = p.stem if p.is_file() else p.name
     return "vetset-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-").lower() or "data")
+
+
+#: Characters FiftyOne keeps (or turns into ``-``) when it makes a dataset's slug
+#: (``fiftyone.core.utils.to_slug``); any other character is dropped from the slug.
+_NAME_OK = re.compile(r"[A-Za-z0-9 _.+-]+")
+#: ``to_slug``'s length limit (``fiftyone.core.utils._NAME_LENGTH_RANGE``).
+_NAME_MAX = 1551
+
+
+def check_dataset_name(name: str) -> str:
+    """Refuse a ``--dataset`` name FiftyOne would store under a name-mangled slug.
+
+    FiftyOne keys datasets by name and by slug (``fiftyone.core.utils.to_slug``), which drops
+    every character but letters, digits, whitespace and ``+_.-``: ``a/b`` and ``ab`` would
+    share the slug ``ab`` and the second ends in a FiftyOne ``ValueError``.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        DataError: an empty name, a character outside ``A-Z a-z 0-9 space _ . + -``, no letter
+            or digit, or more than 1551 characters.
+    """
+    if not name or not name.strip():
+        raise DataError("--dataset: the dataset name is empty.")
+    bad = sorted(set(_NAME_OK.sub("", name)))
+    if bad:
+        raise DataError(f"--dataset {name!r}: FiftyOne dataset names may hold letters, digits, spaces and _ . + - only, "
+                        f"not {' '.join(repr(c) for c in bad)}.")
+    if not re.search(r"[A-Za-z0-9]", name):
+        raise DataError(f"--dataset {name!r}: a FiftyOne dataset name needs at least one letter or digit.")
+    if len(name) > _NAME_MAX:
+        raise DataError(f"--dataset: a FiftyOne dataset name has at most {_NAME_MAX} characters, not {len(name)}.")
+    return name
 
 
 def _recorded_source(name: str) -> str | None:
@@ -105,13 +140,48 @@ def _default_name_for(src: Path) -> tuple[str, str | None]:
     return own, f"dataset {base!r} holds the images of {holder}; this folder uses dataset {own!r}"
 
 
-def _list_images(folder: Path) -> tuple[list[str], int]:
+@dataclass
+class Skipped:
+    """Files and folders a folder scan left out: non-image files and hidden folders."""
+
+    non_image: int = 0
+    hidden_folders: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, path: str) -> None:
+        if kind == "folder":
+            self.hidden_folders += 1
+        else:
+            self.non_image += 1
+        if len(self.examples) < 3:
+            self.examples.append(path)
+
+    def sentence(self) -> str | None:
+        """One line for the console and the report, or ``None`` when nothing was left out."""
+        parts = []
+        if self.non_image:
+            parts.append(f"{self.non_image} non-image file{'s' if self.non_image != 1 else ''}")
+        if self.hidden_folders:
+            parts.append(f"{self.hidden_folders} hidden folder{'s' if self.hidden_folders != 1 else ''}")
+        if not parts:
+            return None
+        return f"skipped {' and '.join(parts)} (e.g. {', '.join(self.examples)}); image extensions: " \
+               f"{' '.join(IMG_EXTENSIONS)}"
+
+
+def _list_images(folder: Path, skipped: Skipped | None = None) -> tuple[list[str], int]:
     """Image files below ``folder`` (sorted), and the number of non-image files skipped.
 
-    Symlinked directories are not followed, so a symlink loop cannot hang the walk.
+    Hidden files and folders (a leading ``.``: ``.DS_Store``, ``.ipynb_checkpoints``) are
+    left out; hidden folders and non-image files are counted in ``skipped``. Symlinked
+    directories are not followed, so a symlink loop cannot hang the walk.
     """
-    files, skipped = [], 0
+    files, n_skipped = [], 0
+    skipped = skipped if skipped is not None else Skipped()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for d in dirnames:
+            if d.startswith("."):
+                skipped.add("folder", os.path.join(dirpath, d))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
@@ -119,12 +189,16 @@ def _list_images(folder: Path) -> tuple[list[str], int]:
             if name.lower().endswith(IMG_EXTENSIONS):
                 files.append(os.path.join(os.path.abspath(dirpath), name))
             else:
-                skipped += 1
-    return files, skipped
+                n_skipped += 1
+                skipped.add("file", os.path.join(dirpath, name))
+    return files, n_skipped
 
 
-def scan_imagefolder(root: Path) -> tuple[list[Item], list[str], int]:
+def scan_imagefolder(root: Path, skipped: Skipped | None = None) -> tuple[list[Item], list[str], int]:
     """Read ``root/<class>/*`` or ``root/<split>/<class>/*``.
+
+    Args:
+        skipped: filled with the non-image files and hidden folders left out.
 
     Returns:
         (items, classes, skipped_non_image). ``classes`` is sorted (torchvision's
@@ -137,41 +211,54 @@ def scan_imagefolder(root: Path) -> tuple[list[Item], list[str], int]:
         raise DataError(f"Data folder {root} does not exist.")
     if not root.is_dir():
         raise DataError(f"Data path {root} is not a folder; pass an ImageFolder tree or a .csv manifest.")
+    skipped = skipped if skipped is not None else Skipped()
+    for d in root.iterdir():
+        if d.is_dir() and d.name.startswith("."):
+            skipped.add("folder", str(d))
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subdirs:
         raise DataError(f"Data folder {root} has no class sub-folders; expected {root}/<class>/<image> files.")
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
     items: list[Item] = []
     classes: set[str] = set()
-    skipped = 0
+    n_skipped = 0
     if split_dirs and len(split_dirs) == len(subdirs):
         layout = [(SPLIT_ALIASES[d.name.lower()], d) for d in split_dirs]
     else:
         layout = [(None, root)]
     for split, base in layout:
+        for entry in sorted(base.iterdir()):
+            if split is not None and entry.is_dir() and entry.name.startswith("."):
+                skipped.add("folder", str(entry))
+            elif entry.is_file() and not entry.name.startswith("."):
+                n_skipped += 1
+                skipped.add("file", str(entry))
         for class_dir in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
             classes.add(class_dir.name)
-            files, n_skip = _list_images(class_dir)
-            skipped += n_skip
+            files, n_skip = _list_images(class_dir, skipped)
+            n_skipped += n_skip
             items.extend(Item(f, class_dir.name, split) for f in files)
-        skipped += sum(1 for f in base.iterdir() if f.is_file())
     if not classes:
         raise DataError(f"Data folder {root} has no class sub-folders inside its split folders.")
-    return items, sorted(classes), skipped
+    return items, sorted(classes), n_skipped
 
 
-def scan_csv(path: Path) -> tuple[list[Item], list[str]]:
+def scan_csv(path: Path, notes: list[str] | None = None) -> tuple[list[Item], list[str]]:
     """Read a manifest with columns ``filepath,label[,split]``.
 
-    Relative file paths are relative to the manifest's folder.
+    Relative file paths are relative to the manifest's folder. A file listed twice with
+    the same label and split is kept once (a line is appended to ``notes``); the split is
+    made after this deduplication.
 
     Raises:
-        DataError: missing file or columns, an empty label, or an unknown split value
-            (the message names the row).
+        DataError: missing file or columns, an empty label, an unknown split value, or the
+            same file listed with two labels or two splits (the message names the rows).
     """
     if not path.is_file():
         raise DataError(f"Manifest {path} does not exist.")
     items: list[Item] = []
+    seen: dict[str, tuple[int, Item]] = {}
+    duplicates: list[int] = []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         cols = set(reader.fieldnames or [])
@@ -187,9 +274,23 @@ def scan_csv(path: Path) -> tuple[list[Item], list[str]]:
             if split is not None and split not in SPLIT_ALIASES:
                 raise DataError(f"Manifest {path}, row {row_no}: split {split!r} is not one of train, val, test.")
             full = fp if os.path.isabs(fp) else os.path.abspath(os.path.join(path.parent, fp))
-            items.append(Item(full, label, SPLIT_ALIASES[split] if split else None))
+            item = Item(full, label, SPLIT_ALIASES[split] if split else None)
+            first = seen.get(full)
+            if first is None:
+                seen[full] = (row_no, item)
+                items.append(item)
+                continue
+            if (first[1].label, first[1].split) != (item.label, item.split):
+                what = (f"labels {first[1].label!r} and {label!r}" if first[1].label != label
+                        else f"splits {first[1].split or '(none)'} and {item.split or '(none)'}")
+                raise DataError(f"Manifest {path}: rows {first[0]} and {row_no} list {fp} with {what}; keep one row.")
+            duplicates.append(row_no)
     if not items:
         raise DataError(f"Manifest {path} has no rows.")
+    if duplicates and notes is not None:
+        rows = ", ".join(map(str, duplicates[:5])) + (" ..." if len(duplicates) > 5 else "")
+        notes.append(f"manifest {path.name}: {len(duplicates)} rows repeat an earlier row (same file, label and split) "
+                     f"and were counted once (rows {rows})")
     return items, sorted({i.label for i in items})
 
 
@@ -256,20 +357,28 @@ def load_dataset(
     if source is None:
         raise DataError("No data given: pass --data PATH or --dataset NAME.")
     src = Path(source).expanduser()
+    notes: list[str] = []
+    left_out = Skipped()
+    if name is not None:
+        check_dataset_name(name)
     if fmt == "csv" or (fmt == "auto" and src.suffix.lower() == ".csv"):
-        items, classes = scan_csv(src)
+        items, classes = scan_csv(src, notes)
         skipped, kind = 0, "csv"
     else:
-        items, classes, skipped = scan_imagefolder(src)
+        items, classes, skipped = scan_imagefolder(src, left_out)
         kind = "imagefolder"
         if not items:
             raise DataError(f"Data folder {src} has class folders but no image files in them"
                             + (f" ({skipped} other files skipped)" if skipped else "") + "; expected "
                             f"{src}/<class>/<image> files with image extensions ({' '.join(IMG_EXTENSIONS)}).")
     ds_name, note = (name, None) if name else _default_name_for(src)
-    summary = LoadSummary(ds_name, str(src.resolve()), kind, classes, skipped_non_image=skipped)
+    summary = LoadSummary(ds_name, str(src.resolve()), kind, classes, skipped_non_image=skipped,
+                          skipped_hidden=left_out.hidden_folders)
     if note:
         summary.warnings.append(note)
+    summary.warnings.extend(notes)
+    if left_out.sentence():
+        summary.warnings.append(left_out.sentence())
 
     ds = _open_or_create(ds_name)
     recorded = ((ds.info or {}).get("vetset") or {}).get("source")
@@ -353,10 +462,35 @@ def load_dataset(
     summary.num_samples = len(ds)
     summary.unreadable = len(ds.match_tags(UNREADABLE_TAG))
     summary.counts = split_counts(ds)
-    singles = [c for c, n in summary.counts.get("all", {}).items() if n == 1]
+    singles = [c for c, n in summary.counts.get("all", {}).items()
+               if n == 1 and (summary.counts.get("train") or {}).get(c) == 1]
     if singles:
         summary.warnings.append(f"classes with a single image (kept in train, cannot be validated): {', '.join(singles)}")
+    summary.warnings.extend(split_gaps(summary.counts, skip=singles))
     return ds, summary
+
+
+def split_gaps(counts: dict[str, dict[str, int]], skip: list[str] = ()) -> list[str]:
+    """Warnings for classes a split leaves out, from :func:`split_counts`' ``counts``.
+
+    A class with train images but none in val cannot be validated; a class with val or
+    test images but none in train cannot be learnt. Classes in ``skip`` (already named) and
+    splits the data does not have are left out.
+
+    Returns:
+        Zero to two sentences naming the classes.
+    """
+    train, val, test = (counts.get(s) or {} for s in SPLITS)
+    out = []
+    if "val" in counts:
+        no_val = [c for c, n in train.items() if n and not val.get(c) and c not in skip]
+        if no_val:
+            out.append(f"classes with train images but no val images (they cannot be validated): {', '.join(no_val)}")
+    held_out = sorted({c for split in (val, test) for c, n in split.items() if n})
+    no_train = [c for c in held_out if not train.get(c) and c not in skip]
+    if no_train and ("train" in counts or held_out):
+        out.append(f"classes only in val/test, with no train images (a model cannot learn them): {', '.join(no_train)}")
+    return out
 
 
 def _open_or_create(name: str) -> Any:
@@ -367,9 +501,11 @@ def _open_or_create(name: str) -> Any:
         return fo.load_dataset(name)
     try:
         return fo.Dataset(name)
-    except Exception:  # created by a concurrent run in between (ValueError or pymongo's DuplicateKeyError)
+    except Exception as exc:  # created by a concurrent run in between (ValueError or pymongo's DuplicateKeyError)
         if fo.dataset_exists(name):
             return fo.load_dataset(name)
+        if isinstance(exc, ValueError) and "slug" in str(exc):
+            raise DataError(f"--dataset {name!r}: FiftyOne refuses the name ({exc}); pass another --dataset NAME.") from None
         raise
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vetset.core.database import ensure_server
-from vetset.core.errors import ChecksFailed, VetsetError
+from vetset.core.errors import ChecksFailed, DataError, VetsetError
 
 app = typer.Typer(
     name="recipes",
@@ -32,6 +32,18 @@ def _hooks():
     from vetset.core.manager import get_hooks
 
     return get_hooks()
+
+
+def _check_inputs(data: Path | None, dataset: str | None) -> None:
+    """What can be refused before the database starts: a dataset name FiftyOne would mangle,
+    a --data path that does not exist."""
+    from vetset.core.dataset import check_dataset_name  # numpy and Pillow: not for --help
+
+    if dataset is not None and data is not None:
+        check_dataset_name(dataset)
+    if data is not None and not data.expanduser().exists():
+        raise DataError(f"Manifest {data} does not exist." if data.suffix.lower() == ".csv"
+                        else f"Data folder {data} does not exist.")
 
 
 def _database(preload: bool = True) -> None:
@@ -113,6 +125,7 @@ def run(
 
     if data is None and dataset is None:
         raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
+    _check_inputs(data, dataset)
     hooks = _hooks()
     rec = load_recipe(recipe, hooks)
     if executor is not None or address is not None:
@@ -180,6 +193,7 @@ def plan(
     load_recipe(recipe, hooks)  # a bad recipe or missing --data is reported before the database starts
     if data is None and dataset is None:
         raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
+    _check_inputs(data, dataset)
     _database()
     for table in cli_plan(recipe, data, dataset, out, hooks, log=lambda m: console.print(m, markup=False, highlight=False)):
         console.print(table)

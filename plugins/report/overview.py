@@ -66,6 +66,10 @@ def render_overview(result: dict[str, Any], ctx: ReportContext) -> str:
             stats.append((f"{split} images", totals[split]))
     if "unreadable" in load:
         stats.append(("unreadable files", load.get("unreadable"), "load.unreadable"))
+    if load.get("skipped_non_image"):
+        stats.append(("non-image files skipped", load["skipped_non_image"], "load.skipped_non_image"))
+    if load.get("skipped_hidden"):
+        stats.append(("hidden folders skipped", load["skipped_hidden"], "load.skipped_hidden"))
     stats.append(("run time (s)", result.get("duration_s"), "duration_s"))
     parts = [stat_cards(stats)]
 
