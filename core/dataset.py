@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from vetset.core._fiftyone import classification_doc, declare_sample_fields, insert_samples
 from vetset.core.errors import DataError
 from vetset.core.images import IMG_EXTENSIONS, decode, probe
 
@@ -34,6 +35,11 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
                  "validation": "val", "test": "test", "testing": "test"}
 GT_FIELD = "ground_truth"
 UNREADABLE_TAG = "unreadable"
+#: Sample fields with the source file's size (bytes) and modification time (epoch seconds)
+#: when it was loaded: a rerun reads only files whose size or time changed.
+SIZE_FIELD, MTIME_FIELD = "file_size", "file_mtime"
+#: Samples per ``insert_many`` when a folder is loaded.
+INSERT_BATCH = 2000
 
 
 @dataclass
@@ -45,7 +51,9 @@ class Item:
 
 @dataclass
 class LoadSummary:
-    """What a load did. Counts are numbers of files/samples."""
+    """What a load did. Counts are numbers of files/samples; ``reread`` counts files already in
+    the dataset whose size or modification time changed (probed again), ``skipped_hidden``
+    the hidden folders left out."""
 
     dataset: str
     source: str
@@ -58,6 +66,7 @@ class LoadSummary:
     unreadable: int = 0
     skipped_non_image: int = 0
     skipped_hidden: int = 0
+    reread: int = 0
     split_made: bool = False
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -390,13 +399,14 @@ def load_dataset(
     deduped = _unique_filepaths(ds)
     if deduped:
         summary.warnings.append(f"removed {deduped} duplicate samples of files loaded twice by concurrent runs")
-    if "unreadable_reason" not in ds.get_field_schema():
-        ds.add_sample_field("unreadable_reason", fo.StringField)
-    existing: dict[str, tuple[str, str | None, list[str]]] = {}
+    schema = ds.get_field_schema()
+    wanted = {GT_FIELD: fo.EmbeddedDocumentField(fo.Classification), "unreadable_reason": fo.StringField(),
+              SIZE_FIELD: fo.IntField(), MTIME_FIELD: fo.FloatField()}
+    declare_sample_fields(ds, {k: v for k, v in wanted.items() if k not in schema})
+    existing: dict[str, tuple[str, list[str], str | None, int | None, float | None]] = {}  # id, tags, label, size, mtime
     if len(ds):
-        ids, fps, tags = ds.values(["id", "filepath", "tags"])
-        labels = ds.values(f"{GT_FIELD}.label") if GT_FIELD in ds.get_field_schema() else [None] * len(ids)
-        existing = {fp: (i, lab, t) for i, fp, lab, t in zip(ids, fps, labels, tags)}
+        columns = ds.values(["id", "filepath", "tags", f"{GT_FIELD}.label", SIZE_FIELD, MTIME_FIELD])
+        existing = {row[1]: (row[0], *row[2:]) for row in zip(*columns)}
 
     # splits: given by the layout/manifest, else a seeded stratified split of new files
     given = all(it.split for it in items)
@@ -406,50 +416,61 @@ def load_dataset(
             it.split = split
         summary.split_made = True
 
-    reasons = [probe(it.filepath) for it in items]
-    new_samples = []
+    # a file whose size and modification time are those stored is not read again
+    stats = [_stat(it.filepath) for it in items]
+    new_samples, new_fields = [], []
     update_ids, update_labels = [], []
-    for it, reason in zip(items, reasons):
+    changed: list[tuple[str, str, tuple[int, float] | None]] = []  # (id, filepath, stat) of files to probe again
+    for it, st in zip(items, stats):
         prev = existing.get(it.filepath)
         if prev is None:
-            tags = [it.split or "train"] + ([UNREADABLE_TAG] if reason else [])
-            new_samples.append(fo.Sample(filepath=it.filepath, tags=tags,
-                                         ground_truth=fo.Classification(label=it.label),
-                                         unreadable_reason=reason))
-        elif prev[1] != it.label:
+            reason = probe(it.filepath)
+            new_samples.append(fo.Sample(filepath=it.filepath, tags=[it.split or "train"] +
+                                         ([UNREADABLE_TAG] if reason else [])))
+            new_fields.append({GT_FIELD: classification_doc(it.label), "unreadable_reason": reason,
+                               SIZE_FIELD: st[0] if st else None, MTIME_FIELD: st[1] if st else None})
+            continue
+        if prev[2] != it.label:
             update_ids.append(prev[0])
             update_labels.append(it.label)
+        if st is None or (prev[3], prev[4]) != st:
+            changed.append((prev[0], it.filepath, st))
     if new_samples:
-        _add_missing(ds, new_samples)
+        _add_missing(ds, new_samples, new_fields)
     summary.added = len(new_samples)
     if update_ids:
         view = ds.select(update_ids, ordered=True)
         view.set_values(GT_FIELD, [fo.Classification(label=lab) for lab in update_labels])
         summary.updated = len(update_ids)
     if existing:
-        # refresh unreadable state for files that were already there (they may have been fixed)
         seen = {it.filepath for it in items}
         gone = [v[0] for fp, v in existing.items() if fp not in seen and fp.startswith(summary.source + os.sep)
-                and "augmented" not in v[2]]
+                and "augmented" not in v[1]]
         if gone:
             ds.delete_samples(gone)
             summary.removed = len(gone)
-        by_fp = {it.filepath: r for it, r in zip(items, reasons)}
-        for fp, (_, _, tags) in existing.items():
+    if changed:
+        # refresh the unreadable state of changed files (they may have been fixed or broken)
+        reasons = []
+        for _sid, fp, _st in changed:
+            reason = probe(fp)
             # the header probe cannot see what only a full decode finds (a truncated file,
             # which the audit tags): a file tagged unreadable is decoded again before it is cleared
-            if fp in by_fp and by_fp[fp] is None and UNREADABLE_TAG in (tags or []):
-                by_fp[fp] = decode(fp).error
-        old = [(v[0], by_fp[fp]) for fp, v in existing.items() if fp in by_fp]
-        if old:
-            view = ds.select([o[0] for o in old], ordered=True)
-            view.set_values("unreadable_reason", [o[1] for o in old])
-            bad = [o[0] for o in old if o[1]]
-            good = [o[0] for o in old if not o[1]]
-            if bad:
-                ds.select(bad).tag_samples(UNREADABLE_TAG)
-            if good:
-                ds.select(good).untag_samples(UNREADABLE_TAG)
+            if reason is None and UNREADABLE_TAG in (existing[fp][1] or []):
+                reason = decode(fp).error
+            reasons.append(reason)
+        ids = [c[0] for c in changed]
+        view = ds.select(ids, ordered=True)
+        view.set_values("unreadable_reason", reasons)
+        view.set_values(SIZE_FIELD, [c[2][0] if c[2] else None for c in changed])
+        view.set_values(MTIME_FIELD, [c[2][1] if c[2] else None for c in changed])
+        bad = [sid for sid, r in zip(ids, reasons) if r]
+        good = [sid for sid, r in zip(ids, reasons) if not r]
+        if bad:
+            ds.select(bad).tag_samples(UNREADABLE_TAG)
+        if good:
+            ds.select(good).untag_samples(UNREADABLE_TAG)
+    summary.reread = len(changed)
 
     known = list(ds.default_classes or [])
     ds.default_classes = sorted(set(known) | set(classes))
@@ -549,26 +570,43 @@ def _unique_filepaths(ds: Any) -> int:
     return len(extra)
 
 
-def _add_missing(ds: Any, samples: list[Any], attempts: int = 5) -> None:
-    """``add_samples`` those of ``samples`` whose file is not in ``ds`` yet.
+def _stat(path: str) -> tuple[int, float] | None:
+    """``(size in bytes, modification time in epoch seconds)`` of a file, ``None`` when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime
+
+
+def _is_duplicate(exc: BaseException) -> bool:
+    """Whether an insert failed on the unique ``filepath`` index (MongoDB error E11000)."""
+    details = getattr(exc, "details", None) or {}
+    return "E11000" in str(exc) or getattr(exc, "code", None) == 11000 or \
+        any(e.get("code") == 11000 for e in details.get("writeErrors", []))
+
+
+def _add_missing(ds: Any, samples: list[Any], fields: list[dict[str, Any]], attempts: int = 5) -> None:
+    """Insert those of ``samples`` (with their stored-form ``fields``) whose file is not in ``ds`` yet,
+    in bulk (:func:`vetset.core._fiftyone.insert_samples`: the documents ``add_samples`` stores).
 
     A concurrent run adding the same files makes the insert fail on the unique
     ``filepath`` index; the files it added are then skipped and the rest retried.
     """
     for _ in range(attempts):
         try:
-            ds.add_samples(samples, progress=False)
+            for i in range(0, len(samples), INSERT_BATCH):
+                insert_samples(ds, samples[i:i + INSERT_BATCH], fields[i:i + INSERT_BATCH])
             return
-        except ValueError as exc:
-            # E11000: files another run added; media type: that run added the first samples
-            if "E11000" not in str(exc) and "media type" not in str(exc):
+        except Exception as exc:
+            if not _is_duplicate(exc):
                 raise
-        ds.reload()
         present = set(ds.values("filepath"))
-        samples = [s for s in samples if s.filepath not in present]
-        if not samples:
+        keep = [(s, f) for s, f in zip(samples, fields) if s.filepath not in present]
+        if not keep:
             return
-    ds.add_samples(samples, progress=False)
+        samples, fields = [k[0] for k in keep], [k[1] for k in keep]
+    insert_samples(ds, samples, fields)
 
 
 def split_counts(ds: Any) -> dict[str, dict[str, int]]:

@@ -1,0 +1,201 @@
+"""FiftyOne's private API, behind one door: every call vetset makes into FiftyOne internals.
+
+Nothing else in vetset touches a FiftyOne name that starts with ``_``. Each function here
+does what a public FiftyOne call does, faster, and ``tests/test_fiftyone_contract.py``
+compares its result with that public call's on the same input (the stored documents, the
+schema, the values read back), so a FiftyOne upgrade is checked by running that one file.
+Each function falls back to the public call when this FiftyOne lacks the internal.
+
+The private calls that remain, and the benchmark that keeps each (the public call costs
+more than 10% there; the figures are in the benchmark's output, not here):
+
+* :func:`update_samples` -- ``Dataset._bulk_write``: one ``UpdateOne`` per sample that sets
+  every audit field and the tags, where the public ``set_values`` writes one field per
+  pass. ``benchmarks/audit_vs_cleanvision.py`` (the audit's ``write`` seconds).
+* :func:`declare_sample_fields` -- ``Dataset._merge_sample_field_schema``: one schema
+  update for all new fields, where ``add_sample_field`` reloads the dataset per field.
+  ``benchmarks/audit_vs_cleanvision.py`` (each run audits a new dataset, so it declares
+  every field).
+* :func:`insert_samples` -- ``Dataset._make_dict`` and ``_sample_collection.insert_many``:
+  the documents ``add_samples`` writes, without its schema inference, validation and
+  re-binding of each ``Sample``. ``benchmarks/augment_throughput.py`` (the paired
+  per-image bookkeeping: "sample insert").
+
+The stored forms vetset builds itself (:func:`image_metadata_doc`, :func:`classification_doc`)
+and the timestamp FiftyOne stores (:func:`now`) are here too, with their contract tests,
+so that the documents written through this module match FiftyOne's in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+
+def now() -> dt.datetime:
+    """The current time as FiftyOne stores ``created_at``/``last_modified_at``: naive UTC."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def update_samples(dataset: fo.Dataset, ids: Sequence[str], docs: Sequence[Mapping[str, Any]]) -> None:
+    """Set fields of existing samples, one update per sample: what ``set_values`` per field stores.
+
+    Each ``docs[k]`` maps top-level field names to stored-form values (``None``, numbers,
+    strings, lists, dicts such as :func:`image_metadata_doc`; ``tags`` a list of strings)
+    for sample ``ids[k]``; every field must be declared already
+    (:func:`declare_sample_fields`). ``last_modified_at`` is set to :func:`now`, as
+    FiftyOne does on every write; in-memory ``fo.Sample`` objects of these ids are reloaded.
+
+    Args:
+        dataset: the ``fo.Dataset`` holding the samples (not a view).
+        ids: sample ids (hex strings), length ``n``.
+        docs: length ``n``; the same keys in every document.
+
+    Raises:
+        ValueError: ``ids`` and ``docs`` differ in length.
+        pymongo.errors.BulkWriteError: the database refused an update.
+    """
+    if len(ids) != len(docs):
+        raise ValueError(f"{len(ids)} sample ids for {len(docs)} documents")
+    if not docs:
+        return
+    bulk = getattr(dataset, "_bulk_write", None)
+    if bulk is None:  # a FiftyOne without the internal: the public API, one pass per field
+        view = dataset.select(list(ids), ordered=True)
+        for name in docs[0]:
+            view.set_values(name, [_public_value(d[name]) for d in docs])
+        return
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    stamp = now()
+    bulk([UpdateOne({"_id": ObjectId(i)}, {"$set": {**d, "last_modified_at": stamp}}) for i, d in zip(ids, docs)],
+         ids=list(ids))
+
+
+def _public_value(value: Any) -> Any:
+    """A stored-form value as the public API takes it: an embedded document (``_cls`` names
+    a FiftyOne class such as ``ImageMetadata`` or ``Classification``) as that class."""
+    if isinstance(value, Mapping) and "_cls" in value:
+        import fiftyone as fo
+
+        return getattr(fo, value["_cls"]).from_dict(dict(value))
+    return value
+
+
+def declare_sample_fields(dataset: fo.Dataset, fields: Mapping[str, fo.Field]) -> None:
+    """Add top-level sample fields to ``dataset``'s schema, all in one schema update.
+
+    Args:
+        dataset: the ``fo.Dataset``.
+        fields: ``{name: field instance}``, e.g. ``fo.FloatField()`` or
+            ``fo.EmbeddedDocumentField(fo.ImageMetadata)``; names already declared with
+            the same type are left as they are.
+
+    Raises:
+        ValueError: a name is declared with another type (FiftyOne's message).
+    """
+    if not fields:
+        return
+    merge = getattr(dataset, "_merge_sample_field_schema", None)
+    if merge is not None:
+        merge(dict(fields))
+        return
+    for name, field in fields.items():  # a FiftyOne without the internal: one public call per field
+        kwargs: dict[str, Any] = {}
+        if getattr(field, "document_type", None) is not None:
+            kwargs["embedded_doc_type"] = field.document_type
+        if getattr(field, "field", None) is not None:
+            kwargs["subfield"] = type(field.field)
+        dataset.add_sample_field(name, type(field), **kwargs)
+
+
+def insert_samples(dataset: fo.Dataset, samples: Sequence[fo.Sample],
+                   plain_fields: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Insert new samples whose fields ``dataset`` already declares: the documents ``add_samples`` stores.
+
+    The documents are FiftyOne's own (``Dataset._make_dict``, with ``created_at`` and
+    ``last_modified_at``), inserted with one ``insert_many``, as ``add_samples`` inserts
+    them. What is skipped is what vetset does not use: schema inference and validation
+    (every field is declared and built by the caller), the batcher's per-sample JSON size,
+    and binding each ``Sample`` to the dataset after the insert (the ``Sample`` objects
+    stay unsaved; the caller discards them). An empty dataset gets the first sample's
+    media type, as with ``add_samples``.
+
+    Args:
+        dataset: the ``fo.Dataset``.
+        samples: new ``fo.Sample`` objects.
+        plain_fields: per sample, declared fields whose values are already in stored form,
+            stored as they are (``None`` values are left out, as FiftyOne leaves them out):
+            plain JSON types (``str``, ``int``, ``float``, ``bool``, lists and ``str``-keyed
+            dicts of them), or an embedded label's stored form (:func:`classification_doc`).
+
+    Raises:
+        pymongo.errors.BulkWriteError: the database refused a document (a duplicate filepath).
+    """
+    extras = plain_fields or [{} for _ in samples]
+    make_dict = getattr(dataset, "_make_dict", None)
+    collection = getattr(dataset, "_sample_collection", None)
+    if make_dict is None or collection is None:  # a FiftyOne without the internals: the public add_samples
+        for sample, extra in zip(samples, extras):
+            for name, value in extra.items():
+                if value is not None:
+                    sample[name] = _public_value(value)
+        dataset.add_samples(list(samples), expand_schema=False, validate=False, progress=False, batcher=False)
+        return
+    if dataset.media_type is None and samples:  # what add_samples does for a first sample
+        dataset.media_type = samples[0].media_type
+    stamp = now()
+    docs = []
+    for sample, extra in zip(samples, extras):
+        doc = make_dict(sample, created_at=stamp, last_modified_at=stamp)
+        doc.update((k, v) for k, v in extra.items() if v is not None)  # FiftyOne omits None too
+        docs.append(doc)
+    if docs:
+        collection.insert_many(docs)
+
+
+@lru_cache(maxsize=1024)
+def _classification_template(label: str) -> Any:
+    import fiftyone as fo
+
+    return fo.Classification(label=label).to_mongo()
+
+
+def classification_doc(label: str) -> Any:
+    """The stored form of ``fo.Classification(label=label)`` (``Label.to_mongo()``: ``_id``,
+    ``_cls``, ``tags``, ``label``) with a new ``_id``, as a ``bson.SON``.
+
+    A copy of one document FiftyOne made per label, for :func:`insert_samples`: it saves
+    building and serialising a ``Classification`` per sample.
+    """
+    from bson import SON, ObjectId
+
+    template = _classification_template(label)
+    doc = SON(template)
+    doc["_id"], doc["tags"] = ObjectId(), list(template["tags"])
+    return doc
+
+
+def image_metadata_doc(size_bytes: int, mime_type: str | None, width: int, height: int,
+                       num_channels: int | None) -> dict[str, Any]:
+    """The stored form of ``fo.ImageMetadata(...)`` (what ``ImageMetadata.to_mongo()`` gives), for
+    :func:`update_samples`; built as a dict, without the class.
+
+    Args:
+        size_bytes: file size in bytes.
+        mime_type: e.g. ``"image/jpeg"``, or ``None`` when unknown.
+        width, height: pixels.
+        num_channels: 1, 3, 4..., or ``None`` when unknown.
+    """
+    return {"_cls": "ImageMetadata", "size_bytes": int(size_bytes), "mime_type": mime_type, "width": int(width),
+            "height": int(height), "num_channels": num_channels}
+
+
+__all__ = ["classification_doc", "declare_sample_fields", "image_metadata_doc", "insert_samples", "now",
+           "update_samples"]

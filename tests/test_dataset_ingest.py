@@ -1,0 +1,103 @@
+"""Loading in bulk and loading again: the stored documents equal ``add_samples``', and a
+rerun reads only the files whose size or modification time changed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import vetset.core.dataset as loader
+from vetset.core.dataset import load_dataset
+
+
+def _folder(digits_dir: Path, dest: Path, per_class: int = 5) -> Path:
+    for cls in ("3", "8"):
+        (dest / cls).mkdir(parents=True)
+        for f in sorted((digits_dir / "train" / cls).iterdir())[:per_class]:
+            shutil.copy(f, dest / cls / f.name)
+    (dest / "8" / "empty.png").write_bytes(b"")  # unreadable: recorded with its reason
+    return dest
+
+
+def test_loaded_documents_equal_what_add_samples_stores(digits_dir, tmp_path, fresh_name):
+    """The loader's bulk insert (vetset.core._fiftyone.insert_samples) against the public
+    add_samples of the same samples: the same stored documents."""
+    import fiftyone as fo
+
+    root = _folder(digits_dir, tmp_path / "d")
+    ds, summary = load_dataset(root, name=fresh_name)
+    assert summary.added == 11 and summary.unreadable == 1
+    ref = fo.Dataset(fresh_name + "-ref")
+    try:
+        samples = []
+        for sample in ds.sort_by("filepath"):
+            samples.append(fo.Sample(filepath=sample.filepath, tags=list(sample.tags),
+                                     ground_truth=fo.Classification(label=sample.ground_truth.label),
+                                     unreadable_reason=sample.unreadable_reason, file_size=sample.file_size,
+                                     file_mtime=sample.file_mtime))
+        ref.add_samples(samples, progress=False)
+
+        def raw(d):
+            docs = sorted(d._sample_collection.find({}), key=lambda doc: doc["filepath"])
+            for doc in docs:
+                for key in ("_id", "_dataset_id", "_rand", "created_at", "last_modified_at"):
+                    doc.pop(key)
+                doc["ground_truth"].pop("_id")
+            return docs
+
+        ours, theirs = raw(ds), raw(ref)
+        assert ours == theirs and len(ours) == 11
+        empty = next(d for d in ours if d["filepath"].endswith("empty.png"))
+        assert empty["unreadable_reason"] == "empty file" and "unreadable" in empty["tags"]
+        assert ds.get_field_schema()["file_size"].__class__ is ref.get_field_schema()["file_size"].__class__
+    finally:
+        fo.delete_dataset(ref.name)
+
+
+def test_rerun_reads_only_new_and_changed_files(digits_dir, tmp_path, fresh_name, monkeypatch):
+    root = _folder(digits_dir, tmp_path / "d")
+    ds, first = load_dataset(root, name=fresh_name)
+    probed: list[str] = []
+    real_probe = loader.probe
+    monkeypatch.setattr(loader, "probe", lambda path: probed.append(path) or real_probe(path))
+
+    ds, again = load_dataset(root, name=fresh_name)  # unchanged: nothing is read
+    assert probed == [] and again.added == again.reread == again.removed == 0 and len(ds) == 11
+
+    extra = sorted((digits_dir / "train" / "3").iterdir())[10]
+    shutil.copy(extra, root / "3" / "new.png")  # a new file
+    (root / "8" / "empty.png").write_bytes(extra.read_bytes())  # the broken file fixed
+    old = next((root / "3").glob("*.png"))
+    st = old.stat()
+    os.utime(old, (st.st_atime, st.st_mtime + 10))  # touched: read again, still fine
+    gone = sorted((root / "8").glob("*.png"))[0]
+    gone.unlink()
+
+    ds, third = load_dataset(root, name=fresh_name)
+    assert sorted(Path(p).name for p in probed) == sorted(["new.png", "empty.png", old.name])
+    assert third.added == 1 and third.reread == 2 and third.removed == 1 and third.unreadable == 0
+    from fiftyone import ViewField as F
+
+    fixed = ds.match(F("filepath").ends_with(os.sep + "empty.png")).first()
+    assert fixed.unreadable_reason is None and "unreadable" not in fixed.tags and fixed.file_size == extra.stat().st_size
+
+
+@pytest.mark.parametrize("existing", [0, 1])
+def test_concurrent_insert_skips_files_another_run_added(digits_dir, tmp_path, fresh_name, existing):
+    """A run that finds some of its files added meanwhile (the unique filepath index refuses
+    them) inserts the rest, in bulk."""
+    import fiftyone as fo
+
+    from vetset.core._fiftyone import classification_doc
+
+    root = _folder(digits_dir, tmp_path / "d", per_class=2)
+    ds, _ = load_dataset(root, name=fresh_name)
+    files = sorted(ds.values("filepath"))
+    ds.delete_samples(ds.match(fo.ViewField("filepath").is_in(files[existing:])))
+    samples = [fo.Sample(filepath=fp, tags=["train"]) for fp in files]
+    fields = [{"ground_truth": classification_doc("3")} for _ in files]
+    loader._add_missing(ds, samples, fields)
+    assert sorted(ds.values("filepath")) == files
