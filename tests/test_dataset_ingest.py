@@ -101,3 +101,50 @@ def test_concurrent_insert_skips_files_another_run_added(digits_dir, tmp_path, f
     fields = [{"ground_truth": classification_doc("3")} for _ in files]
     loader._add_missing(ds, samples, fields)
     assert sorted(ds.values("filepath")) == files
+
+
+def test_rerun_audit_decodes_only_new_and_changed_files(hymenoptera_dir, tmp_path, fresh_name, hooks, monkeypatch):
+    """+2 files and 1 touched file in a 40-image folder: the second audit decodes 3 images, and
+    the dataset-level results are those of a full audit of the same folder."""
+    from vetset.core.recipe import load_recipe
+    from vetset.core.run import Run
+    from vetset.plugins.audit import stage as audit_stage
+
+    root = tmp_path / "h"
+    for cls in ("ants", "bees"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((hymenoptera_dir / "train" / cls).iterdir())[:20]:
+            shutil.copy(f, root / cls / f.name)
+    decoded: list[str] = []
+    real = audit_stage.audit_image
+
+    def counting(path, max_side, computes):
+        decoded.append(path)
+        return real(path, max_side, computes)
+
+    def audit(name: str, out: Path) -> dict:
+        run = Run(load_recipe("audit", hooks), hooks, data=root, dataset=name, out_dir=out, log=lambda m: None)
+        run.load()
+        options = audit_stage.AuditOptions(workers=0)  # in-process, where the decodes are counted
+        return audit_stage.run_audit(run.dataset, options, hooks, run=run, log=lambda m: None,
+                                     cache_dir=run.stage_dir("audit"))
+
+    monkeypatch.setattr(audit_stage, "audit_image", counting)
+    first = audit(fresh_name, tmp_path / "out")
+    assert len(decoded) == 40 and first["images_reused"] == 0
+    decoded.clear()
+    again = audit(fresh_name, tmp_path / "out")
+    assert decoded == [] and again["images_reused"] == 40
+    for i, f in enumerate(sorted((hymenoptera_dir / "val" / "bees").iterdir())[:2]):
+        shutil.copy(f, root / "bees" / f"new{i}{f.suffix}")
+    touched = sorted((root / "ants").iterdir())[0]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    decoded.clear()
+    third = audit(fresh_name, tmp_path / "out")
+    assert sorted(Path(p).name for p in decoded) == sorted(["new0.jpg", "new1.jpg", touched.name])
+    assert third["num_images"] == 42 and third["images_read"] == 3 and third["images_reused"] == 39
+    decoded.clear()
+    full = audit(fresh_name, tmp_path / "out-full")  # the same dataset, a new run folder: everything read
+    assert len(decoded) == 42
+    for key in ("class_counts", "coverage", "coverage_gaps", "tags", "metrics"):
+        assert third[key] == full[key], key

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ from vetset.core.errors import PluginError, RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
 from vetset.core.registry import Check, Stage
+from vetset.plugins.audit._incremental import MAX_IMAGES as MAX_CACHED_IMAGES
+from vetset.plugins.audit._incremental import PassCache, cache_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from vetset.core.manager import Hooks
@@ -370,7 +373,8 @@ def _coverage_gaps(coverage: dict[str, Any], share: float) -> list[dict[str, Any
 
 
 def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: Hooks | None = None, *,
-              run: Run | None = None, log: Callable[[str], None] | None = None, executor: Any = None) -> dict[str, Any]:
+              run: Run | None = None, log: Callable[[str], None] | None = None, executor: Any = None,
+              cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Audit every sample of a FiftyOne dataset or view; write fields, tags; return the block.
 
     Args:
@@ -386,6 +390,10 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
             recipe; else local worker processes), ``"local"``, ``"ray"``, an
             ``ExecutorOptions``/mapping with ``name``/``address``/``workers``, or an executor
             instance (:func:`vetset.core.executor.executor_for`).
+        cache_dir: folder of the image pass's records (``<run folder>/audit`` in a run):
+            files whose size and modification time are unchanged since the audit that wrote
+            it are not decoded again (:mod:`vetset.plugins.audit._incremental`); ``None``
+            decodes every file.
 
     Returns:
         The audit result block (module docstring); JSON-able.
@@ -406,12 +414,23 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     view = dataset_or_view
     computes = tuple((name, chk.compute, opts) for name, chk, opts in selected if chk.compute is not None)
     side = decode_side(options, selected)
-    pool = pass_executor(len(view), options.workers, computes, executor)
     ids, filepaths, labels, splits, sample_tags = read_columns(view)
     t_read = time.perf_counter()
-    cols = collect_records(track(image_pass(filepaths, side, computes, options.workers, options.chunk_size, pool),
-                                 total=len(filepaths), description="audit", unit="img"),
-                           filepaths, [name for name, _, _ in computes])
+    cache = None
+    if cache_dir is not None and len(filepaths) <= MAX_CACHED_IMAGES:
+        cache = PassCache(cache_dir, cache_key(side, computes))
+    used: list[Any] = []
+
+    def run_pass(paths: list[str]) -> Any:
+        pool = pass_executor(len(paths), options.workers, computes, executor)
+        used.append((pool, len(paths)))
+        return track(image_pass(paths, side, computes, options.workers, options.chunk_size, pool),
+                     total=len(paths), description="audit", unit="img")
+
+    records = cache.records(filepaths, run_pass) if cache is not None else run_pass(filepaths)
+    cols = collect_records(records, filepaths, [name for name, _, _ in computes])
+    pool, n_read = used[0]
+    reused = cache.reused if cache is not None else 0
     t_pass = time.perf_counter()
     ds = view._dataset
     classes = sorted(set(ds.default_classes or []) | {lab for lab in labels if lab is not None})
@@ -452,6 +471,8 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     info["vetset"] = vinfo
     ds.info = info
     ds.save()
+    if cache is not None:
+        cache.save()  # after the write: an interrupted audit reads its files again next time
     t_write = time.perf_counter()
 
     gaps = _coverage_gaps(ctx.coverage, options.coverage_gap_share)
@@ -461,7 +482,8 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
         "num_images": n, "num_readable": int(ctx.readable.sum()),
         "images_per_s": round(n / total, 2) if total > 0 else None,
         "executor": {"name": pool.name, "workers": pool.workers if pool.name != "local" or len(
-            pass_chunks(filepaths, pool.workers, options.chunk_size)) > 1 else 0},  # one chunk runs in-process
+            pass_chunks(filepaths[:n_read], pool.workers, options.chunk_size)) > 1 else 0},  # one chunk runs in-process
+        "images_read": n_read, "images_reused": reused,
         "seconds": {"read_samples": round(t_read - t0, 3), "image_pass": round(t_pass - t_read, 3),
                     "evaluate": round(t_eval - t_pass, 3), "write": round(t_write - t_eval, 3), "total": round(total, 3)},
         "options": _dump_options(options, selected), "checks_run": [name for name, _, _ in selected],
@@ -471,7 +493,9 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     if run is not None:
         for name in summaries:
             hooks.on_check_finished(run, name, summaries[name])
-    log(f"[audit] {n} images ({block['num_readable']} readable) in {total:.1f} s ({block['images_per_s'] or 0:,.0f} img/s)")
+    unchanged = f"; {reused} unchanged since the last audit in this run folder, not read again" if reused else ""
+    log(f"[audit] {n} images ({block['num_readable']} readable) in {total:.1f} s ({block['images_per_s'] or 0:,.0f} img/s)"
+        f"{unchanged}")
     return block
 
 
@@ -486,7 +510,7 @@ def _audit_stage(run: Run, options: AuditOptions) -> dict[str, Any]:
     """The ``audit`` stage: audit the run's dataset without samples tagged ``augmented``."""
     view = run.dataset.match_tags("augmented", bool=False)
     skipped = len(run.dataset) - len(view)
-    block = run_audit(view, options, run.hooks, run=run, log=run.log)
+    block = run_audit(view, options, run.hooks, run=run, log=run.log, cache_dir=run.stage_dir("audit"))
     if skipped:
         block["skipped_augmented"] = skipped
     return block
