@@ -232,6 +232,11 @@ class Lease:
 _lease: Lease | None = None
 
 
+def current_lease() -> Lease | None:
+    """This process's :class:`Lease` (``None`` when it uses no vetset-managed server)."""
+    return _lease
+
+
 def ensure_server(wait: bool = True) -> Lease | None:
     """Use (starting if needed) the vetset-managed server and point FiftyOne at it.
 

@@ -6,6 +6,8 @@ or input error (bad option, bad recipe, unusable data), reported as one sentence
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vetset.core.database import ensure_server
+from vetset.core.database import current_lease, ensure_server
 from vetset.core.errors import ChecksFailed, DataError, VetsetError
 
 app = typer.Typer(
@@ -139,15 +141,73 @@ def run(
     _database()
     the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
                   log=lambda msg: console.print(msg, markup=False, highlight=False))
+    _stop_on_signals()
+    result = None
     try:
         result = the_run.execute()
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished stages are saved; rerun with --resume to continue.")
-        raise typer.Exit(130) from None
+        pass
     finally:
         if the_run.dataset is not None:
             _print_where(the_run)
+    if result is None:  # interrupted; out of the except block, so the stage's frames are gone
+        import gc
+
+        gc.collect()  # a DataLoader iterator of those frames shuts its workers down now
+        stopped = _stop_children()
+        err_console.print("interrupted: finished stages are saved; rerun with --resume to continue"
+                          + (f" (stopped {stopped} worker processes)." if stopped else "."))
+        # what is left at exit is joining library threads and pools (pymongo's monitors, torch,
+        # multiprocessing), seconds after an interrupt: the results are written, so exit now
+        lease = current_lease()
+        if lease is not None:
+            lease.release()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     _print_summary(result)
+
+
+def _stop_on_signals() -> None:
+    """Stop a run on SIGTERM and SIGHUP as on Ctrl-C (``KeyboardInterrupt``: the stages that
+    finished are saved, fold and training checkpoints kept for ``--resume``), and take SIGINT
+    back when the shell started the run in the background with it ignored (``cmd &``)."""
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time; the cleanup may take a second
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
+def _stop_children(timeout: float = 3.0) -> int:
+    """Terminate this process's children (DataLoader and executor workers, torchrun), kill
+    those left after ``timeout`` seconds; the database server this run started stays for the
+    next command. Returns how many were stopped."""
+    import psutil  # a FiftyOne dependency; only here
+
+    lease = current_lease()
+    keep = {lease.state.keeper_pid, lease.state.mongod_pid} if lease is not None and lease.state else set()
+    kids = []
+    for child in psutil.Process().children(recursive=True):
+        try:  # multiprocessing's resource tracker cleans up after this process exits: left to do so
+            if child.pid not in keep and "resource_tracker" not in " ".join(child.cmdline()):
+                kids.append(child)
+        except psutil.Error:
+            pass
+    for child in kids:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(kids, timeout=timeout)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    return len(kids)
 
 
 def _print_where(the_run) -> None:
@@ -308,8 +368,6 @@ def database_error(exc: BaseException) -> str | None:
     FiftyOne's ``ConnectionError``) and the embedded database failing to start
     (``ServiceListenTimeout``, e.g. while another process is starting it).
     """
-    import os
-
     kind = type(exc)
     is_db = kind.__module__.startswith("pymongo") or kind.__name__ == "ServiceListenTimeout" or (
         isinstance(exc, ConnectionError) and "mongo" in str(exc).lower())

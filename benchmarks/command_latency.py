@@ -1,0 +1,149 @@
+"""Benchmark: what a user waits for, end to end, command by command.
+
+Run from the repository root (needs ``../shared/data`` or ``$VETSET_SHARED_DATA``)::
+
+    .venv/bin/python benchmarks/command_latency.py [--skip-cleanvision]
+
+Every timing is the wall time of a new process, as a user or a CI job runs it, in one run
+of this script, on the CIFAR-10 test files (10,000 32x32 JPEGs) copied into a new folder:
+
+* CleanVision end to end: ``python -c`` that imports it, ``Imagelab(data_path=...)``,
+  ``find_issues()`` and ``report()``;
+* ``recipes run audit`` first run (a new dataset), second run (unchanged folder), after
+  adding 100 files (CIFAR-10 train images), and on a folder of 16 images (8 ants, 8 bees
+  photos);
+* ``python -c "import fiftyone"`` (the floor of any command that opens a dataset) and
+  ``recipes list``.
+
+The vetset commands run twice: with the database server stopped before each command
+(``recipes db stop``: every command starts it, as a first command does) and with it already
+running (``recipes db start`` first). They use a database folder of their own under
+``$VETSET_BENCH_DIR`` (default a folder under the system temp dir), never the user's.
+Targets (issue 19): first run at least 4x faster than CleanVision end to end; unchanged
+rerun at most 3 s; +100 files at most 4 s; the 16-image folder within 1.5 s of
+``import fiftyone`` once the database is up; ``recipes list`` at most 0.5 s. Absolute numbers
+depend on the machine and on what else runs on it; the ratios within one run count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))
+BENCH_DIR = Path(os.environ.get("VETSET_BENCH_DIR", Path(tempfile.gettempdir()) / "vetset-bench"))
+BIN = Path(sys.executable).parent
+
+
+def unpack(archive: Path, inner: str) -> Path:
+    """Unpack ``archive`` under :data:`BENCH_DIR` once; returns the data folder."""
+    if not archive.exists():
+        sys.exit(f"{archive} is missing: the benchmark needs the shared data (set VETSET_SHARED_DATA).")
+    dest = BENCH_DIR / archive.name.split(".")[0]
+    if not (dest / ".unpacked").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+        (dest / ".unpacked").touch()
+    return dest / inner
+
+
+def env() -> dict[str, str]:
+    """The commands' environment: the benchmark's own database folder, no URI, no progress bars."""
+    out = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
+    out.update(FIFTYONE_DATABASE_DIR=str(BENCH_DIR / "latency-db"), VETSET_PROGRESS="0", VETSET_DB_IDLE="900")
+    return out
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    """Wall seconds of ``cmd`` in a new process; exits with its output when it fails."""
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return took
+
+
+def db(action: str, work: Path) -> None:
+    subprocess.run([str(BIN / "recipes"), "db", action], cwd=work, env=env(), capture_output=True, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--skip-cleanvision", action="store_true", help="leave CleanVision out (about 45 s)")
+    args = parser.parse_args(argv)
+
+    test_root = unpack(SHARED / "cifar10" / "test.tar.gz", "test")
+    train_root = unpack(SHARED / "cifar10" / "train.tar.gz", "train")
+    hym = unpack(SHARED / "hymenoptera.tar", "hymenoptera_data")
+    work = BENCH_DIR / f"latency-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    recipes = str(BIN / "recipes")
+    try:
+        small = work / "small16"
+        for cls in ("ants", "bees"):
+            (small / cls).mkdir(parents=True)
+            for f in sorted((hym / "train" / cls).iterdir())[:8]:
+                shutil.copy(f, small / cls / f.name)
+        extra = [f for cls in sorted(train_root.iterdir()) for f in sorted(cls.iterdir())[:10]]  # 100 files
+        rows: dict[str, dict[str, float]] = {}
+        for mode in ("db stopped", "db running"):
+            cifar = work / f"cifar-{mode.split()[1]}"
+            shutil.copytree(test_root, cifar)
+            name = f"bench-latency-{mode.split()[1]}-{uuid.uuid4().hex[:6]}"
+
+            def run(data: Path, dataset: str, out: str, mode: str = mode) -> float:
+                db("stop" if mode == "db stopped" else "start", work)
+                return timed([recipes, "run", "audit", "--data", str(data), "--dataset", dataset, "--out",
+                              str(work / out)], work)
+
+            col = rows.setdefault(mode, {})
+            col["first run (10,000 new files)"] = run(cifar, name, f"out-{name}")
+            col["second run (unchanged)"] = run(cifar, name, f"out-{name}")
+            for i, f in enumerate(extra):
+                shutil.copy(f, cifar / "test" / f.parent.name / f"extra{i:03d}.jpg")
+            col["third run (+100 files)"] = run(cifar, name, f"out-{name}")
+            col["16-image folder"] = run(small, f"{name}-small", f"out-{name}-small")
+            db("stop" if mode == "db stopped" else "start", work)
+            col['python -c "import fiftyone"'] = timed([sys.executable, "-c", "import fiftyone"], work)
+            col["recipes list"] = timed([recipes, "list"], work)
+        cv = None
+        if not args.skip_cleanvision:
+            script = ("import sys; from cleanvision import Imagelab; lab = Imagelab(data_path=sys.argv[1]); "
+                      "lab.find_issues(); lab.report()")
+            cv = timed([sys.executable, "-c", script, str(work / "cifar-stopped")], work)
+    finally:
+        db("stop", work)
+        shutil.rmtree(work, ignore_errors=True)
+
+    targets = {"first run (10,000 new files)": "CleanVision / 4", "second run (unchanged)": "<= 3 s",
+               "third run (+100 files)": "<= 4 s", "16-image folder": "import fiftyone + 1.5 s",
+               "recipes list": "<= 0.5 s"}
+    print(f"\n{'command (wall s, new process)':<34}{'db stopped':>12}{'db running':>12}   target")
+    if cv is not None:
+        print(f"{'CleanVision end to end':<34}{cv:>12.1f}{'':>12}   (10,100 files)")
+    for label in rows["db stopped"]:
+        a, b = rows["db stopped"][label], rows["db running"][label]
+        print(f"{label:<34}{a:>12.2f}{b:>12.2f}   {targets.get(label, '')}")
+    if cv is not None:
+        first = rows["db running"]["first run (10,000 new files)"]
+        print(f"\nCleanVision / vetset first run: {cv / first:.1f}x (db running), "
+              f"{cv / rows['db stopped']['first run (10,000 new files)']:.1f}x (db stopped); target >= 4x")
+    imp = rows["db running"]['python -c "import fiftyone"']
+    print(f"16-image folder - import fiftyone (db running): {rows['db running']['16-image folder'] - imp:+.2f} s; "
+          "target <= +1.5 s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
