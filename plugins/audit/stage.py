@@ -467,6 +467,9 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     vinfo = dict(info.get("vetset") or {})
     written = write_all(ctx, vinfo.get("audit_tags", []))
     vinfo["audit_tags"] = sorted((set(vinfo.get("audit_tags", [])) | set(ctx.tags)) - {"unreadable"})
+    # the fields each check wrote, by kind: failure slices and drift find their properties here
+    vinfo["audit_fields"] = {**(vinfo.get("audit_fields") or {}),
+                             **{name: kind for name, (_, kind) in ctx.fields.items() if kind != "metadata"}}
     vinfo.update(ctx.info)
     info["vetset"] = vinfo
     ds.info = info

@@ -61,6 +61,8 @@ class AuditPanel(foo.Panel):
         ctx.panel.state.issues = [{"view": r["name"], "count": r["count"], "description": r["description"]}
                                   for r in rows]
         ctx.panel.state.metrics = summary["metrics"]
+        ctx.panel.state.slices = slice_rows(summary.get("slices") or {})
+        ctx.panel.state.drift = [r["verdict"] for r in (summary.get("drift") or {}).get("drifted") or []][:8]
         ctx.panel.data.balance_plot = _balance_plot(summary["class_counts"])
 
     def on_change_dataset(self, ctx):
@@ -78,6 +80,14 @@ class AuditPanel(foo.Panel):
         rows = ctx.panel.state.issues or []
         row = ctx.params.get("row")
         if row is None or not (0 <= int(row) < len(rows)):
+            return
+        ctx.ops.set_view(name=rows[int(row)]["view"])
+
+    def open_slice(self, ctx):
+        """Row action of the failure-slices table: load that slice's saved view of errors."""
+        rows = ctx.panel.state.slices or []
+        row = ctx.params.get("row")
+        if row is None or not (0 <= int(row) < len(rows)) or not rows[int(row)].get("view"):
             return
         ctx.ops.set_view(name=rows[int(row)]["view"])
 
@@ -144,7 +154,33 @@ class AuditPanel(foo.Panel):
             panel.list("issues", types.Object(), view=issues)
         else:
             panel.md("_No vetset saved views on this dataset yet._", name="no_issues")
+
+        if state.drift:
+            panel.md("**Train vs validation drift**\n\n" + "\n".join(f"- {v}" for v in state.drift), name="drift")
+        if state.slices:
+            panel.md("**Failure slices** (val error rate by class x property bin; worst first; Open loads "
+                     "the slice's errors)", name="slices_title")
+            table = types.TableView()
+            for key, label in (("slice", "slice"), ("errors", "errors / n"), ("rate", "error rate (95% CI)"),
+                               ("rest", "rest of class")):
+                table.add_column(key, label=label)
+            table.add_row_action("open_slice", on_click=self.open_slice, label="Open", icon="open_in_new",
+                                 tooltip="Load this slice's saved view of errors")
+            panel.list("slices", types.Object(), view=table)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=1))
+
+
+def slice_rows(slices: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
+    """Rows of the panel's failure-slices table from the validate block's ``slices``: the worst
+    ``limit`` by class, then the worst 3 across classes; ``view`` is the saved view (or ``None``)."""
+    rows = []
+    for r in (slices.get("by_class") or [])[:limit] + (slices.get("across_classes") or [])[:3]:
+        lo, hi = r["ci"]
+        rest = r.get("rest_error_rate")
+        rows.append({"slice": r["label"], "errors": f"{r['errors']} / {r['n']}",
+                     "rate": f"{r['error_rate']:.0%} ({lo:.0%}-{hi:.0%})",
+                     "rest": "-" if rest is None else f"{rest:.0%}", "view": r.get("view")})
+    return rows
 
 
 def _balance_plot(class_counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:

@@ -11,7 +11,10 @@ readable sample of the ``train``, ``val`` and ``test`` splits, and writes
   ``compute_hardness`` (field ``hardness``) on the val predictions;
 * saved views ``validation_errors`` (val samples whose prediction differs from the ground
   truth, most confident mistakes first) and ``validation_errors/<class>`` (the same,
-  restricted to one ground-truth class; only classes with errors).
+  restricted to one ground-truth class; only classes with errors);
+* failure slices (:mod:`.slices`): error rate per class x audit property bin with Wilson
+  intervals, and saved views ``validation_errors/slice/<class>/<property>=<bin>`` of the
+  worst ones.
 
 Result block (``result["stages"]["validate"]``)::
 
@@ -26,10 +29,12 @@ Result block (``result["stages"]["validate"]``)::
      "views": {"validation_errors": n, "per_class": {class: n}},
      "top_errors": [{"filepath", "ground_truth", "prediction", "confidence", "mistakenness"}],
      "app": "recipes app --dataset NAME",
+     "slices": {...see vetset.plugins.validate.slices.failure_slices...} | None (slices.enabled false),
      "metrics": {"val_accuracy", "val_error_rate", "val_loss", "validation_errors",
                  and with a gap: "train_accuracy", "train_val_acc_gap", "overfitting" (0/1),
                  "underfitting" (0/1), "classes_with_recall_gap"; with a test split:
-                 "test_accuracy", "test_error_rate"}}
+                 "test_accuracy", "test_error_rate"; with slices: "worst_slice_error_rate",
+                 "worst_slice_excess", "slices_clearly_worse"}}
 """
 
 from __future__ import annotations
@@ -42,7 +47,10 @@ from vetset.core.errors import VetsetError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
 from vetset.core.registry import ReportSection, Stage, ViewSpec
+from vetset.plugins.validate.diagnose_report import render_drift, render_slices
+from vetset.plugins.validate.drift import DriftOptions, drift_stage
 from vetset.plugins.validate.metrics import GapThresholds, gap_verdict, split_metrics
+from vetset.plugins.validate.slices import SLICE_VIEW_PREFIX, SliceOptions, failure_slices
 
 PRED_FIELD = "predictions"
 GT_FIELD = "ground_truth"
@@ -68,6 +76,7 @@ class ValidateOptions(GapThresholds):
             train stage's ``threads`` option (else torch's setting).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         amp: ``auto``, ``bfloat16``, ``float16`` or ``off`` (as in ``train``).
+        slices: failure slices of the val split (:class:`~.slices.SliceOptions`).
     """
 
     checkpoint: str | None = None
@@ -79,6 +88,7 @@ class ValidateOptions(GapThresholds):
     threads: Count | None = Field(None, ge=1)
     device: str = "auto"
     amp: Literal["auto", "bfloat16", "float16", "off"] = "auto"
+    slices: SliceOptions = SliceOptions()
 
 
 def errors_view(dataset: Any, label: str | None = None) -> Any:
@@ -147,7 +157,8 @@ def _save_class_views(dataset: Any, classes: list[str]) -> dict[str, int]:
                                                       "most confident first", overwrite=True)
             counts[cls] = n
     for name in dataset.list_saved_views():
-        if name.startswith(ERRORS_VIEW + "/") and name[len(ERRORS_VIEW) + 1:] not in counts:
+        if name.startswith(ERRORS_VIEW + "/") and not name.startswith(SLICE_VIEW_PREFIX) \
+                and name[len(ERRORS_VIEW) + 1:] not in counts:
             dataset.delete_saved_view(name)
     return counts
 
@@ -251,10 +262,14 @@ def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
         metrics["test_error_rate"] = round(1.0 - splits["test"]["accuracy"], 4)
     run.log(f"[validate] val accuracy {val['accuracy']:.3f}, {n_errors} errors in saved view {ERRORS_VIEW!r}")
     run.log(f"[validate] {gap['summary'] if gap else 'no train metrics: no train/validation comparison'}")
+    slices = failure_slices(ds, classes, options.slices, run.log) if options.slices.enabled else None
+    if slices is not None:
+        metrics.update(slices["metrics"])
     return {
         "checkpoint": str(path), "model_name": ckpt["model_name"], "classes": classes, "pred_field": PRED_FIELD,
         "eval_keys": {s: k for s, k in EVAL_KEYS.items() if s in splits}, "splits": list(splits), **splits, "gap": gap,
         "brain": brain, "views": {ERRORS_VIEW: n_errors, "per_class": per_class_views}, "top_errors": top,
+        "slices": slices,
         "app": f"recipes app --dataset {ds.name}", "metrics": metrics,
     }
 
@@ -264,6 +279,8 @@ def vetset_register_stages(register):
     register(Stage("validate", _validate, ValidateOptions,
                    "Predict val/test with the trained model, evaluate in FiftyOne, compare train vs val, "
                    "save the validation_errors view."))
+    register(Stage("drift", drift_stage, DriftOptions,
+                   "Compare train with val/test per audit property (shares per bin, chi-square test, TVD)."))
 
 
 @hookimpl
@@ -276,8 +293,10 @@ def vetset_register_views(register):
 def vetset_register_report_sections(register):
     from vetset.plugins.validate import report as r
 
+    register(ReportSection("drift", "Train vs validation drift", render_drift, order=75))
     register(ReportSection("training", "Training", r.render_training, order=80))
     register(ReportSection("validation", "Validation: train vs val", r.render_gap, order=90))
     register(ReportSection("confusion_matrix", "Confusion matrix", r.render_confusion, order=91))
     register(ReportSection("per_class_metrics", "Per-class metrics", r.render_per_class, order=92))
     register(ReportSection("validation_errors", "Most confident validation errors", r.render_errors, order=93))
+    register(ReportSection("failure_slices", "Failure slices: where the model fails", render_slices, order=94))

@@ -1,0 +1,97 @@
+"""Report sections of the diagnosis: failure slices and train/validation drift.
+
+Rendered from the JSON run result only (``stages.validate.slices``, ``stages.drift``);
+each ``render_*(result, ctx)`` returns an HTML fragment or ``None`` when there is nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vetset.core.report_kit import ReportContext, esc, fmt, note, safe, table, thumb_grid
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _slice_rows(rows: list[dict[str, Any]], limit: int) -> list[tuple[Any, ...]]:
+    out = []
+    for r in rows[:limit]:
+        ci = r.get("ci") or [None, None]
+        out.append((r["label"], r["n"], r["errors"], _pct(r["error_rate"]), f"{_pct(ci[0])}-{_pct(ci[1])}",
+                    _pct(r.get("rest_error_rate")), safe(f"<strong>{esc(_pct(r['excess']))}</strong>")
+                    if r.get("clear") else _pct(r.get("excess")),
+                    safe(f"<code>{esc(r['view'])}</code>") if r.get("view") else "-"))
+    return out
+
+
+def render_slices(result: dict[str, Any], ctx: ReportContext) -> str | None:
+    """Ranked failure-slice tables (by class, across classes) and thumbnails of the worst slices' errors."""
+    val = (result.get("stages") or {}).get("validate") or {}
+    sl = val.get("slices")
+    if not isinstance(sl, dict):
+        return None
+    headers = ["slice", "val samples", "errors", "error rate", f"{int(100 * sl.get('confidence', 0.95))}% interval",
+               "rest of class", "excess", "saved view"]
+    out = [f"<p>Error rate of the val split ({sl.get('num_samples', 0):,} samples) in each class x property bin, "
+           "the properties being the audit's fields and issue tags. Slices with at least "
+           f"{sl.get('min_support')} samples are ranked by how far their error rate exceeds the rest of their "
+           "class; a bold excess is clear: the slice's interval lies above the rest's rate "
+           "(Wilson score intervals, Wilson 1927).</p>"]
+    by_class, across = sl.get("by_class") or [], sl.get("across_classes") or []
+    if not by_class and not across:
+        out.append(note(f"No slice has {sl.get('min_support')} val samples or more; lower "
+                        "<code>stages.validate.slices.min_support</code> to rank smaller slices.", "info"))
+        return "".join(out)
+    worst = sl.get("worst")
+    if worst and worst.get("excess", 0) > 0:
+        kind = "bad" if worst.get("clear") else "warn"
+        out.append(note(f"Worst slice: <strong>{esc(worst['label'])}</strong>: {worst['errors']} of {worst['n']} "
+                        f"wrong ({_pct(worst['error_rate'])}) against {_pct(worst['rest_error_rate'])} for the "
+                        "rest of the class.", kind))
+    if by_class:
+        out.append("<h4>By class</h4>" + table(headers, _slice_rows(by_class, 15)))
+    if across:
+        h = headers[:5] + ["rest of val"] + headers[6:]
+        out.append("<h4>Across classes</h4>" + table(h, _slice_rows(across, 10)))
+    for r in [r for r in by_class + across if r.get("examples")][:4]:
+        items = [(e["filepath"], f"predicted {e['prediction']}") for e in r["examples"]]
+        out.append(f"<p><strong>{esc(r['label'])}</strong>: errors, most confident first</p>"
+                   + thumb_grid(items, ctx, total=r["errors"], view=r.get("view")))
+    props = sl.get("properties") or []
+    if props:
+        out.append('<p class="muted">Properties: ' + "; ".join(
+            f"{esc(p['name'])} ({esc(p['source'])}" + (f", cuts {', '.join(fmt(c) for c in p['cuts'])}" if p.get("cuts")
+                                                      else "") + ")" for p in props) + ".</p>")
+    return "".join(out)
+
+
+def render_drift(result: dict[str, Any], ctx: ReportContext) -> str | None:
+    """Drift verdicts, then the share table of every property that drifts (train vs each split)."""
+    drift = (result.get("stages") or {}).get("drift")
+    if not isinstance(drift, dict) or "rows" not in drift:
+        return None
+    t = drift.get("thresholds") or {}
+    out = [f"<p>Share of images per bin of each audit property in train against {esc(', '.join(drift['splits']))}. "
+           f"Drift: total variation distance &ge; {fmt(t.get('tvd'))} and p &lt; {fmt(t.get('alpha'))} "
+           "(chi-square test of homogeneity, Fisher's exact test for small 2x2 tables); per class when both "
+           f"splits hold {t.get('min_class_support')} images of it or more.</p>"]
+    drifted = drift.get("drifted") or []
+    if not drifted:
+        out.append(note("No property drifts between train and the other splits.", "good"))
+    overall = [r for r in drifted if r["class"] is None]
+    per_class = [r for r in drifted if r["class"] is not None]
+    if overall:
+        out.append(note("<ul>" + "".join(f"<li>{esc(r['verdict'])}</li>" for r in overall) + "</ul>", "warn"))
+    rows = []
+    for r in (overall + per_class)[:20]:
+        shares = "; ".join(f"{esc(b)} {_pct(p)} &rarr; {_pct(q)}" for b, p, q in
+                           zip(r["bins"], r["train_shares"], r["shares"]))
+        rows.append((r["split"], r.get("class") or "all", r["property"], safe(shares), r["tvd"], r["cramers_v"],
+                     f"{r['test']} {r['p_value']:.2g}"))
+    if rows:
+        out.append(table(["split", "class", "property", "shares train → split", "TVD", "Cramér's V", "test, p"], rows))
+    if len(per_class) > 20 - min(20, len(overall)):
+        out.append(f'<p class="muted">{len(per_class)} class x property cells drift in all; result.json lists them.</p>')
+    return "".join(out)

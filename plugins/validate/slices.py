@@ -1,0 +1,237 @@
+"""Failure slices: where on the validation split the model fails, by class x property bin.
+
+After the ``validate`` stage has predicted the val split, every val sample is placed in
+the bins of the slice properties (:mod:`.properties`: the audit's categorical fields,
+numeric fields cut at train terciles, image size, issue tags). For each slice
+
+* **class x bin** (``bees``, ``colour_mode = grayscale``): val samples of that class in
+  that bin, compared with the rest of the class (same class, another bin of the property);
+* **bin across classes** (``colour_mode = grayscale``): every val sample in that bin,
+  compared with the other val samples that have a value for the property,
+
+it counts samples ``n`` and errors ``k`` and gives the error rate ``k / n`` with a Wilson
+score interval (E. B. Wilson, "Probable inference, the law of succession, and statistical
+inference", JASA 22, 1927; recommended over the Wald interval for small ``n`` by Agresti &
+Coull, "Approximate is better than 'exact' for interval estimation of binomial
+proportions", The American Statistician 52, 1998), computed by
+``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``.
+
+Slices with at least ``min_support`` samples (and a non-empty rest) are ranked by how far
+their error exceeds the rest's at the low end of their interval: ``score`` = Wilson lower
+bound - rest error rate, largest first (ties: larger slice first). Ranking by a lower
+confidence bound rather than by the raw rate keeps a slice of 11 samples with 10 errors
+from outranking one of 40 with 30 by luck of size (the argument of E. Miller, "How not to
+sort by average rating", 2009, for Wilson lower bounds). ``excess`` = slice error rate -
+rest error rate is reported beside it. A slice is ``clear`` when its score is positive:
+its interval lies above the rest's error rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from vetset.core.dataset import split_view, training_view
+from vetset.plugins.validate.properties import Property, find_properties, match_bin, read_values
+
+SLICE_VIEW_PREFIX = "validation_errors/slice/"
+ALL_CLASSES = "all"
+
+
+class SliceOptions(BaseModel):
+    """``stages.validate.slices`` options.
+
+    Attributes:
+        enabled: compute failure slices after validation.
+        min_support: slices with fewer val samples are not ranked. Default 10: the 95%
+            Wilson interval of 0 errors in 10 is [0, 0.28], narrow enough to separate a
+            slice that fails most of the time from one that does not.
+        confidence: level of the Wilson intervals. Default 0.95.
+        max_bins: categorical fields with more distinct values are not properties. Default 12.
+        exclude: property names to leave out (field names, ``size``, ``tag``).
+        rows: ranked slices kept in the result (per list). Default 30.
+        views: saved views ``validation_errors/slice/<class>/<property>=<bin>`` for this many
+            of the worst slices with errors (per list: by class, across classes). Default 5.
+        examples: error thumbnails kept per viewed slice. Default 6.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = True
+    min_support: int = Field(10, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    max_bins: int = Field(12, ge=2)
+    exclude: list[str] = []
+    rows: int = Field(30, ge=1)
+    views: int = Field(5, ge=0)
+    examples: int = Field(6, ge=0)
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of ``k`` successes in ``n`` trials (``(0, 1)`` when ``n`` is 0).
+
+    Source: Wilson (1927), via ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _row(cls: str | None, prop: Property, b: str, inside: np.ndarray, rest: np.ndarray, wrong: np.ndarray,
+         confidence: float) -> dict[str, Any]:
+    n, k = int(inside.sum()), int((inside & wrong).sum())
+    rn, rk = int(rest.sum()), int((rest & wrong).sum())
+    rate, rrate = k / n, (rk / rn if rn else None)
+    lo, hi = wilson(k, n, confidence)
+    where = f"{prop.name} = {prop.bin_text(b)}" if prop.kind != "tag" else f"tag {b}"
+    return {"class": cls, "property": prop.name, "bin": b, "kind": prop.kind,
+            "label": f"{cls}, {where}" if cls is not None else f"{where} (all classes)",
+            "n": n, "errors": k, "error_rate": round(rate, 4), "ci": [round(lo, 4), round(hi, 4)],
+            "rest_n": rn, "rest_errors": rk, "rest_error_rate": None if rrate is None else round(rrate, 4),
+            "excess": None if rrate is None else round(rate - rrate, 4),
+            "score": None if rrate is None else round(lo - rrate, 4),
+            "clear": bool(rrate is not None and lo > rrate)}
+
+
+def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Property, np.ndarray]],
+                classes: list[str], min_support: int = 10, confidence: float = 0.95) -> dict[str, Any]:
+    """Error rate of every slice with enough support, ranked (module docstring).
+
+    Args:
+        gt: ground-truth class per val sample, length ``n``.
+        wrong: bool array ``(n,)``, true where the prediction differs from ``gt``.
+        members: ``(property, membership)`` pairs, membership a bool array ``(n, len(bins))``
+            (:meth:`Property.membership`).
+        classes: class names, in the model's order.
+        min_support: slices with fewer samples (or an empty rest) are counted, not ranked.
+        confidence: Wilson interval level.
+
+    Returns:
+        ``{"by_class": [row, ...], "across_classes": [row, ...], "candidates": int}``;
+        each list ranked by ``excess`` (then ``n``), rows as :func:`_row` builds them:
+        ``class`` (None across classes), ``property``, ``bin``, ``kind``, ``label``, ``n``,
+        ``errors``, ``error_rate``, ``ci`` ([low, high]), ``rest_n``, ``rest_errors``,
+        ``rest_error_rate``, ``excess``, ``score``, ``clear``. ``candidates`` counts the non-empty
+        slices considered, ranked or not.
+    """
+    labels = np.array([g or "" for g in gt], dtype=object)
+    wrong = np.asarray(wrong, dtype=bool)
+    by_class, across, candidates = [], [], 0
+    class_masks = {c: labels == c for c in classes}
+    for prop, member in members:
+        has = np.ones(len(labels), dtype=bool) if prop.kind == "tag" else member.any(axis=1)
+        for j, b in enumerate(prop.bins):
+            inside = member[:, j]
+            if not inside.any():
+                continue
+            candidates += 1
+            rest = has & ~inside
+            if inside.sum() >= min_support and rest.any():
+                across.append(_row(None, prop, b, inside, rest, wrong, confidence))
+            for c, cmask in class_masks.items():
+                cin = inside & cmask
+                if not cin.any():
+                    continue
+                candidates += 1
+                crest = rest & cmask
+                if cin.sum() >= min_support and crest.any():
+                    by_class.append(_row(c, prop, b, cin, crest, wrong, confidence))
+    return {"by_class": sorted(by_class, key=_rank_key), "across_classes": sorted(across, key=_rank_key),
+            "candidates": candidates}
+
+
+def _rank_key(row: dict[str, Any]) -> tuple[float, int, str]:
+    return -row["score"], -row["n"], row["label"]
+
+
+def view_name(row: dict[str, Any]) -> str:
+    """Saved-view name of a slice: ``validation_errors/slice/<class or all>/<property>=<bin>``."""
+    return f"{SLICE_VIEW_PREFIX}{row['class'] or ALL_CLASSES}/{row['property']}={row['bin']}"
+
+
+def slice_errors_view(dataset: Any, row: dict[str, Any], prop: Property) -> Any:
+    """The slice's val errors, most confident mistakes first (``None`` before predictions)."""
+    from fiftyone import ViewField as F  # deferred: fiftyone takes about 1 s to import
+
+    if "predictions" not in dataset.get_field_schema():
+        return None
+    view = split_view(dataset, "val").exists("predictions")
+    if row["class"] is not None:
+        view = view.match(F("ground_truth.label") == row["class"])
+    view = view.match(F("predictions.label") != F("ground_truth.label"))
+    return match_bin(view, prop, row["bin"]).sort_by(F("predictions.confidence"), reverse=True)
+
+
+def _save_views(dataset: Any, rows: list[dict[str, Any]], props: dict[str, Property], examples: int) -> None:
+    """Save a view for each row with errors; add ``view`` and ``examples``; delete stale slice views."""
+    dataset.reload()  # see Run.save_views: never write back a stale saved-view list
+    keep = set()
+    for row in rows:
+        view = slice_errors_view(dataset, row, props[row["property"]])
+        if view is None or not len(view):
+            continue
+        name = view_name(row)
+        dataset.save_view(name, view, overwrite=True,
+                          description=f"val errors in slice {row['label']}: {row['errors']} of {row['n']} wrong "
+                                      f"(rest of {'the class' if row['class'] else 'the val split'}: "
+                                      f"{row['rest_errors']} of {row['rest_n']}); most confident first")
+        keep.add(name)
+        row["view"] = name
+        row["examples"] = [{"filepath": f, "prediction": p} for f, p in
+                           zip(*view.limit(examples).values(["filepath", "predictions.label"]))] if examples else []
+    for name in dataset.list_saved_views():
+        if name.startswith(SLICE_VIEW_PREFIX) and name not in keep:
+            dataset.delete_saved_view(name)
+
+
+def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log: Any = print) -> dict[str, Any]:
+    """Failure slices of the validated val split, with saved views of the worst ones.
+
+    Args:
+        dataset: the FiftyOne dataset after the validate stage wrote ``predictions``.
+        classes: the model's classes.
+        options: :class:`SliceOptions`.
+        log: one-line message callable (the two worst slices are named).
+
+    Returns:
+        ``{"split": "val", "num_samples", "min_support", "confidence", "method",
+        "properties": [Property.to_dict()...], "candidates", "by_class": [row...],
+        "across_classes": [row...], "worst": row | None}``; rows as :func:`rank_slices`,
+        the viewed ones with ``view`` (saved-view name) and ``examples``
+        (``[{"filepath", "prediction"}]``). Also ``"metrics"``: ``worst_slice_error_rate``,
+        ``worst_slice_excess`` (None without a ranked slice), ``slices_clearly_worse``.
+    """
+    val = split_view(dataset, "val").exists("predictions")
+    train = training_view(dataset)[0].match_tags("augmented", bool=False)
+    props = find_properties(dataset, train if len(train) else val, options.max_bins, options.exclude)
+    gt, pred = val.values(["ground_truth.label", "predictions.label"])
+    wrong = np.array([g != p for g, p in zip(gt, pred)], dtype=bool)
+    values = read_values(val, props)
+    members = [(p, p.membership(values[p.name])) for p in props]
+    ranked = rank_slices(gt, wrong, members, classes, options.min_support, options.confidence)
+    by_class, across = ranked["by_class"][:options.rows], ranked["across_classes"][:options.rows]
+    worst_rows = [r for r in by_class if r["errors"] and r["excess"] > 0][:options.views] + \
+                 [r for r in across if r["errors"] and r["excess"] > 0][:options.views]
+    _save_views(dataset, worst_rows if options.views else [], {p.name: p for p in props}, options.examples)
+    worst = by_class[0] if by_class else None
+    for row in (by_class[:1] + across[:1]):
+        log(f"[validate] worst slice: {row['label']}: {row['errors']} of {row['n']} wrong "
+            f"({row['error_rate']:.0%}, {int(options.confidence * 100)}% CI {row['ci'][0]:.0%}-{row['ci'][1]:.0%}) vs "
+            f"{row['rest_error_rate']:.0%} for the rest" + (f"; saved view {row['view']!r}" if row.get("view") else ""))
+    if not by_class:
+        log(f"[validate] no failure slice has {options.min_support} val samples or more (slices.min_support)")
+    return {
+        "split": "val", "num_samples": len(gt), "min_support": options.min_support, "confidence": options.confidence,
+        "method": "error rate per slice with a Wilson score interval (Wilson 1927); ranked by excess over the "
+                  "rest of the class (across classes: the rest of the val split)",
+        "properties": [p.to_dict() for p in props], "candidates": ranked["candidates"],
+        "by_class": by_class, "across_classes": across, "worst": worst,
+        "metrics": {"worst_slice_error_rate": worst["error_rate"] if worst else None,
+                    "worst_slice_excess": worst["excess"] if worst else None,
+                    "slices_clearly_worse": sum(r["clear"] for r in ranked["by_class"] + ranked["across_classes"])},
+    }

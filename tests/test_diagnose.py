@@ -1,0 +1,231 @@
+"""Failure slices and train/validation drift: formulas, the planted case on CIFAR, the stages on digits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vetset.plugins.validate.drift import compare_counts
+from vetset.plugins.validate.properties import Property
+from vetset.plugins.validate.slices import rank_slices, wilson
+
+
+def drop(name: str) -> None:
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+def wilson_closed_form(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson (1927), eq. as in Agresti & Coull (1998), eq. 2."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (10, 11), (13, 24), (56, 156), (20, 20)])
+def test_wilson_interval_matches_the_closed_form(k, n):
+    lo, hi = wilson(k, n)
+    elo, ehi = wilson_closed_form(k, n)
+    assert lo == pytest.approx(max(0.0, elo), abs=1e-9) and hi == pytest.approx(min(1.0, ehi), abs=1e-9)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_ranking_uses_support_and_the_rest_of_the_class():
+    # class a: 30 samples; bin x holds 12 with 9 errors, bin y 18 with 2; class b: 20 samples, bin x 4 with 4 errors
+    prop = Property("p", "categorical", ["x", "y"])
+    gt = ["a"] * 30 + ["b"] * 20
+    in_x = np.array([True] * 12 + [False] * 18 + [True] * 4 + [False] * 16)
+    wrong = np.zeros(50, bool)
+    wrong[:9] = True
+    wrong[12:14] = True
+    wrong[30:34] = True
+    member = np.stack([in_x, ~in_x], axis=1)
+    ranked = rank_slices(gt, wrong, [(prop, member)], ["a", "b"], min_support=10)
+    first = ranked["by_class"][0]
+    assert (first["class"], first["bin"], first["n"], first["errors"]) == ("a", "x", 12, 9)
+    assert first["rest_n"] == 18 and first["rest_errors"] == 2
+    assert first["excess"] == pytest.approx(9 / 12 - 2 / 18, abs=1e-4)
+    assert first["score"] == pytest.approx(wilson(9, 12)[0] - 2 / 18, abs=1e-4) and first["clear"]
+    # b x has 4 samples (< min_support): counted, not ranked
+    assert all(not (r["class"] == "b" and r["bin"] == "x") for r in ranked["by_class"])
+    across = {(r["bin"]): r for r in ranked["across_classes"]}
+    assert across["x"]["n"] == 16 and across["x"]["errors"] == 13 and across["x"]["rest_n"] == 34
+
+
+def test_drift_statistics():
+    same = compare_counts(np.array([90, 10]), np.array([45, 5]))
+    assert same["tvd"] == 0.0 and same["p_value"] == pytest.approx(1.0)
+    moved = compare_counts(np.array([150, 0]), np.array([40, 20]))
+    assert moved["tvd"] == pytest.approx(1 / 3, abs=1e-4) and moved["test"] == "chi-square"
+    from scipy.stats import chi2_contingency
+
+    assert moved["p_value"] == pytest.approx(chi2_contingency([[150, 0], [40, 20]], correction=False).pvalue, rel=1e-2)
+    small = compare_counts(np.array([30, 0]), np.array([8, 2]))
+    assert small["test"] == "fisher"
+
+
+# -- the planted case: real CIFAR photos, a real classifier --------------------------------------
+@pytest.fixture(scope="module")
+def planted(cifar_test_dir, tmp_path_factory):
+    """Planted tree, audited; predictions of a logistic regression on 8x8 RGB thumbnails (fitted on train)."""
+    import fiftyone as fo
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from slices_data import write_planted
+
+    from vetset.core.manager import Hooks
+    from vetset.core.recipe import parse_recipe
+    from vetset.core.run import Run
+
+    name = "t-diagnose-planted"
+    drop(name)
+    info = write_planted(cifar_test_dir, tmp_path_factory.mktemp("planted"))
+    hooks = Hooks()
+    recipe = parse_recipe({"name": "t", "stages": {"audit": {"workers": 0}, "drift": {}}}, hooks.stages)
+    run = Run(recipe, hooks, data=info["root"], dataset=name, out_dir=tmp_path_factory.mktemp("planted-out"),
+              log=lambda m: None)
+    result = run.execute()
+    ds = run.dataset
+
+    def features(view):
+        return np.array([np.asarray(Image.open(p).convert("RGB").resize((8, 8), Image.BILINEAR), np.float32).ravel()
+                         / 255.0 for p in view.values("filepath")])
+
+    train, val = ds.match_tags("train"), ds.match_tags("val")
+    model = LogisticRegression(max_iter=2000).fit(features(train), train.values("ground_truth.label"))
+    probs = model.predict_proba(features(val))
+    val.set_values("predictions", [fo.Classification(label=model.classes_[i], confidence=float(p[i]))
+                                   for i, p in zip(probs.argmax(1), probs)])
+    return ds, info, result
+
+
+def test_planted_slice_is_named_first(planted):
+    from vetset.plugins.validate.slices import SliceOptions, failure_slices
+
+    ds, info, _ = planted
+    logs = []
+    sl = failure_slices(ds, ["airplane", "frog", "truck"], SliceOptions(), logs.append)
+    first = sl["by_class"][0]
+    assert (first["class"], first["property"], first["bin"]) == ("frog", "colour_mode", "grayscale")
+    assert first["n"] == len(info["gray_val"]) == 20 and first["clear"]
+    assert sl["worst"] == first and sl["metrics"]["worst_slice_error_rate"] == first["error_rate"]
+    assert any("frog, colour_mode = grayscale" in m for m in logs)
+    # the saved view holds exactly the slice's errors, most confident first
+    view = ds.load_saved_view(first["view"])
+    assert first["view"] == "validation_errors/slice/frog/colour_mode=grayscale"
+    assert len(view) == first["errors"]
+    assert set(view.values("filepath")) <= set(info["gray_val"])
+    assert all(p != "frog" for p in view.values("predictions.label"))
+    confs = view.values("predictions.confidence")
+    assert confs == sorted(confs, reverse=True)
+    # counts agree with FiftyOne's own count of the slice
+    frog_val = ds.match_tags("val").match_tags("train", bool=False)
+    from fiftyone import ViewField as F
+
+    gray = frog_val.match((F("ground_truth.label") == "frog") & (F("colour_mode") == "grayscale"))
+    assert len(gray) == first["n"]
+    assert len(gray.match(F("predictions.label") != "frog")) == first["errors"]
+
+
+def test_planted_drift_is_named(planted):
+    _, _, result = planted
+    drift = result["stages"]["drift"]
+    frog = [r for r in drift["drifted"] if r["class"] == "frog" and r["property"] == "colour_mode"]
+    assert frog and frog[0]["verdict"] == "frog: val has 33% grayscale images (colour_mode); train has none"
+    assert frog[0]["train_counts"][frog[0]["bins"].index("grayscale")] == 0
+    assert drift["metrics"]["drift_class_cells"] >= 1
+    from vetset.core.result_schema import validate_result
+
+    validate_result(result)
+
+
+# -- the stages in a run: digits, audit -> drift -> train -> validate -> report -------------------
+@pytest.fixture(scope="module")
+def digits_diagnosed(digits_dir, tmp_path_factory):
+    from vetset.core.manager import Hooks
+    from vetset.core.recipe import parse_recipe
+    from vetset.core.run import Run
+
+    name = "t-diagnose-digits"
+    drop(name)
+    hooks = Hooks()
+    train = {"model_name": "test_resnet", "img_size": 32, "batch_size": 64, "lr": 3e-3, "warmup_epochs": 0,
+             "epochs": 1, "threads": 1, "workers": 0}
+    recipe = parse_recipe({"name": "t", "stages": {"audit": {"workers": 0}, "drift": {}, "train": train,
+                                                   "validate": {"workers": 0, "brain": False}, "report": {}},
+                           "fail_on": {"validate.metrics.worst_slice_error_rate": 1.0, "drift.metrics.max_tvd": 1.0}},
+                          hooks.stages)
+    logs: list[str] = []
+    run = Run(recipe, hooks, data=digits_dir, dataset=name, out_dir=tmp_path_factory.mktemp("diag-digits"),
+              log=logs.append)
+    return run, run.execute(), logs
+
+
+def test_slices_in_result_views_report_and_console(digits_diagnosed):
+    from fiftyone import ViewField as F
+
+    from vetset.core.result_schema import validate_result
+    from vetset.plugins.validate.properties import Property, match_bin
+
+    run, result, logs = digits_diagnosed
+    validate_result(result)
+    block = result["stages"]["validate"]
+    sl = block["slices"]
+    assert sl["num_samples"] == 359 and sl["by_class"], "digits give rankable slices"
+    names = {p["name"] for p in sl["properties"]}
+    assert {"sharpness", "brightness"} <= names and "phash" not in names and "duplicate_group" not in names
+    ds = run.dataset
+    val = ds.match_tags("val")
+    props = {p["name"]: Property(p["name"], p["kind"], p["bins"], p["cuts"]) for p in sl["properties"]}
+    for row in sl["by_class"][:3] + sl["across_classes"][:2]:  # every number recounted through FiftyOne
+        view = val if row["class"] is None else val.match(F("ground_truth.label") == row["class"])
+        inside = match_bin(view, props[row["property"]], row["bin"])
+        assert len(inside) == row["n"]
+        assert len(inside.match(F("predictions.label") != F("ground_truth.label"))) == row["errors"]
+        if row.get("view"):
+            assert len(ds.load_saved_view(row["view"])) == row["errors"]
+    scores = [r["score"] for r in sl["by_class"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(r["n"] >= sl["min_support"] for r in sl["by_class"])
+    assert block["metrics"]["worst_slice_error_rate"] == sl["by_class"][0]["error_rate"]
+    assert result["fail_on"]["checked"]["validate.metrics.worst_slice_error_rate"]["value"] == sl["worst"]["error_rate"]
+    assert any(m.startswith("[validate] worst slice: ") for m in logs)
+    html = (run.out_dir / "report.html").read_text(encoding="utf-8")
+    assert 'id="sec-failure_slices"' in html and sl["by_class"][0]["label"].split(",")[0] in html
+    assert 'id="sec-drift"' in html
+
+
+def test_drift_stage_on_digits(digits_diagnosed):
+    _, result, logs = digits_diagnosed
+    drift = result["stages"]["drift"]
+    assert drift["splits"] == ["val"] and drift["num_samples"] == {"train": 1438, "val": 359}
+    overall = [r for r in drift["rows"] if r["class"] is None]
+    assert overall and all(sum(r["train_counts"]) == 1438 and sum(r["counts"]) == 359 for r in overall
+                           if not r["property"].startswith("tag "))
+    # a random stratified split of one folder: no property drifts overall
+    assert drift["metrics"]["drift_properties"] == 0 and drift["metrics"]["max_tvd"] < 0.1
+    assert any(m.startswith("[drift] ") for m in logs)
+
+
+def test_panel_lists_slices_and_opens_one(digits_diagnosed):
+    from test_app_operators import _props, make_ctx
+
+    from vetset.plugins.fiftyone_app.panel import AuditPanel
+
+    run, result, _ = digits_diagnosed
+    panel = AuditPanel()
+    ctx = make_ctx(run.dataset, panel_state={})
+    panel.on_load(ctx)
+    rows = ctx.panel_state["slices"]
+    worst = result["stages"]["validate"]["slices"]["by_class"][0]
+    assert rows[0]["slice"] == worst["label"] and rows[0]["errors"] == f"{worst['errors']} / {worst['n']}"
+    assert "slices" in _props(panel.render(ctx))
+    row = next(i for i, r in enumerate(rows) if r["view"])
+    ctx = make_ctx(run.dataset, {"row": row}, panel_state=ctx.panel_state)
+    panel.open_slice(ctx)
+    ctx.ops.set_view.assert_called_once_with(name=rows[row]["view"])
