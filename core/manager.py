@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "vetset.plugins.augment.stage",
     "vetset.plugins.train.stage",
     "vetset.plugins.validate.stage",
+    "vetset.plugins.iterate.stage",
     "vetset.plugins.label_noise.stage",
     "vetset.plugins.report.stage",
 )

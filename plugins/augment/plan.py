@@ -282,13 +282,16 @@ def make_plan(audit: Mapping[str, Any], sources: Mapping[str, list[Source]], cla
               shares: Mapping[str, Mapping[str, float]], policies: Mapping[str, PolicyInfo],
               cell_policy: Mapping[tuple[str, str], str | None], fill_policy: str | None,
               min_count: int, target_ratio: float | None, max_per_source: int, seed: int,
-              split: str = "train") -> Plan:
+              split: str = "train", class_shares: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
+              ) -> Plan:
     """Plan every class from an audit block.
 
     Args:
         audit: the audit result block (``class_counts``, ``coverage``; see the brief).
         sources: class -> eligible :class:`Source` samples of ``split``.
         classes: the dataset's classes (a class absent from ``class_counts`` counts 0).
+        class_shares: ``{class: {property: {bin: share}}}``: target shares of one class, over
+            ``shares`` (the retrain loop aims these at the validation's failing slices).
         Others: see :func:`plan_class`; ``min_count``/``target_ratio`` see :func:`class_targets`.
 
     Returns:
@@ -300,7 +303,9 @@ def make_plan(audit: Mapping[str, Any], sources: Mapping[str, list[Source]], cla
     plan = Plan([], [], [])
     for label in counts:
         cov = {p: dict(coverage.get(p, {}).get(label, {})) for p in coverage}
-        imgs, cells, klass = plan_class(label, counts[label], cov, targets[label], shares, sources.get(label, []),
+        own = (class_shares or {}).get(label) or {}
+        merged = {p: {**dict(shares.get(p, {})), **dict(own.get(p, {}))} for p in {*shares, *own}}
+        imgs, cells, klass = plan_class(label, counts[label], cov, targets[label], merged, sources.get(label, []),
                                         policies, cell_policy, fill_policy, max_per_source, seed)
         plan.images += imgs
         plan.cells += cells

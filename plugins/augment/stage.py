@@ -106,6 +106,8 @@ class AugmentOptions(BaseModel):
             train images in the bin is lower to this share. Properties and bins are the
             audit's (orientation: landscape/portrait/square; colour: colour/grayscale/bw;
             clarity: blurry/normal/sharp). The shares must sum to less than 1.
+        class_targets: ``{class: {property: {bin: share}}}``: the same for one class,
+            over ``coverage_targets`` (the ``iterate`` stage sets it from the failing slices).
         policies: recipe-defined policies (:class:`RecipePolicy`); a name that is also
             registered replaces the registered pipeline for this run.
         cell_policies: ``property.bin`` -> policy name, to choose which policy fills a
@@ -129,6 +131,7 @@ class AugmentOptions(BaseModel):
     target_ratio: float | None = Field(None, gt=0.0, le=1.0)
     coverage_targets: dict[str, dict[str, float]] = {
         "orientation": {"portrait": 0.2}, "colour": {"grayscale": 0.1}, "clarity": {"blurry": 0.1}}
+    class_targets: dict[str, dict[str, dict[str, float]]] = {}
     policies: dict[str, RecipePolicy] = {}
     cell_policies: dict[str, str] = {}
     fill_policy: str | None = "light"
@@ -155,6 +158,16 @@ class AugmentOptions(BaseModel):
                 total += float(share)
         if total >= 1.0:
             raise ValueError(f"the target shares sum to {total:g}; they must sum to less than 1")
+        return v
+
+    @field_validator("class_targets")
+    @classmethod
+    def _class_targets(cls, v: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+        for label, targets in v.items():
+            try:
+                cls._coverage(targets)
+            except ValueError as exc:
+                raise ValueError(f"class {label!r}: {exc}") from None
         return v
 
     @field_validator("cell_policies")

@@ -108,12 +108,14 @@ def choose_cell_policies(options: Any, policies: dict[str, ResolvedPolicy], sour
     ordered = [n for n in policies if policies[n].origin == "recipe"] + \
               [n for n in policies if policies[n].origin != "recipe"]
     out: dict[tuple[str, str], str | None] = {}
-    for prop, bins in options.coverage_targets.items():
-        for b in bins:
-            chosen = options.cell_policies.get(f"{prop}.{b}")
-            if chosen is None:
-                chosen = next((n for n in ordered if (prop, b) in policies[n].info.targets), None)
-            out[(prop, b)] = chosen
+    cells = [(prop, b) for prop, bins in options.coverage_targets.items() for b in bins]
+    cells += [(prop, b) for per_class in getattr(options, "class_targets", {}).values()
+              for prop, bins in per_class.items() for b in bins]
+    for prop, b in dict.fromkeys(cells):
+        chosen = options.cell_policies.get(f"{prop}.{b}")
+        if chosen is None:
+            chosen = next((n for n in ordered if (prop, b) in policies[n].info.targets), None)
+        out[(prop, b)] = chosen
     return out
 
 
@@ -171,7 +173,8 @@ def build_plan(run: Any, options: Any) -> PlanBundle:
     sources = collect_sources(run.dataset, options.exclude_tags)
     plan = make_plan(audit, sources, run.classes, options.coverage_targets,
                      {n: p.info for n, p in policies.items()}, cell_policy, options.fill_policy,
-                     options.min_count, options.target_ratio, options.max_per_source, options.seed)
+                     options.min_count, options.target_ratio, options.max_per_source, options.seed,
+                     class_shares=getattr(options, "class_targets", None))
     used_now = sorted({im.policy for im in plan.images})
     key = fingerprint({
         "images": [[im.source.filepath, im.policy, im.index, im.key] for im in plan.images],

@@ -189,7 +189,8 @@ def _save_views(dataset: Any, rows: list[dict[str, Any]], props: dict[str, Prope
             dataset.delete_saved_view(name)
 
 
-def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log: Any = print) -> dict[str, Any]:
+def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log: Any = print,
+                   pred_field: str = "predictions") -> dict[str, Any]:
     """Failure slices of the validated val split, with saved views of the worst ones.
 
     Args:
@@ -197,6 +198,8 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
         classes: the model's classes.
         options: :class:`SliceOptions`.
         log: one-line message callable (the two worst slices are named).
+        pred_field: the ``fo.Classification`` field of the model's predictions; saved views
+            are kept for ``predictions`` (the validate stage's) only.
 
     Returns:
         ``{"split": "val", "num_samples", "min_support", "confidence", "method",
@@ -206,10 +209,10 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
         (``[{"filepath", "prediction"}]``). Also ``"metrics"``: ``worst_slice_error_rate``,
         ``worst_slice_excess`` (None without a ranked slice), ``slices_clearly_worse``.
     """
-    val = split_view(dataset, "val").exists("predictions")
+    val = split_view(dataset, "val").exists(pred_field)
     train = training_view(dataset)[0].match_tags("augmented", bool=False)
     props = find_properties(dataset, train if len(train) else val, options.max_bins, options.exclude)
-    gt, pred = val.values(["ground_truth.label", "predictions.label"])
+    gt, pred = val.values(["ground_truth.label", f"{pred_field}.label"])
     wrong = np.array([g != p for g, p in zip(gt, pred)], dtype=bool)
     values = read_values(val, props)
     members = [(p, p.membership(values[p.name])) for p in props]
@@ -217,7 +220,8 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
     by_class, across = ranked["by_class"][:options.rows], ranked["across_classes"][:options.rows]
     worst_rows = [r for r in by_class if r["errors"] and r["excess"] > 0][:options.views] + \
                  [r for r in across if r["errors"] and r["excess"] > 0][:options.views]
-    _save_views(dataset, worst_rows if options.views else [], {p.name: p for p in props}, options.examples)
+    if pred_field == "predictions":
+        _save_views(dataset, worst_rows if options.views else [], {p.name: p for p in props}, options.examples)
     worst = by_class[0] if by_class else None
     for row in (by_class[:1] + across[:1]):
         log(f"[validate] worst slice: {row['label']}: {row['errors']} of {row['n']} wrong "

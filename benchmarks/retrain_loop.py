@@ -1,0 +1,184 @@
+"""Benchmark: the retrain loop (``iterate``) against one run with the same total number of epochs.
+
+For each data set and seed, two runs of the real pipeline on their own FiftyOne dataset:
+
+* **single**: audit -> train (``2E`` epochs) -> validate;
+* **loop**: audit -> train (``E`` epochs) -> validate (failure slices) -> iterate (one round:
+  augmentation aimed at the failing slices, retrain ``E`` epochs from scratch with the same
+  seed, paired comparison, keep the better) — ``2E`` epochs in all.
+
+Both are scored on the same val images: accuracy and macro-F1, and the loop's kept model
+minus the single run with a paired bootstrap 95% interval (:mod:`vetset.plugins.iterate.compare`).
+Data sets (from ``../shared/data``; skipped when absent):
+
+* ``antsbees``: the hymenoptera photos (245 train / 153 val, 2 classes) at 64 px;
+* ``cifar``: a class-balanced subset of the CIFAR-10 test JPEGs (``--cifar-train`` /
+  ``--cifar-val`` per class, 10 classes) at 32 px;
+* ``planted``: CIFAR airplane / frog / truck whose frog train images are all colour while a
+  third of its val images are grayscale (``tests/slices_data.py``). It also reports where
+  the slice analysis ranks (frog, colour_mode = grayscale) and that slice's error before and
+  after the round.
+
+Usage::
+
+    .venv/bin/python benchmarks/retrain_loop.py [--epochs 3] [--seeds 0 1 2] [--data antsbees cifar planted]
+        [--model test_resnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("VETSET_PROGRESS", "0")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))  # the planted tree's builder, shared with the tests
+
+from _common import private_database  # noqa: E402
+
+SHARED = Path(os.environ.get("VETSET_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
+
+
+def _unpack(archive: Path, dest: Path) -> Path:
+    marker = dest / ".unpacked"
+    if not marker.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+        marker.touch()
+    return dest
+
+
+def cifar_subset(test_root: Path, dest: Path, n_train: int, n_val: int) -> Path:
+    """``dest/{train,val}/<class>/`` with the first ``n_train`` + ``n_val`` files of each class (copies)."""
+    for cls in sorted(p.name for p in test_root.iterdir() if p.is_dir()):
+        files = sorted((test_root / cls).glob("*.jpg"))
+        for split, chosen in (("train", files[:n_train]), ("val", files[n_train:n_train + n_val])):
+            out = dest / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                (out / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
+def one_run(name: str, data: Path, out: Path, stages: dict, hooks) -> dict:
+    import fiftyone as fo
+
+    from vetset.core.recipe import parse_recipe
+    from vetset.core.run import Run
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    recipe = parse_recipe({"name": name, "stages": stages}, hooks.stages)
+    run = Run(recipe, hooks, data=data, dataset=name, out_dir=out, log=lambda m: None)
+    result = run.execute()
+    return {"result": result, "dataset": run.dataset}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=3, help="E: epochs per round; the single run trains 2E")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--data", nargs="+", default=["antsbees", "cifar", "planted"])
+    parser.add_argument("--model", default="test_resnet")
+    parser.add_argument("--cifar-train", type=int, default=60, help="CIFAR train images per class")
+    parser.add_argument("--cifar-val", type=int, default=30, help="CIFAR val images per class")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    private_database()
+
+    import numpy as np
+
+    from vetset.core.manager import Hooks
+    from vetset.plugins.iterate.compare import paired_bootstrap
+
+    work = Path(tempfile.mkdtemp(prefix="vetset-retrain-"))
+    roots: dict[str, tuple[Path, int]] = {}
+    if "antsbees" in args.data and (SHARED / "hymenoptera.tar").exists():
+        roots["antsbees"] = (_unpack(SHARED / "hymenoptera.tar", work / "hym") / "hymenoptera_data", 64)
+    cifar_tar = SHARED / "cifar10" / "test.tar.gz"
+    if cifar_tar.exists() and {"cifar", "planted"} & set(args.data):
+        test_root = _unpack(cifar_tar, work / "cifar-src") / "test"
+        if "cifar" in args.data:
+            roots["cifar"] = (cifar_subset(test_root, work / "cifar", args.cifar_train, args.cifar_val), 32)
+        if "planted" in args.data:
+            from slices_data import write_planted
+
+            roots["planted"] = (write_planted(test_root, work / "planted")["root"], 32)
+    hooks = Hooks()
+    rows, planted_rows = [], []
+    t_all = time.perf_counter()
+    for key, (root, size) in roots.items():
+        for seed in args.seeds:
+            train = {"model_name": args.model, "img_size": size, "batch_size": 32, "epochs": args.epochs,
+                     "seed": seed, "threads": args.threads, "workers": 0}
+            validate = {"workers": 0, "brain": False}
+            t0 = time.perf_counter()
+            single = one_run(f"bench-loop-{key}-{seed}-single", root, work / f"{key}-{seed}-single",
+                             {"audit": {"workers": 0}, "train": {**train, "epochs": 2 * args.epochs},
+                              "validate": validate}, hooks)
+            t_single = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            loop = one_run(f"bench-loop-{key}-{seed}-loop", root, work / f"{key}-{seed}-loop",
+                           {"audit": {"workers": 0}, "augment": {"min_count": 0, "coverage_targets": {}},
+                            "train": train, "validate": validate,
+                            "iterate": {"max_rounds": 1, "seed": seed}}, hooks)
+            t_loop = time.perf_counter() - t0
+            it = loop["result"]["stages"]["iterate"]
+            kept = next(r for r in it["rounds"] if r["round"] == it["best_round"])
+            classes = loop["result"]["stages"]["validate"]["classes"]
+            index = {c: i for i, c in enumerate(classes)}
+            # the same val images in both datasets: align by file path
+            sv = single["dataset"].match_tags("val")
+            lv = loop["dataset"].match_tags("val")
+            s_pred = dict(zip(sv.values("filepath"), sv.values("predictions.label")))
+            paths, gt, l_pred = lv.values(["filepath", "ground_truth.label", f"{kept['pred_field']}.label"])
+            y = np.array([index[g] for g in gt])
+            a = np.array([index[s_pred[p]] for p in paths])
+            b = np.array([index[p] for p in l_pred])
+            cmp = paired_bootstrap(y, a, b, len(classes), n_boot=2000, seed=seed)
+            r1 = it["rounds"][1] if len(it["rounds"]) > 1 else None
+            rows.append((key, seed, len(y), cmp["accuracy"]["old"], cmp["accuracy"]["new"], cmp["accuracy"]["ci"],
+                         cmp["macro_f1"]["old"], cmp["macro_f1"]["new"], cmp["macro_f1"]["ci"],
+                         it["best_round"], r1["compare"]["verdict"] if r1 else it["stopped"], t_single, t_loop))
+            if key == "planted":
+                sl = loop["result"]["stages"]["validate"]["slices"]
+                rank = next((i + 1 for i, r in enumerate(sl["by_class"])
+                             if (r["class"], r["property"], r["bin"]) == ("frog", "colour_mode", "grayscale")), None)
+                per = [s for s in (r1["compare"]["per_slice"] if r1 else [])
+                       if s["label"] == "frog, colour_mode = grayscale"]
+                planted_rows.append((seed, rank, sl["by_class"][0]["label"], per[0]["old"] if per else None,
+                                     per[0]["new"] if per else None, r1["augment"]["images"] if r1 else 0))
+            print(f"  {key} seed {seed}: single {t_single:.0f} s, loop {t_loop:.0f} s", flush=True)
+
+    print(f"\nretrain loop vs single run, {args.model}, E={args.epochs} epochs per round (single: {2 * args.epochs}), "
+          f"{time.perf_counter() - t_all:.0f} s in all")
+    print("data      seed  val  acc single  acc loop  diff [95% CI]        F1 single  F1 loop  diff [95% CI]"
+          "        kept  round-1 verdict        s single  s loop")
+    for k, s, n, a0, a1, aci, f0, f1, fci, kr, v, ts, tl in rows:
+        print(f"{k:9} {s:4} {n:4}  {a0:10.3f}  {a1:8.3f}  {a1 - a0:+.3f} [{aci[0]:+.3f},{aci[1]:+.3f}]"
+              f"  {f0:9.3f}  {f1:7.3f}  {f1 - f0:+.3f} [{fci[0]:+.3f},{fci[1]:+.3f}]  {kr:4}  {v:22} {ts:8.0f} {tl:7.0f}")
+    for key in roots:
+        sub = [r for r in rows if r[0] == key]
+        print(f"{key:9} mean over {len(sub)} seeds: accuracy single {np.mean([r[3] for r in sub]):.3f}, "
+              f"loop {np.mean([r[4] for r in sub]):.3f}; macro-F1 single {np.mean([r[6] for r in sub]):.3f}, "
+              f"loop {np.mean([r[7] for r in sub]):.3f}")
+    if planted_rows:
+        print("\nplanted case: rank of (frog, colour_mode = grayscale) among class slices, its val error before/after")
+        print("seed  rank  first slice                              error round 0  error round 1  images added")
+        for seed, rank, first, e0, e1, n in planted_rows:
+            print(f"{seed:4}  {rank if rank else '-':>4}  {first[:40]:40} {_f(e0):>13}  {_f(e1):>13}  {n:12}")
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+if __name__ == "__main__":
+    main()

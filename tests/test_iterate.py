@@ -1,0 +1,103 @@
+"""The retrain loop: paired bootstrap and verdict, slice targets, and one round on the planted CIFAR case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vetset.plugins.iterate.compare import paired_bootstrap, per_class_error, verdict
+from vetset.plugins.iterate.stage import IterateOptions, slice_targets
+
+
+def test_paired_bootstrap_matches_direct_metrics():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 400)
+    old = np.where(rng.random(400) < 0.6, y, rng.integers(0, 4, 400))
+    new = np.where(rng.random(400) < 0.8, y, rng.integers(0, 4, 400))
+    s = paired_bootstrap(y, old, new, 4, n_boot=1000)
+    assert s["accuracy"]["old"] == pytest.approx((old == y).mean(), abs=1e-4)
+    assert s["accuracy"]["new"] == pytest.approx((new == y).mean(), abs=1e-4)
+    assert s["macro_f1"]["old"] == pytest.approx(f1_score(y, old, average="macro"), abs=1e-4)
+    assert s["macro_f1"]["new"] == pytest.approx(f1_score(y, new, average="macro"), abs=1e-4)
+    lo, hi = s["accuracy"]["ci"]
+    assert lo < s["accuracy"]["diff"] < hi and lo > 0  # a 20-point gain on 400 images is clear
+    assert verdict(s) == "better" and verdict(paired_bootstrap(y, new, old, 4, n_boot=1000)) == "worse"
+    assert verdict(paired_bootstrap(y, old, old, 4, n_boot=200)) == "no clear difference"
+    assert s["fixed"] == int(((old != y) & (new == y)).sum()) and s["broken"] == int(((old == y) & (new != y)).sum())
+    assert s == paired_bootstrap(y, old, new, 4, n_boot=1000)  # seeded
+    pc = per_class_error(y, old, new, ["a", "b", "c", "d"])
+    assert pc["a"]["old"] == pytest.approx((old[y == 0] != 0).mean(), abs=1e-4)
+
+
+def test_slice_targets_aim_at_coverage_properties_only():
+    rows = [{"class": "truck", "property": "sharpness", "bin": "low", "n": 11, "rest_n": 49, "errors": 10, "excess": 0.5},
+            {"class": "frog", "property": "colour_mode", "bin": "grayscale", "n": 20, "rest_n": 40, "errors": 11,
+             "excess": 0.37},
+            {"class": "frog", "property": "orientation", "bin": "portrait", "n": 2, "rest_n": 58, "errors": 1,
+             "excess": 0.2},
+            {"class": "truck", "property": "clarity", "bin": "sharp", "n": 20, "rest_n": 40, "errors": 0, "excess": -0.1}]
+    targets, aimed = slice_targets({"by_class": rows}, IterateOptions())
+    assert targets == {"frog": {"colour": {"grayscale": 0.3333}, "orientation": {"portrait": 0.1}}}
+    assert [a["bin"] for a in aimed] == ["grayscale", "portrait"]
+
+
+@pytest.mark.slow
+def test_one_round_on_the_planted_case(cifar_test_dir, tmp_path):
+    """audit -> augment (nothing) -> train -> validate -> iterate (1 round) -> report on the planted CIFAR tree."""
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+    from slices_data import write_planted
+
+    from vetset.core.manager import Hooks
+    from vetset.core.recipe import parse_recipe
+    from vetset.core.result_schema import validate_result
+    from vetset.core.run import Run
+
+    name = "t-iterate-planted"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    info = write_planted(cifar_test_dir, tmp_path / "data")
+    hooks = Hooks()
+    train = {"model_name": "test_resnet", "img_size": 32, "batch_size": 32, "lr": 3e-3, "warmup_epochs": 0,
+             "epochs": 3, "threads": 1, "workers": 0}
+    recipe = parse_recipe({"name": "t", "stages": {
+        "audit": {"workers": 0}, "augment": {"min_count": 0, "coverage_targets": {}, "workers": 0}, "train": train,
+        "validate": {"workers": 0, "brain": False}, "iterate": {"max_rounds": 1, "n_boot": 500}, "report": {}}},
+        hooks.stages)
+    logs: list[str] = []
+    run = Run(recipe, hooks, data=info["root"], dataset=name, out_dir=tmp_path / "out", log=logs.append)
+    result = run.execute()
+    validate_result(result)
+    it = result["stages"]["iterate"]
+    assert [r["round"] for r in it["rounds"]] == [0, 1]
+    r1 = it["rounds"][1]
+    assert "frog" in r1["targets"] and r1["targets"]["frog"]["colour"]["grayscale"] == pytest.approx(1 / 3, abs=1e-3)
+    assert r1["augment"]["images"] > 0
+    ds = run.dataset
+    # the planner wrote grayscale frogs: the new images' colour is decided from their pixels by the audit rule
+    from pathlib import Path
+
+    from slices_data import is_colour
+
+    new_frogs = [p for p in ds.match_tags("augmented").values("filepath") if "/frog/" in p and r1["augment"]["output_dir"] in p]
+    assert new_frogs and sum(not is_colour(Path(p)) for p in new_frogs) >= 0.9 * len(new_frogs)
+    # both models' predictions, each with its eval_key; the comparison's numbers are FiftyOne's
+    assert {"eval_round0", "eval_round1"} <= set(ds.list_evaluations())
+    val = ds.match_tags("val")
+    for r in it["rounds"]:
+        acc = len(val.match(F(f"{r['pred_field']}.label") == F("ground_truth.label"))) / len(val)
+        assert r["accuracy"] == pytest.approx(acc, abs=1e-4)
+    c = r1["compare"]
+    assert c["verdict"] in ("better", "no clear difference", "worse") and c["against_round"] == 0
+    assert c["accuracy"]["ci"][0] <= c["accuracy"]["diff"] <= c["accuracy"]["ci"][1]
+    assert len(ds.load_saved_view("iterate/round1/fixed")) == c["fixed"]
+    assert len(ds.load_saved_view("iterate/round1/broken")) == c["broken"]
+    assert any(s["label"] == "frog, colour_mode = grayscale" for s in c["per_slice"])
+    # the kept checkpoint is the better round's, under its own name
+    assert (tmp_path / "out" / "iterate" / "best.pt").is_file()
+    assert it["best_round"] == (1 if c["verdict"] == "better" else 0)
+    assert any(m.startswith("[iterate] round 1 vs round 0: accuracy") for m in logs)
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert 'id="sec-iterate"' in html and "Retraining rounds" in html
