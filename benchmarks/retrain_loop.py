@@ -111,6 +111,7 @@ def main() -> None:
             from slices_data import write_planted
 
             roots["planted"] = (write_planted(test_root, work / "planted")["root"], 32)
+    roots = {k: roots[k] for k in args.data if k in roots}  # in the order asked for
     hooks = Hooks()
     rows, planted_rows = [], []
     t_all = time.perf_counter()
@@ -155,7 +156,10 @@ def main() -> None:
                        if s["label"] == "frog, colour_mode = grayscale"]
                 planted_rows.append((seed, rank, sl["by_class"][0]["label"], per[0]["old"] if per else None,
                                      per[0]["new"] if per else None, r1["augment"]["images"] if r1 else 0))
-            print(f"  {key} seed {seed}: single {t_single:.0f} s, loop {t_loop:.0f} s", flush=True)
+            print(f"  {key} seed {seed}: acc single {rows[-1][3]:.3f} loop {rows[-1][4]:.3f} (kept round "
+                  f"{it['best_round']}), macro-F1 single {rows[-1][6]:.3f} loop {rows[-1][7]:.3f}; "
+                  f"{t_single:.0f} s / {t_loop:.0f} s" + (f"; planted {planted_rows[-1]}" if key == "planted" else ""),
+                  flush=True)
 
     print(f"\nretrain loop vs single run, {args.model}, E={args.epochs} epochs per round (single: {2 * args.epochs}), "
           f"{time.perf_counter() - t_all:.0f} s in all")

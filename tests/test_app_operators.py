@@ -59,8 +59,11 @@ def test_open_saved_view_lists_vetset_views_with_counts_and_sets_the_view(ds_nam
     labels = {c.value: c.label for c in field.view.choices}
     assert set(labels) == set(ds.list_saved_views())
     assert labels["validation_errors"] == f"validation_errors ({n_errors} samples)"
-    per_class = [v for v in labels if v.startswith("validation_errors/")]
+    per_class = [v for v in labels if v.startswith("validation_errors/") and not v.startswith("validation_errors/slice/")]
     assert sum(len(ds.load_saved_view(v)) for v in per_class) == n_errors
+    slices = [v for v in labels if v.startswith("validation_errors/slice/")]  # failure slices: subsets of the errors
+    assert all(set(ds.load_saved_view(v).values("id")) <= set(ds.load_saved_view("validation_errors").values("id"))
+               for v in slices)
 
     ctx = make_ctx(ds, {"name": "validation_errors"})
     out = ops[2].OpenSavedView().execute(ctx)

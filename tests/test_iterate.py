@@ -38,9 +38,16 @@ def test_slice_targets_aim_at_coverage_properties_only():
             {"class": "frog", "property": "orientation", "bin": "portrait", "n": 2, "rest_n": 58, "errors": 1,
              "excess": 0.2},
             {"class": "truck", "property": "clarity", "bin": "sharp", "n": 20, "rest_n": 40, "errors": 0, "excess": -0.1}]
-    targets, aimed = slice_targets({"by_class": rows}, IterateOptions())
+    rows.insert(0, {"class": "frog", "property": "colour_mode", "bin": "colour", "n": 40, "rest_n": 20, "errors": 30,
+                    "excess": 0.2})  # no policy adds colour: not aimed at
+    addable = {("colour", "grayscale"), ("orientation", "portrait"), ("clarity", "blurry")}
+    targets, aimed = slice_targets({"by_class": rows}, IterateOptions(), addable)
     assert targets == {"frog": {"colour": {"grayscale": 0.3333}, "orientation": {"portrait": 0.1}}}
     assert [a["bin"] for a in aimed] == ["grayscale", "portrait"]
+    many = [{"class": "a", "property": "orientation", "bin": b, "n": 30, "rest_n": 30, "errors": 5, "excess": 0.1}
+            for b in ("portrait", "landscape", "square")]
+    targets, _ = slice_targets({"by_class": many}, IterateOptions(max_share=0.5))
+    assert sum(targets["a"]["orientation"].values()) < 1.0  # the planner's rule: a class's shares sum under 1
 
 
 @pytest.mark.slow

@@ -91,30 +91,36 @@ class IterateOptions(BaseModel):
     seed: int = 0
 
 
-def slice_targets(slices: dict[str, Any], options: IterateOptions) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def slice_targets(slices: dict[str, Any], options: IterateOptions,
+                  addable: set[tuple[str, str]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Per-class coverage targets for the worst slices the augment planner can add.
 
     Args:
         slices: a ``failure_slices`` block (ranked ``by_class`` rows).
         options: :class:`IterateOptions`.
+        addable: ``(coverage property, bin)`` cells some augmentation policy adds (the
+            registered policies' ``targets``); ``None``: every bin of the property.
 
     Returns:
         ``(targets, aimed)``: ``{class: {coverage property: {bin: share}}}`` and the slice
-        rows aimed at. A row qualifies when it has errors, a positive excess and a
-        property in :data:`FIELD_TO_COVERAGE`; its share is ``n / (n + rest_n)`` (the bin's
-        share of the class's val images) clipped to ``[min_share, max_share]``.
+        rows aimed at. A row qualifies when it has errors, a positive excess, a property
+        in :data:`FIELD_TO_COVERAGE` and a bin in ``addable``; its share is
+        ``n / (n + rest_n)`` (the bin's share of the class's val images) clipped to
+        ``[min_share, max_share]``, and a class's shares stay under 1 in all (the augment
+        planner's rule).
     """
     targets: dict[str, dict[str, dict[str, float]]] = {}
     aimed = []
     for row in slices.get("by_class") or []:
         prop = FIELD_TO_COVERAGE.get(row["property"])
-        if prop is None or row["bin"] not in PROPERTY_BINS.get(prop, ()) or not row["errors"] or row["excess"] <= 0:
+        if prop is None or row["bin"] not in PROPERTY_BINS.get(prop, ()) or not row["errors"] or row["excess"] <= 0 \
+                or (addable is not None and (prop, row["bin"]) not in addable):
             continue
         share = min(options.max_share, max(options.min_share, row["n"] / max(1, row["n"] + row["rest_n"])))
-        cls_t = targets.setdefault(row["class"], {}).setdefault(prop, {})
-        if sum(cls_t.values()) + share >= 1.0:
+        per_class = targets.get(row["class"], {})
+        if sum(v for bins in per_class.values() for v in bins.values()) + share >= 1.0:
             continue
-        cls_t[row["bin"]] = round(share, 4)
+        targets.setdefault(row["class"], {}).setdefault(prop, {})[row["bin"]] = round(share, 4)
         aimed.append(row)
         if len(aimed) >= options.aim_slices:
             break
@@ -216,10 +222,11 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
                                      "macro_f1": (val_block["val"].get("macro") or {}).get("f1")}]
     stopped = f"reached max_rounds={options.max_rounds}"
     for r in range(1, options.max_rounds + 1):
-        targets, aimed = slice_targets(best["slices"], options)
+        addable = {(str(p), str(b)) for pol in run.hooks.policies.values() for p, b in pol.targets}
+        targets, aimed = slice_targets(best["slices"], options, addable)
         if not targets:
-            stopped = (f"round {r}: no failing slice on a property the augment planner can add "
-                       "(orientation, colour_mode, clarity)")
+            stopped = (f"round {r}: no failing slice in a bin an augmentation policy adds "
+                       "(orientation, colour_mode, clarity bins with a policy)")
             break
         run.log(f"[iterate] round {r}: aiming augmentation at " + "; ".join(a["label"] for a in aimed))
         rdir = run.stage_dir("iterate") / f"round-{r}"
