@@ -101,7 +101,8 @@ def test_one_round_on_the_planted_case(cifar_test_dir, tmp_path):
     assert c["accuracy"]["ci"][0] <= c["accuracy"]["diff"] <= c["accuracy"]["ci"][1]
     assert len(ds.load_saved_view("iterate/round1/fixed")) == c["fixed"]
     assert len(ds.load_saved_view("iterate/round1/broken")) == c["broken"]
-    assert any(s["label"] == "frog, colour_mode = grayscale" for s in c["per_slice"])
+    gray = [s for s in c["per_slice"] if s["label"] == "frog, colour_mode = grayscale"]
+    assert gray and gray[0]["aimed"] and gray[0]["n"] == 20
     # the kept checkpoint is the better round's, under its own name
     assert (tmp_path / "out" / "iterate" / "best.pt").is_file()
     assert it["best_round"] == (1 if c["verdict"] == "better" else 0)

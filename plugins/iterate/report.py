@@ -39,6 +39,6 @@ def render_rounds(result: dict[str, Any], ctx: ReportContext) -> str | None:
         if per_slice:
             out.append(f"<p>Round {r['round']}: error on the slices of round {r['compare']['against_round']} "
                        f"(saved views <code>{esc(', '.join(r.get('views') or {}))}</code>)</p>")
-            out.append(table(["slice", "val samples", "error before", "error after"],
-                             [(s["label"], s["n"], s["old"], s["new"]) for s in per_slice]))
+            out.append(table(["slice", "val samples", "error before", "error after", "aimed at"],
+                             [(s["label"], s["n"], s["old"], s["new"], bool(s.get("aimed"))) for s in per_slice]))
     return "".join(out)

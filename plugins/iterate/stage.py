@@ -153,19 +153,21 @@ def _indices(view: Any, field: str, classes: list[str]) -> np.ndarray:
     return np.array([index.get(v, -1) for v in view.values(f"{field}.label")], dtype=np.int64)
 
 
-def _per_slice(dataset: Any, slices: dict[str, Any], old: str, new: str, limit: int = 10) -> list[dict[str, Any]]:
-    """Error of both models on the top ``limit`` slices (by class) of ``slices``, same images."""
+def _per_slice(dataset: Any, slices: dict[str, Any], old: str, new: str, aimed: list[dict[str, Any]],
+               limit: int = 10) -> list[dict[str, Any]]:
+    """Error of both models on the slices aimed at and the top ``limit`` slices (by class) of ``slices``."""
     from fiftyone import ViewField as F  # deferred: fiftyone takes about 1 s to import
 
     props = {p["name"]: Property(p["name"], p["kind"], p["bins"], p.get("cuts") or []) for p in slices["properties"]}
     val = split_view(dataset, "val").exists(new)
     out = []
-    for row in (slices.get("by_class") or [])[:limit]:
+    rows = {r["label"]: r for r in list(aimed) + (slices.get("by_class") or [])[:limit]}
+    for row in rows.values():
         view = match_bin(val.match(F("ground_truth.label") == row["class"]), props[row["property"]], row["bin"])
         gt, a, b = view.values(["ground_truth.label", f"{old}.label", f"{new}.label"])
         n = len(gt)
         if n:
-            out.append({"label": row["label"], "n": n,
+            out.append({"label": row["label"], "n": n, "aimed": row["label"] in {a["label"] for a in aimed},
                         "old": round(sum(x != g for x, g in zip(a, gt)) / n, 4),
                         "new": round(sum(x != g for x, g in zip(b, gt)) / n, 4)})
     return out
@@ -246,7 +248,7 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
         stats["verdict"] = verdict(stats, options.primary)
         stats["against_round"] = best["round"]
         stats["per_class"] = per_class_error(y, _indices(val, best["field"], classes), new, classes)
-        stats["per_slice"] = _per_slice(ds, best["slices"], best["field"], field)
+        stats["per_slice"] = _per_slice(ds, best["slices"], best["field"], field, aimed)
         views = _save_change_views(ds, r, best["field"], field)
         slices = failure_slices(ds, classes, SliceOptions(views=0), lambda m: None, pred_field=field)
         m = stats[options.primary]
