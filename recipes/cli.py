@@ -138,6 +138,10 @@ def run(
         from vetset.plugins.train.ddp import with_nproc
 
         rec = with_nproc(rec, nproc, hooks.stages)
+    if "train" in rec.stage_names():  # before anything is loaded or written: model name, weights, optimizer...
+        from vetset.plugins.train.stage import check_options
+
+        check_options(rec.options("train"))
     _database()
     the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
                   log=lambda msg: console.print(msg, markup=False, highlight=False))

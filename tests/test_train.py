@@ -172,8 +172,11 @@ def test_option_errors_name_the_option():
         check_options({"opt": "adamx"})
     with pytest.raises(RecipeError, match="stages.train.epochs"):
         check_options({"epochs": 0})
-    with pytest.raises(RecipeError, match="stages.train.pretrained: no local weights"):
-        fit([("x.png", 0)], [], ["a", "b"], {"model_name": "resnet10t", "pretrained": True, "workers": 0})
+    with pytest.raises(RecipeError, match=r"stages.train.pretrained: the weights of resnet10t.c3_in1k are not in the "
+                                          r"Hugging Face cache .* HF_HUB_OFFLINE is set"):  # conftest: offline, empty cache
+        check_options({"model_name": "resnet10t", "pretrained": True})
+    with pytest.raises(RecipeError, match=r"stages.train.model_name: Invalid pretrained tag \(nope\) for resnet10t.*c3_in1k"):
+        check_options({"model_name": "resnet10t.nope"})
 
 
 def test_train_transform_from_an_albumentations_file(tmp_path):

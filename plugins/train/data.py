@@ -116,15 +116,17 @@ def sample_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
 def build_transforms(data_config: dict[str, Any], train_transform: Any = None, train: bool = True) -> Any:
     """The albumentations pipeline that turns a decoded RGB image into the model's input.
 
-    Train: shorter side resized to ``img_size``, then the user's ``train_transform``, then
-    pad (if the user's transforms shrank it) and a random ``img_size`` square crop.
-    Eval: shorter side resized to ``img_size`` and a centre crop, the same scale as training
-    (``crop_pct`` = 1.0, so objects keep the size the model learned; cf. Touvron et al.
-    2019, "Fixing the train-test resolution discrepancy").
+    Train: shorter side resized to ``img_size / crop_pct``, then the user's
+    ``train_transform``, then pad (if the user's transforms shrank it) and a random
+    ``img_size`` square crop. Eval: shorter side resized to ``img_size / crop_pct`` and a
+    centre ``img_size`` crop (timm's eval transform), so training and evaluation see objects
+    at the same scale (cf. Touvron et al. 2019, "Fixing the train-test resolution
+    discrepancy"). From scratch ``crop_pct`` is 1.0; pretrained weights bring their tag's
+    (0.875-0.95 for ImageNet tags).
 
     Args:
-        data_config: from ``timm.data.resolve_data_config``; uses ``input_size`` and
-            ``interpolation``.
+        data_config: from ``timm.data.resolve_data_config``; uses ``input_size``,
+            ``interpolation`` and ``crop_pct`` (default 1.0).
         train_transform: an ``A.Compose`` or ``None``.
         train: training (random crop, user augmentation) or evaluation pipeline.
 
@@ -136,7 +138,9 @@ def build_transforms(data_config: dict[str, Any], train_transform: Any = None, t
 
     _, h, w = data_config["input_size"]
     interp = _INTERP.get(str(data_config.get("interpolation", "bicubic")), 2)
-    steps: list[Any] = [A.SmallestMaxSize(max_size=min(h, w), interpolation=interp, p=1.0)]
+    crop_pct = float(data_config.get("crop_pct") or 1.0)
+    resize = int(round(min(h, w) / crop_pct)) if 0 < crop_pct < 1 else min(h, w)
+    steps: list[Any] = [A.SmallestMaxSize(max_size=resize, interpolation=interp, p=1.0)]
     if train:
         if train_transform is not None:
             steps.append(train_transform)
@@ -215,9 +219,31 @@ class EpochSampler:
         return iter([(int(i), self.epoch) for i in order])
 
 
+class BalancedEpochSampler(EpochSampler):
+    """Class-balanced ``(index, epoch)`` draws: ``n`` per epoch, with replacement, each item
+    with probability proportional to ``1 / n_c`` of its class ``c``, so every class is drawn
+    equally often in expectation (a seeded ``WeightedRandomSampler`` that depends only on
+    ``(seed, epoch)``).
+
+    Args:
+        targets: class index per item, shape ``(n,)``.
+    """
+
+    def __init__(self, targets: Sequence[int], seed: int = 0):
+        super().__init__(len(targets), seed=seed, shuffle=True)
+        t = np.asarray(targets, dtype=np.int64)
+        counts = np.bincount(t)
+        w = 1.0 / counts[t]
+        self.p = w / w.sum()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, 0xBA1A])
+        return iter([(int(i), self.epoch) for i in rng.choice(self.n, size=self.n, replace=True, p=self.p)])
+
+
 def make_loader(dataset: ImageDataset, batch_size: int, workers: int, train: bool, seed: int = 0,
                 pin_memory: bool = False, drop_last: bool = False, num_replicas: int = 1,
-                rank: int = 0) -> tuple[Any, Any]:
+                rank: int = 0, balanced: bool = False) -> tuple[Any, Any]:
     """A ``torch.utils.data.DataLoader`` with worker processes and an :class:`EpochSampler`.
 
     Workers start from a ``forkserver`` context (safe next to the MongoDB client FiftyOne
@@ -229,6 +255,7 @@ def make_loader(dataset: ImageDataset, batch_size: int, workers: int, train: boo
             ``train``, the sampler is a
             :class:`vetset.plugins.train.distributed.DistributedEpochSampler` giving this rank its
             share of every epoch.
+        balanced: a :class:`BalancedEpochSampler` over the dataset's targets (one process only).
 
     Returns:
         ``(loader, sampler)``; call ``sampler.set_epoch(e)`` before each epoch.
@@ -239,6 +266,8 @@ def make_loader(dataset: ImageDataset, batch_size: int, workers: int, train: boo
         from vetset.plugins.train.distributed import DistributedEpochSampler
 
         sampler = DistributedEpochSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+    elif balanced and train:
+        sampler = BalancedEpochSampler([c for _, c in dataset.items], seed=seed)
     else:
         sampler = EpochSampler(len(dataset), seed=seed, shuffle=train)
     kwargs: dict[str, Any] = {}

@@ -222,7 +222,8 @@ def launch_fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple
         data_config=res["data_config"], best_checkpoint=res.get("best_checkpoint"),
         last_checkpoint=res.get("last_checkpoint"), best_epoch=int(res["best_epoch"]), device=res["device"],
         amp_dtype=res.get("amp_dtype"), stopped_early=bool(res.get("stopped_early")),
-        resumed_from=res.get("resumed_from"), classes=list(res["classes"]))
+        resumed_from=res.get("resumed_from"), classes=list(res["classes"]), weights=res.get("weights") or {},
+        finetune=res.get("finetune") or {})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "history": res.history, "data_config": res.data_config, "best_checkpoint": res.best_checkpoint,
                 "last_checkpoint": res.last_checkpoint, "best_epoch": res.best_epoch, "device": res.device,
                 "amp_dtype": res.amp_dtype, "stopped_early": res.stopped_early, "resumed_from": res.resumed_from,
-                "classes": res.classes})
+                "classes": res.classes, "weights": res.weights, "finetune": res.finetune})
     except BaseException as exc:
         _write_json(out / f"ddp_error.rank{rank}.json", {
             "rank": rank, "type": type(exc).__name__, "message": str(exc), "vetset": isinstance(exc, VetsetError),

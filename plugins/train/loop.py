@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vetset.core.errors import DataError
+from vetset.core.errors import DataError, RecipeError
 from vetset.plugins.train import checkpoint as ckpt_io
 from vetset.plugins.train.data import (
     ImageDataset,
@@ -36,12 +36,15 @@ from vetset.plugins.train.inference import cpu_threads, cross_entropy, infer_log
 from vetset.plugins.train.model import (
     auto_img_size,
     create_loss,
-    create_model,
+    create_model_with_info,
     create_optimizer,
     create_scheduler,
     data_config_for,
+    head_parameter_names,
 )
 from vetset.plugins.train.options import TrainOptions, as_options, load_train_transform
+from vetset.plugins.train.probe import fit_linear_probe
+from vetset.plugins.train.tuning import class_weights, finetune_plan, resolve_class_balance
 
 #: Options that do not change what is learned; a resume may change them.
 RUNTIME_OPTIONS = ("workers", "threads", "device", "early_stopping_patience")
@@ -68,6 +71,9 @@ class FitOutput:
         stopped_early: early stopping ended the run before ``epochs``.
         resumed_from: the 1-based epoch ``last.pt`` held when training resumed, else ``None``.
         classes: the class names, index order of the model's outputs.
+        weights: where the starting weights came from (``create_with_weights``'s record).
+        finetune: the fine-tuning plan used (:func:`vetset.plugins.train.tuning.finetune_plan`)
+            plus ``class_balance`` (:func:`vetset.plugins.train.tuning.resolve_class_balance`).
     """
 
     model: Any
@@ -81,6 +87,8 @@ class FitOutput:
     stopped_early: bool = False
     resumed_from: int | None = None
     classes: list[str] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_items(items: Sequence[tuple[str, int]], num_classes: int, what: str) -> None:
@@ -128,6 +136,8 @@ class _Parts:
     channels_last: bool
     net: Any = None  # DistributedDataParallel around ``model`` under torchrun, else None
     ctx: Any = None  # train_dist.DistContext under torchrun, else None
+    head_epochs: int = 0  # first epochs train the classifier only
+    head_names: frozenset = frozenset()  # the classifier's parameter names
 
     @property
     def eval_model(self) -> Any:
@@ -175,7 +185,8 @@ def _train_epoch(p: _Parts, loader: Any, sampler: Any, epoch: int) -> dict[str, 
     torch.manual_seed(opts.seed + epoch + 7919 * rank)  # ranks draw different dropout/drop-path masks
     np.random.seed((opts.seed * 1_000_003 + epoch + 7919 * rank) % 2**32)  # timm's Mixup draws from numpy's global RNG
     sampler.set_epoch(epoch)
-    p.model.train()
+    head_only = epoch < p.head_epochs
+    _set_head_only(p, head_only)
     num_updates = epoch * len(loader)
     loss_sum = torch.zeros((), device=p.device)
     correct = torch.zeros((), device=p.device, dtype=torch.long)
@@ -193,6 +204,10 @@ def _train_epoch(p: _Parts, loader: Any, sampler: Any, epoch: int) -> dict[str, 
             loss = p.criterion(logits, y_loss)
         p.optimizer.zero_grad(set_to_none=True)
         p.scaler.scale(loss).backward()
+        if head_only and p.net is not None:  # under DDP every parameter keeps requires_grad; drop the backbone's grads
+            for name, param in p.model.named_parameters():
+                if name not in p.head_names:
+                    param.grad = None
         if opts.clip_grad is not None:
             p.scaler.unscale_(p.optimizer)
             torch.nn.utils.clip_grad_norm_(p.model.parameters(), opts.clip_grad)
@@ -223,6 +238,23 @@ def _train_epoch(p: _Parts, loader: Any, sampler: Any, epoch: int) -> dict[str, 
     return {"epoch": epoch + 1, "train_loss": loss_total / max(1, seen), "train_acc": correct_total / max(1, seen),
             "val_loss": None, "val_acc": None, "lr": float(p.optimizer.param_groups[0]["lr"]),
             "images_per_s": seen / secs if secs > 0 else None}
+
+
+def _set_head_only(p: _Parts, head_only: bool) -> None:
+    """Train mode; with ``head_only`` the backbone is frozen (eval mode: BatchNorm statistics kept).
+
+    In one process the backbone's ``requires_grad`` is switched off (no backward through
+    it); under DDP, whose parameter set is fixed, its gradients are dropped after backward.
+    """
+    p.model.train()
+    if not p.head_names:
+        return
+    if head_only:
+        p.model.eval()
+        p.model.get_classifier().train()
+    if p.net is None:
+        for name, param in p.model.named_parameters():
+            param.requires_grad_(not head_only or name in p.head_names)
 
 
 def _quiet(msg: str) -> None:
@@ -302,11 +334,43 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
-    model = create_model(opts, k, log=log)
+    from vetset.plugins.train.weights import describe
+
+    model, weights_info = create_model_with_info(opts, k, log=log)
+    log(f"[train] {describe(weights_info)}")
     size = opts.img_size
-    if size is None and not (opts.pretrained or opts.weights):
+    if size is None and weights_info["source"] == "none":
         size = auto_img_size([p for p, _ in train_items], opts.max_img_size, seed=opts.seed)
-    data_config = data_config_for(model, opts, size)
+    data_config = data_config_for(model, opts, size, weights_info)
+    plan = finetune_plan(opts, weights_info["source"] != "none")
+    balance = resolve_class_balance(opts, [c for _, c in train_items], k, distributed=ctx is not None)
+    plan["class_balance"] = balance
+    if balance["note"]:
+        log(f"[train] {balance['note']}")
+    meta = {"model_name": opts.model_name, "classes": classes, "num_classes": k, "data_config": data_config,
+            "options": opts.model_dump(mode="json"), "signature": _training_signature(opts), "recipe": recipe,
+            "num_train": len(train_items), "weights": _jsonable_weights(weights_info)}
+    if opts.finetune == "linear_probe":
+        if ctx is not None:
+            raise RecipeError("stages.train.finetune: linear_probe trains in one process; set nproc: 1.")
+        log(f"[train] linear probe: {opts.model_name} frozen, classifier trained on features computed once "
+            f"per image ({len(train_items)} train / {len(val_items)} val)")
+        got = fit_linear_probe(model, train_items, val_items, classes, opts, data_config, device, amp_dtype, out,
+                               log, meta, balance["mode"])
+        if out is not None:
+            _write_history(out, got["history"])
+        if got["best_state"] is not None:
+            model.load_state_dict(got["best_state"])
+        model.eval()
+        return FitOutput(model=model, history=got["history"], data_config=data_config,
+                         best_checkpoint=got["best_checkpoint"], last_checkpoint=got["last_checkpoint"],
+                         best_epoch=got["best_epoch"], device=str(device),
+                         amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+                         stopped_early=got["stopped_early"], classes=classes,
+                         weights=_jsonable_weights(weights_info), finetune=plan)
+    if plan["head_epochs"] or plan["backbone_lr_scale"] != 1.0 or opts.layer_decay:
+        log(f"[train] fine-tuning: classifier alone for {plan['head_epochs']} epoch(s), then every layer; backbone lr "
+            f"{plan['backbone_lr_scale']:g} x lr" + (f", layer decay {opts.layer_decay:g}" if opts.layer_decay else ""))
     channels_last = opts.channels_last and device.type == "cuda"
     model = model.to(device)
     if channels_last:
@@ -326,7 +390,8 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
     drop_last = n_local > opts.batch_size and (mixing or n_local % opts.batch_size == 1)
     pin = device.type == "cuda"
     train_loader, train_sampler = make_loader(train_ds, opts.batch_size, workers, True, opts.seed, pin, drop_last,
-                                              num_replicas=world, rank=ctx.rank if ctx is not None else 0)
+                                              num_replicas=world, rank=ctx.rank if ctx is not None else 0,
+                                              balanced=balance["mode"] == "sampler")
     val_loader = None
     if val_items:
         own_val = train_dist.shard(val_items, ctx) if ctx is not None else val_items
@@ -334,8 +399,9 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         val_loader, _ = make_loader(val_ds, opts.batch_size, min(workers, max(0, len(own_val) // opts.batch_size)),
                                     False, pin_memory=pin)
 
-    optimizer = create_optimizer(model, opts)
-    criterion, mixup_fn = create_loss(opts, k)
+    optimizer = create_optimizer(model, opts, plan["backbone_lr_scale"])
+    criterion, mixup_fn = create_loss(opts, k, class_weights([c for _, c in train_items], k, device)
+                                      if balance["mode"] == "loss" else None)
     ema = None
     if opts.ema:
         from timm.utils import ModelEmaV3
@@ -343,7 +409,8 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         ema = ModelEmaV3(model, decay=opts.ema_decay)
     parts = _Parts(opts, model, ema, optimizer, create_scheduler(optimizer, opts, len(train_loader)), criterion,
                    mixup_fn, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda"),
-                   device, amp_dtype, mean, std, channels_last, ctx=ctx)
+                   device, amp_dtype, mean, std, channels_last, ctx=ctx, head_epochs=plan["head_epochs"],
+                   head_names=frozenset(head_parameter_names(model)))
     if ctx is not None:
         parts.net = train_dist.wrap_ddp(model, device)
         log(f"[train] DistributedDataParallel on {world} processes ({device.type}, "
@@ -367,9 +434,6 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
             if last.get("stopped_early"):
                 start_epoch, stopped_early = opts.epochs, True
 
-    meta = {"model_name": opts.model_name, "classes": classes, "num_classes": k, "data_config": data_config,
-            "options": opts.model_dump(mode="json"), "signature": signature, "recipe": recipe,
-            "num_train": len(train_items)}
     for epoch in range(start_epoch, opts.epochs):
         t0 = time.perf_counter()
         row = _train_epoch(parts, train_loader, train_sampler, epoch)
@@ -418,4 +482,9 @@ def _fit(train_items: Sequence[tuple[str, int]], val_items: Sequence[tuple[str, 
         last_checkpoint=str(last_path) if last_path is not None and last_path.is_file() else None,
         best_epoch=best_epoch, device=str(device), amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         stopped_early=stopped_early,
-        resumed_from=resumed_from, classes=classes)
+        resumed_from=resumed_from, classes=classes, weights=_jsonable_weights(weights_info), finetune=plan)
+
+
+def _jsonable_weights(info: dict[str, Any]) -> dict[str, Any]:
+    """The weights record without the stored checkpoint config (it is in ``data_config`` already)."""
+    return {k: v for k, v in info.items() if k != "checkpoint_data_config"}

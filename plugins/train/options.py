@@ -26,15 +26,46 @@ class TrainOptions(BaseModel):
         model_name: any ``timm.list_models()`` name (a ``.tag`` suffix is allowed).
             Default ``resnet10t``: 4.9 M parameters, about 1.1 GFLOPs at 224 px, the
             smallest ResNet-D in timm, fast on CPU.
-        pretrained: load pretrained weights. Nothing is downloaded: the weights must be
-            in ``weights`` or already in the local Hugging Face cache (read offline).
-        weights: local weights file: a vetset checkpoint (``best.pt``), a timm/PyTorch
-            state dict (``.pth``/``.bin``) or a ``.safetensors`` file; passed to timm as
-            ``pretrained_cfg_overlay=dict(file=...)``. The classifier is re-initialised
-            when its class count differs.
-        img_size: square input side in pixels. ``None`` = automatic: with ``pretrained``
-            or ``weights``, the model's own size from ``timm.data.resolve_data_config``
-            (224 for most ImageNet models); from scratch, the data's size: the median
+        pretrained: the pretrained tag's weights, as ``timm.create_model(pretrained=True)``
+            loads them: from the Hugging Face Hub into the standard cache when online, from
+            the cache when not (``HF_HUB_OFFLINE``, ``HF_HOME``, ``HF_HUB_CACHE`` as in
+            timm). ``true``: required (one sentence and exit 2 when they cannot be had);
+            ``auto``: used when cached or the Hub answers within 3 s, else training from
+            scratch, said on the console and in the result; ``false``: random weights. A
+            tagged ``model_name`` (``resnet18.a1_in1k``) picks the tag. See
+            :mod:`vetset.plugins.train.weights`.
+        weights: a local weights file, which wins over ``pretrained``: a ``.safetensors``
+            file, a timm/PyTorch state dict (``.pth``/``.bin``/``.pt``, read with
+            ``weights_only=True``), or a vetset checkpoint (``<out>/train/best.pt``: its
+            backbone is reused, its classifier replaced when the classes differ).
+        finetune: ``full`` (every layer trains, after ``head_epochs``) or ``linear_probe``
+            (the backbone stays frozen and only the classifier trains, on features
+            computed once per image without augmentation: fast on CPU).
+        head_epochs: epochs at the start that train only the classifier (backbone frozen,
+            its BatchNorm statistics too) before full fine-tuning, so a random new head
+            does not send large gradients into pretrained layers. ``None`` = 1 when
+            pretrained weights (hub, file or checkpoint) are loaded and ``epochs`` > 2, else 0.
+        backbone_lr_scale: the backbone's learning rate as a fraction of ``lr`` (the
+            classifier gets ``lr``). ``None`` = 0.1 with pretrained weights (the usual
+            10x lower rate for pretrained layers, e.g. Kornblith et al. 2019 "Do Better
+            ImageNet Models Transfer Better?"; fast.ai's discriminative rates), 1.0 from
+            scratch.
+        layer_decay: layer-wise learning-rate decay for
+            ``timm.optim.create_optimizer_v2(layer_decay=...)``: layer ``i`` of ``L`` (timm's
+            ``group_matcher`` blocks) gets ``lr * layer_decay ** (L - i)``. ``None`` = off:
+            for small CNNs timm splits into 10-36 groups, so 0.75 leaves the stem at
+            0.075x-0.008x of ``lr``; it suits ViT fine-tuning (BEiT, MAE use 0.65-0.75).
+            Combined with ``backbone_lr_scale`` when both are set.
+        class_balance: ``auto`` (class-weighted loss when the training images are
+            imbalanced beyond the audit's ``max_imbalance_ratio``, default 10; a
+            class-balanced sampler instead with mixup/cutmix), ``loss`` (cross-entropy
+            weighted ``n / (K * n_c)``, scikit-learn's "balanced"), ``sampler`` (each image
+            drawn with probability proportional to ``1 / n_c``, with replacement), or ``off``.
+        img_size: square input side in pixels. ``None`` = automatic: with pretrained
+            weights from the Hub or a file, the tag's own size from
+            ``timm.data.resolve_data_config`` (224 for most ImageNet models; its mean, std,
+            interpolation and ``crop_pct`` are used too); with a vetset checkpoint, the size
+            it was trained at; from scratch, the data's size: the median
             shorter side of (up to 256 of) the training images, rounded up to a multiple
             of 16, within 32..``max_img_size`` (32 for 8x8 digits or CIFAR, ``max_img_size``
             for photos). See :func:`vetset.plugins.train.model.auto_img_size`.
@@ -97,8 +128,13 @@ class TrainOptions(BaseModel):
 
     trainer: str = "timm"
     model_name: str = "resnet10t"
-    pretrained: bool = False
+    pretrained: bool | Literal["auto"] = False
     weights: str | None = None
+    finetune: Literal["full", "linear_probe"] = "full"
+    head_epochs: Count | None = Field(None, ge=0)
+    backbone_lr_scale: float | None = Field(None, ge=0, le=1)
+    layer_decay: float | None = Field(None, gt=0, le=1)
+    class_balance: Literal["auto", "off", "loss", "sampler"] = "auto"
     img_size: Count | None = Field(None, ge=8, le=1024)
     max_img_size: Count = Field(224, ge=16, le=1024)
     epochs: Count = Field(10, ge=1)

@@ -18,6 +18,10 @@ Train result block (``result["stages"]["train"]``)::
                   "images_per_s", "epoch_time_s"}, ...],
      "history_files": {"jsonl", "csv"}, "best_epoch", "device", "amp", "data_config",
      "num_train", "num_val", "stopped_early", "resumed_from", "options",
+     "weights": {"source": "hub"|"hub_cache"|"file"|"checkpoint"|"none", "model_name",
+                 "pretrained_tag", "hf_hub_id", "file", "head", ["reason", "advice"] when none},
+     "finetune": {"finetune", "head_epochs", "backbone_lr_scale", "layer_decay",
+                  "class_balance": {"mode", "requested", "ratio", "threshold", "note"}},
      "metrics": {"best_val_acc", "best_val_loss", "final_train_acc", "final_train_loss",
                  "images_per_s", "epochs_run"}}
 """
@@ -31,6 +35,7 @@ from vetset.core.registry import Stage
 from vetset.plugins.train.inference import cross_entropy, predict, softmax
 from vetset.plugins.train.loop import FitOutput, fit
 from vetset.plugins.train.options import TrainOptions, as_options
+from vetset.plugins.train.tuning import resolve_class_balance
 
 __all__ = ["FitOutput", "TimmTrainer", "TrainOptions", "as_options", "check_options", "cross_entropy", "fit", "items_of",
            "predict", "softmax"]
@@ -70,7 +75,7 @@ def result_block(out: FitOutput, opts: TrainOptions, num_train: int, num_val: in
         "history": history, "history_files": files, "best_epoch": out.best_epoch, "device": out.device,
         "amp": out.amp_dtype, "data_config": out.data_config, "num_train": num_train, "num_val": num_val,
         "stopped_early": out.stopped_early, "resumed_from": out.resumed_from,
-        "options": opts.model_dump(mode="json"),
+        "options": opts.model_dump(mode="json"), "weights": out.weights, "finetune": out.finetune,
         "metrics": {
             "best_val_acc": best.get("val_acc", max(val_accs) if val_accs else None),
             "best_val_loss": best.get("val_loss", min(val_losses) if val_losses else None),
@@ -109,6 +114,14 @@ class TimmTrainer:
         train_items = items_of(train_view, classes)
         val_items = items_of(split_view(run.dataset, "val"), classes)
         out_dir = run.stage_dir("train")
+        if opts.class_balance == "auto":
+            balance = (run.results.get("audit") or {}).get("checks", {}).get("balance") or None
+            threshold = _audit_threshold(run)
+            chosen = resolve_class_balance(opts, [c for _, c in train_items], len(classes), threshold=threshold,
+                                           audit=balance, distributed=opts.nproc > 1)
+            if chosen["note"]:
+                run.log(f"[train] {chosen['note']}")
+            opts = opts.model_copy(update={"class_balance": chosen["mode"]})
         run.log(f"[train] {opts.model_name}: {len(train_items)} train / {len(val_items)} val images, "
                 f"{len(classes)} classes, {opts.epochs} epochs" + (f", {opts.nproc} processes" if opts.nproc > 1 else ""))
         if opts.nproc > 1:
@@ -122,9 +135,19 @@ class TimmTrainer:
         return result_block(out, opts, len(train_items), len(val_items), out_dir)
 
 
+def _audit_threshold(run: Any) -> float | None:
+    """The audit's ``balance.max_imbalance_ratio`` of this run's recipe, when it audits."""
+    if "audit" not in run.recipe.stage_names():
+        return None
+    value = getattr(getattr(run.recipe.options("audit"), "balance", None), "max_imbalance_ratio", None)
+    return float(value) if value else None
+
+
 def check_options(options: Any) -> TrainOptions:
     """Check the options that need timm/albumentations/torch: model name, optimizer,
-    scheduler, device, amp, ``nproc`` and ``train_transform``.
+    scheduler, device, amp, ``nproc``, ``train_transform``, and that the weights asked for
+    can be had (a ``weights`` file exists; ``pretrained: true`` weights are cached or the
+    Hub answers within :data:`vetset.plugins.train.weights.PROBE_TIMEOUT_S`).
 
     Returns:
         The validated :class:`TrainOptions`.
@@ -150,7 +173,34 @@ def check_options(options: Any) -> TrainOptions:
 
     if opts.opt.lower() not in list_optimizers():
         raise RecipeError(f"stages.train.opt: {opts.opt!r} is not a timm optimizer; e.g. adamw, sgd, lamb, adan.")
+    if opts.finetune == "linear_probe" and opts.nproc > 1:
+        raise RecipeError("stages.train.finetune: linear_probe trains in one process; set nproc: 1.")
+    check_weights(opts)
     return opts
+
+
+def check_weights(opts: TrainOptions) -> None:
+    """Raise when the weights the options ask for cannot be had (nothing is loaded or downloaded).
+
+    Raises:
+        RecipeError: ``weights`` names no file, the model tag does not exist, or
+            ``pretrained: true`` finds the weights neither cached nor on a reachable Hub
+            (:func:`vetset.plugins.train.weights.unavailable_message`).
+    """
+    from pathlib import Path
+
+    from vetset.core.errors import RecipeError
+    from vetset.plugins.train.weights import pretrained_cfg_of, pretrained_status, unavailable_message
+
+    if opts.weights:
+        if not Path(opts.weights).expanduser().is_file():
+            raise RecipeError(f"stages.train.weights: file {Path(opts.weights).expanduser()} does not exist.")
+        return
+    pretrained_cfg_of(opts.model_name)  # an unknown tag fails here
+    if opts.pretrained is True:
+        status = pretrained_status(opts.model_name)
+        if not status["available"]:
+            raise RecipeError(unavailable_message(opts.model_name, status))
 
 
 def _run_stage(run: Any, options: TrainOptions) -> dict[str, Any]:
