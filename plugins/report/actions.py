@@ -61,9 +61,13 @@ def _fit_verdict(result: dict[str, Any]) -> Action | None:
     if verdict == "underfitting":
         train_acc = metric(result, "validate.metrics.train_accuracy")
         acc_text = f" (train accuracy {train_acc[1]:.1%})" if train_acc else ""
+        weights = lookup(result, "train.weights")
+        scratch = isinstance(weights, dict) and weights.get("source") == "none"
+        how = ("start from pretrained weights (stages.train.pretrained: true, or stages.train.weights: FILE "
+               "offline), train longer, " if scratch else "train longer (stages.train.epochs), ")
         return Action("underfitting", "medium", f"Fit the training data better{acc_text}.",
-                      "The model does not fit its own training images: train longer, use a larger model or "
-                      "pretrained weights, or lower regularisation and augmentation strength.",
+                      f"The model does not fit its own training images: {how}use a larger model or lower "
+                      "regularisation and augmentation strength.",
                       train_acc[0] if train_acc else "validate.metrics.underfitting", train_acc[1] if train_acc else 1,
                       None, ["validation_errors"])
     return None
@@ -91,9 +95,20 @@ def _coverage(result: dict[str, Any]) -> Action | None:
                   found[0], found[1], None)
 
 
+def _no_pretrained(result: dict[str, Any]) -> Action | None:
+    weights = lookup(result, "train.weights")
+    if not isinstance(weights, dict) or weights.get("source") != "none" or weights.get("reason") == "pretrained: false":
+        return None
+    return Action("pretrained_weights", "medium",
+                  f"Train from pretrained weights ({weights.get('pretrained_tag') or weights.get('model_name')}): "
+                  "this run trained from scratch.",
+                  f"{weights.get('reason')}: {weights.get('advice')}.", "train.metrics.pretrained_weights", 0)
+
+
 #: The stage-wide rules, in tie-break order (after the checks' own); each returns an
 #: :class:`Action` or ``None``.
-RULES: tuple[Callable[[dict[str, Any]], Action | None], ...] = (_label_issues, _fit_verdict, _coverage)
+RULES: tuple[Callable[[dict[str, Any]], Action | None], ...] = (_label_issues, _fit_verdict, _no_pretrained,
+                                                                _coverage)
 
 
 def rules_of(hooks: Hooks | None = None) -> list[Callable[[dict[str, Any]], Action | None]]:

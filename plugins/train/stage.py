@@ -23,7 +23,8 @@ Train result block (``result["stages"]["train"]``)::
      "finetune": {"finetune", "head_epochs", "backbone_lr_scale", "layer_decay",
                   "class_balance": {"mode", "requested", "ratio", "threshold", "note"}},
      "metrics": {"best_val_acc", "best_val_loss", "final_train_acc", "final_train_loss",
-                 "images_per_s", "epochs_run"}}
+                 "images_per_s", "epochs_run", "pretrained_weights" (1: started from hub, file or
+                 checkpoint weights, 0: random initialisation)}}
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def result_block(out: FitOutput, opts: TrainOptions, num_train: int, num_val: in
             "final_train_loss": history[-1]["train_loss"] if history else None,
             "images_per_s": _mean([h.get("images_per_s") for h in history]),
             "epochs_run": len(history),
+            "pretrained_weights": int((out.weights or {}).get("source", "none") != "none"),
         },
     }
 

@@ -80,7 +80,8 @@ def gap_verdict(train: dict[str, Any], val: dict[str, Any], thresholds: GapThres
     reasons = []
     if under:
         reasons.append(f"train accuracy {tr_acc:.3f} is below the target {t.target_train_acc:.2f}: the model does not "
-                       "fit its own training images (train longer, use a larger model or pretrained weights, "
+                       "fit its own training images (train longer, use a larger model or pretrained weights: "
+                       "stages.train.pretrained: true or stages.train.weights: FILE, "
                        "lower regularisation or augmentation strength)")
     if over:
         reasons.append(f"train accuracy {tr_acc:.3f} exceeds val accuracy {va_acc:.3f} by {variance:.3f} "

@@ -40,14 +40,47 @@ def render_training(result: dict[str, Any], ctx: Any) -> str | None:
     fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h"})
     m = train.get("metrics", {})
     size = (train.get("data_config") or {}).get("input_size") or ["", "", ""]
-    rows = [("model", train.get("model_name")), ("input size", f"{size[-2]}x{size[-1]}"),
+    weights = train.get("weights") or {}
+    tune = train.get("finetune") or {}
+    rows = [("model", train.get("model_name")), ("weights", _weights_text(weights)),
+            ("fine-tuning", _finetune_text(tune)), ("input size", f"{size[-2]}x{size[-1]}"),
             ("device", f"{train.get('device')} (amp {train.get('amp') or 'off'})"),
             ("train / val images", f"{train.get('num_train')} / {train.get('num_val')}"),
             ("epochs run", m.get("epochs_run")), ("best epoch", train.get("best_epoch")),
             ("best val accuracy", m.get("best_val_acc")), ("best val loss", m.get("best_val_loss")),
             ("training speed (img/s)", m.get("images_per_s")), ("stopped early", train.get("stopped_early")),
             ("checkpoint", train.get("checkpoint"))]
-    return table(["", ""], rows, cls="kv") + figure(fig)
+    note = ""
+    if weights.get("source") == "none" and weights.get("reason") != "pretrained: false":
+        note = f'<p class="verdict warn">{esc(weights.get("reason"))}: {esc(weights.get("advice"))}.</p>'
+    return note + table(["", ""], rows, cls="kv") + figure(fig)
+
+
+def _weights_text(weights: dict[str, Any]) -> str:
+    """Which weights the model started from, in a few words (the train block's ``weights``)."""
+    source = weights.get("source")
+    if source in ("hub", "hub_cache"):
+        return f"{weights.get('pretrained_tag')} (pretrained; {'Hugging Face Hub' if source == 'hub' else 'local cache'})"
+    if source == "file":
+        return f"file {weights.get('file')}"
+    if source == "checkpoint":
+        return f"vetset checkpoint {weights.get('file')} (classifier {weights.get('head')})"
+    if source == "none":
+        return f"none: random initialisation ({weights.get('reason')})"
+    return "-"
+
+
+def _finetune_text(tune: dict[str, Any]) -> str:
+    if not tune:
+        return "-"
+    balance = (tune.get("class_balance") or {}).get("mode", "off")
+    if tune.get("finetune") == "linear_probe":
+        text = "linear probe (backbone frozen)"
+    else:
+        text = (f"{tune.get('head_epochs', 0)} classifier-only epoch(s), then all layers; backbone lr "
+                f"x{tune.get('backbone_lr_scale', 1):g}" + (f", layer decay {tune['layer_decay']:g}"
+                                                              if tune.get("layer_decay") else ""))
+    return text + f"; class balance: {balance}"
 
 
 def render_gap(result: dict[str, Any], ctx: Any) -> str | None:
