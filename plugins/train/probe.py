@@ -4,7 +4,11 @@ Every image goes through the evaluation transform and the frozen backbone once
 (``forward_features`` then ``forward_head(pre_logits=True)``: the pooled features the
 classifier reads, shape ``(N, D)``); the classifier (``model.get_classifier()``, a
 ``torch.nn.Linear``) then trains on those cached features for ``epochs`` epochs with the
-same optimizer, schedule, loss and class balance as full training. There is no image
+same optimizer, schedule, loss and class balance as full training. Features are
+standardised with the training features' mean and standard deviation while training (as
+MAE's linear probe puts a BatchNorm without affine parameters before the classifier, He et
+al. 2022), and that scaling is folded into the classifier's weights afterwards
+(``W' = W / s``, ``b' = b - W' m``), so the saved model is the plain timm model. There is no image
 augmentation (features are computed once), so an epoch costs a matrix product: on CPU the
 whole probe is about one inference pass over the data.
 """
@@ -85,12 +89,21 @@ def fit_linear_probe(model: Any, train_items: Sequence[tuple[str, int]], val_ite
     x_train, y_train = pooled_features(model, train_items, data_config, opts, device, amp_dtype)
     x_val, y_val = pooled_features(model, val_items, data_config, opts, device, amp_dtype)
     log(f"[train] features {tuple(x_train.shape)} computed in {time.perf_counter() - t0:.1f} s")
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for param in head.parameters():
-        param.requires_grad_(True)
     k = len(classes)
-    optimizer = create_optimizer_v2(head, opt=opts.opt, lr=opts.lr, weight_decay=opts.weight_decay,
+    mu = x_train.mean(0)
+    sd = x_train.std(0).clamp_min(1e-6) if len(x_train) > 1 else torch.ones_like(mu)
+    x_train, x_val = (x_train - mu) / sd, ((x_val - mu) / sd if len(x_val) else x_val)
+    probe = torch.nn.Linear(x_train.shape[1], k).to(device)
+    with torch.no_grad():  # the same function as the model's classifier, on standardised features
+        probe.weight.copy_(head.weight * sd)
+        probe.bias.copy_(head.bias + head.weight @ mu)
+
+    def fold() -> None:
+        with torch.no_grad():
+            head.weight.copy_(probe.weight / sd)
+            head.bias.copy_(probe.bias - (probe.weight / sd) @ mu)
+
+    optimizer = create_optimizer_v2(probe, opt=opts.opt, lr=opts.lr, weight_decay=opts.weight_decay,
                                     momentum=opts.momentum)
     n = len(train_items)
     steps = max(1, -(-n // opts.batch_size))
@@ -106,7 +119,7 @@ def fit_linear_probe(model: Any, train_items: Sequence[tuple[str, int]], val_ite
     updates = 0
     for epoch in range(opts.epochs):
         t_epoch = time.perf_counter()
-        head.train()
+        probe.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
             order = torch.tensor([i for i, _ in sampler], device=device)
@@ -115,7 +128,7 @@ def fit_linear_probe(model: Any, train_items: Sequence[tuple[str, int]], val_ite
         loss_sum, correct = 0.0, 0
         for b in range(steps):
             idx = order[b * opts.batch_size:(b + 1) * opts.batch_size]
-            logits = head(x_train[idx])
+            logits = probe(x_train[idx])
             loss = criterion(logits, y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -130,10 +143,11 @@ def fit_linear_probe(model: Any, train_items: Sequence[tuple[str, int]], val_ite
         secs = time.perf_counter() - t_epoch
         row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": None,
                "val_acc": None, "lr": float(optimizer.param_groups[0]["lr"]), "images_per_s": n / secs if secs else None}
+        fold()
         if val_items:
-            head.eval()
+            probe.eval()
             with torch.inference_mode():
-                v = head(x_val).float().cpu().numpy()
+                v = probe(x_val).float().cpu().numpy()
             yv = y_val.cpu().numpy()
             row["val_loss"], row["val_acc"] = cross_entropy(v, yv), float((v.argmax(1) == yv).mean())
         row["epoch_time_s"] = time.perf_counter() - t_epoch
@@ -162,8 +176,6 @@ def fit_linear_probe(model: Any, train_items: Sequence[tuple[str, int]], val_ite
             + f"  lr {row['lr']:.2e}" + ("  *" if better else ""))
         if stopped_early:
             break
-    for param in model.parameters():
-        param.requires_grad_(True)
     return {"history": history, "best_epoch": best_epoch, "best_state": best_state, "stopped_early": stopped_early,
             "best_checkpoint": str(best_path) if best_path is not None and best_path.is_file() else None,
             "last_checkpoint": str(last_path) if last_path is not None and last_path.is_file() else None}
