@@ -138,10 +138,13 @@ class TimmTrainer:
 
 
 def _audit_threshold(run: Any) -> float | None:
-    """The audit's ``balance.max_imbalance_ratio`` of this run's recipe, when it audits."""
+    """The audit's ``checks.balance.max_imbalance_ratio`` of this run's recipe, when it audits."""
     if "audit" not in run.recipe.stage_names():
         return None
-    value = getattr(getattr(run.recipe.options("audit"), "balance", None), "max_imbalance_ratio", None)
+    audit = run.recipe.options("audit")
+    checks = getattr(audit, "checks", None)
+    balance = checks.get("balance") if isinstance(checks, dict) else getattr(checks, "balance", None)
+    value = getattr(balance, "max_imbalance_ratio", None)
     return float(value) if value else None
 
 

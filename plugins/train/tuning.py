@@ -15,7 +15,7 @@ import numpy as np
 from vetset.core.errors import RecipeError
 from vetset.plugins.train.options import TrainOptions
 
-#: The audit's default imbalance threshold (``checks.balance.max_imbalance_ratio``), used
+#: The audit's default imbalance threshold (``stages.audit.checks.balance.max_imbalance_ratio``), used
 #: when the run has no audit result to take it from.
 DEFAULT_MAX_IMBALANCE_RATIO = 10.0
 
