@@ -69,6 +69,7 @@ def timed(cmd: list[str], cwd: Path) -> float:
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
     took = time.perf_counter() - t
+    print(f"{took:8.2f} s  {' '.join(Path(c).name if os.sep in c else c for c in cmd[:4])}", flush=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return took
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             col["first run (10,000 new files)"] = run(cifar, name, f"out-{name}")
             col["second run (unchanged)"] = run(cifar, name, f"out-{name}")
             for i, f in enumerate(extra):
-                shutil.copy(f, cifar / "test" / f.parent.name / f"extra{i:03d}.jpg")
+                shutil.copy(f, cifar / f.parent.name / f"extra{i:03d}.jpg")
             col["third run (+100 files)"] = run(cifar, name, f"out-{name}")
             col["16-image folder"] = run(small, f"{name}-small", f"out-{name}-small")
             db("stop" if mode == "db stopped" else "start", work)
