@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "vetset.plugins.train.stage",
     "vetset.plugins.validate.stage",
     "vetset.plugins.iterate.stage",
+    "vetset.plugins.embed.stage",
     "vetset.plugins.label_noise.stage",
     "vetset.plugins.report.stage",
 )

@@ -125,7 +125,9 @@ def embed_images(filepaths: Sequence[str], model_name: str = "resnet10t", weight
 
     The backbone is ``timm.create_model(model_name, num_classes=0)`` (classifier removed);
     ``weights`` loads a local file through ``pretrained_cfg_overlay=dict(file=...)``, so
-    timm drops a classifier that does not fit. Images are decoded once, EXIF-oriented
+    timm drops a classifier that does not fit; a vetset checkpoint (``best.pt``) brings its
+    own model name and data config (:func:`vetset.plugins.embed.backbone.load_backbone_file`).
+    Images are decoded once, EXIF-oriented
     (:func:`vetset.core.images.decode`), and go through timm's eval transform from
     ``resolve_data_config`` (``img_size`` overrides the input size).
 
@@ -148,6 +150,8 @@ def embed_images(filepaths: Sequence[str], model_name: str = "resnet10t", weight
         path = Path(weights).expanduser()
         if not path.is_file():
             raise RecipeError(f"stages.label_noise.embeddings.weights: file {path} does not exist.")
+        if path.suffix != ".safetensors" and _is_checkpoint(path):  # a vetset best.pt: its model and data config
+            return _embed_checkpoint(filepaths, path, img_size, batch_size, device)
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path.resolve())))
     try:
         model = timm.create_model(model_name, **kwargs)
@@ -171,6 +175,33 @@ def embed_images(filepaths: Sequence[str], model_name: str = "resnet10t", weight
                 tensors.append(transform(Image.fromarray(img.array)))
             feats.append(model(torch.stack(tensors).to(dev)).float().cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, model.num_features), np.float32)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    import torch
+
+    from vetset.plugins.train.checkpoint import is_vetset_checkpoint
+
+    try:
+        return is_vetset_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception:
+        return False
+
+
+def _embed_checkpoint(filepaths: Sequence[str], path: Path, img_size: int | None, batch_size: int,
+                      device: str) -> np.ndarray:
+    """Features from a vetset checkpoint's backbone (the embed stage's loader and pass)."""
+    from vetset.plugins.embed.backbone import load_backbone_file
+    from vetset.plugins.embed.compute import embed_batches
+
+    bb = load_backbone_file(path, None, img_size, option="stages.label_noise.embeddings.weights")
+    feats = np.zeros((len(filepaths), int(bb.model.num_features)), np.float32)
+    for start, f, ok in embed_batches(bb, list(filepaths), batch_size, device=device):
+        if not ok.all():
+            bad = filepaths[start + int(np.argmin(ok))]
+            raise DataError(f"{bad} cannot be decoded; the audit tags such files 'unreadable'.")
+        feats[start:start + len(f)] = f
+    return feats
 
 
 def embedding_pred_probs(features: np.ndarray, labels: np.ndarray, num_classes: int, n_folds: int = 5,

@@ -30,6 +30,14 @@ def render(result: dict[str, Any], ctx: ReportContext) -> str | None:
              + (f', {block.get("n_folds")} folds' if block.get("method") != "pred_probs_file" else "")
              + f'; cleanlab <code>find_label_issues(filter_by="{esc(block.get("options", {}).get("filter_by"))}")</code>'
              f', label quality by <code>{esc(block.get("options", {}).get("rank_by"))}</code>.</p>']
+    feats = block.get("features")
+    if feats:
+        origin = {"embed stage": "the embed stage's stored features", "stages.label_noise.embeddings": "a pass of "
+                  "stages.label_noise.embeddings"}.get(feats.get("source"), feats.get("source"))
+        weights = {"random": "random weights (little image content: expect weak pred_probs)"}.get(
+            feats.get("weights"), f'{feats.get("weights")} <code>{esc(feats.get("weights_file"))}</code>')
+        parts.append(f'<p class="muted">Features: {esc(origin)}, {esc(feats.get("model_name"))} with {weights}, '
+                     f'{feats.get("dim")}-d{", mean of image and mirror" if feats.get("flip") else ""}.</p>')
     checked = block.get("num_checked", 0)
     parts.append('<div class="stats">' + _stat(checked, "samples checked") + _stat(block.get("num_issues", 0), "label issues")
                  + _stat(f'{100 * block.get("issue_rate", 0):.1f}%', "flagged share")

@@ -23,7 +23,7 @@ Result block ``run.results["label_noise"]``::
      "flips": [{"given", "suggested", "count"}], "top_issues": [{"id", "filepath",
      "split", "given", "suggested", "suggested_prob", "label_quality"}], "folds": [...],
      "warnings": [sentence, ...], "skipped": None | sentence, "pred_probs_file",
-     "options", "datalab": {...} | None,
+     "options", "datalab": {...} | None, "features": {"source", "model_name", "weights", ...} | None,
      "metrics": {"label_issues", "label_issue_rate", "oof_accuracy", "label_checked"}}
 """
 
@@ -120,28 +120,60 @@ def _train_options(run: Any, options: LabelNoiseOptions) -> Any:
     return opts
 
 
+def _embedding_features(run: Any, options: LabelNoiseOptions, fps: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Features for ``method: embeddings`` and a description of them.
+
+    The ``embed`` stage's stored features when this run has them for every sample (same
+    images by content hash; nothing is recomputed), else a pass of ``embeddings.model_name``
+    with ``embeddings.weights`` (a vetset checkpoint or a state dict) or random weights.
+    """
+    from vetset.plugins.label_noise import pred_probs as oof
+
+    block = run.results.get("embed") or {}
+    if block.get("backbone"):
+        from vetset.plugins.embed.stage import HASH_FIELD, features_for
+
+        ds = run.dataset
+        known = ([h for h in ds.match({"filepath": {"$in": fps}}).values(HASH_FIELD)] if HASH_FIELD in
+                 ds.get_field_schema() else None)
+        if known is not None:  # values() follows the dataset's order: map them back to fps
+            by_path = dict(zip(ds.match({"filepath": {"$in": fps}}).values("filepath"), known))
+            known = [by_path.get(f) for f in fps]
+        feats = features_for(block, fps, known or [None] * len(fps))
+        if feats is not None:
+            bb = block["backbone"]
+            return feats, {"source": "embed stage", "model_name": bb["model_name"], "weights": bb["source"],
+                           "weights_file": bb["weights_file"], "flip": bb.get("flip"), "dim": int(feats.shape[1])}
+        run.log("[label_noise] the embed stage's store lacks some of these images; embedding them here")
+    e = options.embeddings
+    if not e.weights:
+        run.log(f"[label_noise] embeddings from {e.model_name} with random weights (no stages.label_noise."
+                "embeddings.weights file): such features say little about image content, so expect "
+                "weak pred_probs; give a local pretrained weights file or checkpoint, or run the embed stage first")
+    feats = oof.embed_images(fps, e.model_name, e.weights, e.img_size, e.batch_size)
+    return feats, {"source": "stages.label_noise.embeddings", "model_name": e.model_name,
+                   "weights": "weights file" if e.weights else "random", "weights_file": e.weights, "flip": False,
+                   "dim": int(feats.shape[1])}
+
+
 def compute_pred_probs(run: Any, options: LabelNoiseOptions, ids: list[str], fps: list[str], labels: np.ndarray,
-                       classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict]]:
-    """``(pred_probs, has_row, features, folds)`` for the samples, by ``options.method``."""
+                       classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict], dict | None]:
+    """``(pred_probs, has_row, features, folds, features_info)`` for the samples, by ``options.method``
+    (``features_info`` says which features ``method: embeddings`` used, else ``None``)."""
     from vetset.plugins.label_noise import pred_probs as oof
 
     has_row = np.ones(len(ids), dtype=bool)
     if options.method == "pred_probs_file":
         probs, has_row = oof.load_pred_probs_file(options.pred_probs_file, options.ids_file, ids, fps, classes)
-        return probs, has_row, None, []
+        return probs, has_row, None, [], None
     if options.method == "embeddings":
-        e = options.embeddings
-        if not e.weights:
-            run.log(f"[label_noise] embeddings from {e.model_name} with random weights (no stages.label_noise."
-                    "embeddings.weights file): such features say little about image content, so expect "
-                    "weak pred_probs; give a local pretrained weights file")
-        feats = oof.embed_images(fps, e.model_name, e.weights, e.img_size, e.batch_size)
-        probs = oof.embedding_pred_probs(feats, labels, len(classes), options.n_folds, options.seed, e.C)
-        return probs, has_row, feats, []
+        feats, info = _embedding_features(run, options, fps)
+        probs = oof.embedding_pred_probs(feats, labels, len(classes), options.n_folds, options.seed, options.embeddings.C)
+        return probs, has_row, feats, [], info
     probs, folds = oof.kfold_pred_probs(fps, labels, classes, _train_options(run, options), options.n_folds,
                                         options.seed, out_dir=run.stage_dir(STAGE) / "folds", log=run.log,
                                         resume=run.resume)
-    return probs, has_row, None, folds
+    return probs, has_row, None, folds, None
 
 
 #: Out-of-sample accuracy (against the given labels) below which the flags are called
@@ -221,7 +253,7 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
     splits = [next((t for t in ("train", "val", "test") if t in ts), "") for ts in tags]
     result: dict[str, Any] = {"method": options.method, "n_folds": options.n_folds, "classes": classes,
                               "num_candidates": len(ids), "options": options.model_dump(mode="json"),
-                              "skipped": None, "warnings": say, "datalab": None, "folds": []}
+                              "skipped": None, "warnings": say, "datalab": None, "folds": [], "features": None}
     if not ids and len(ds):
         present = sorted({t for t in ("train", "val", "test") if len(ds.match_tags(t))})
         return _skip(run, result, say, (
@@ -254,7 +286,8 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
         reason = (f"label_noise needs at least 2 classes with enough labelled samples to check; found "
                   f"{len(labels)} usable samples of {present or 'no class'}; no label issues were searched.")
         return _skip(run, result, say, reason)
-    pred_probs, has_row, features, folds = compute_pred_probs(run, options, ids, fps, labels, classes)
+    pred_probs, has_row, features, folds, result["features"] = compute_pred_probs(run, options, ids, fps, labels,
+                                                                                   classes)
     result["folds"] = folds
     if not has_row.all():
         say.append(f"{int((~has_row).sum())} samples have no row in {options.pred_probs_file} "

@@ -1,0 +1,182 @@
+"""Which backbone embeds the images: a weights file, cached pretrained weights, or this run's checkpoint.
+
+The backbone is ``timm.create_model(name, num_classes=0)``: the classifier is removed and
+the model returns its pooled features (``model.num_features`` floats per image). Where the
+weights come from, in order (:func:`resolve_backbone`):
+
+1. ``weights``: a vetset checkpoint (``best.pt``; its model name and data config are
+   used), or a timm/PyTorch state dict / ``.safetensors`` file for ``model_name``;
+2. ``model_name``'s pretrained weights already on disk (Hugging Face hub cache or torch
+   hub folder; nothing is downloaded);
+3. this run's trained checkpoint, ``<out>/train/best.pt``.
+
+Without any of them there is no backbone: randomly initialised features describe no image
+content, so the embedding checks are skipped with a sentence saying why.
+
+``weights_digest`` (SHA-256 of the weights file, first 16 hex) and the preprocessing go into
+the feature store's key, so retrained weights never reuse stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vetset.core.errors import RecipeError
+
+if TYPE_CHECKING:
+    from vetset.plugins.embed.options import EmbedOptions
+
+#: The checkpoint the train stage writes, relative to the run folder.
+RUN_CHECKPOINT = Path("train") / "best.pt"
+
+
+@dataclass
+class Backbone:
+    """A feature extractor and what identifies its features.
+
+    Attributes:
+        model: the ``torch.nn.Module`` (``num_classes=0``), in eval mode, on CPU.
+        model_name: timm model name.
+        source: ``"weights"`` (a file given in the options), ``"pretrained"`` (cached timm
+            weights) or ``"checkpoint"`` (this run's ``train/best.pt``).
+        weights_file: the file the weights came from.
+        weights_digest: first 16 hex of the file's SHA-256.
+        data_config: ``timm.data.resolve_data_config`` output (``input_size``,
+            ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``), JSON-able.
+        trained_on: for a vetset checkpoint, its class list (else ``None``).
+    """
+
+    model: Any
+    model_name: str
+    source: str
+    weights_file: str
+    weights_digest: str
+    data_config: dict[str, Any]
+    trained_on: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line: model, where the weights came from, input size."""
+        size = self.data_config.get("input_size", [3, 0, 0])
+        origin = {"weights": "weights file", "pretrained": "pretrained weights",
+                  "checkpoint": "this run's checkpoint"}[self.source]
+        return f"{self.model_name} ({origin} {self.weights_file}, {size[-1]} px, {self.model.num_features}-d features)"
+
+
+def file_digest(path: str | Path) -> str:
+    """First 16 hex characters of the SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+
+
+def _data_config(model: Any, base: dict[str, Any] | None, img_size: int | None) -> dict[str, Any]:
+    from timm.data import resolve_data_config
+
+    args: dict[str, Any] = dict(base or {})
+    if img_size:
+        args["input_size"] = (3, int(img_size), int(img_size))
+    return _jsonable(resolve_data_config(args=args, model=model))
+
+
+def load_backbone_file(path: str | Path, model_name: str | None, img_size: int | None = None,
+                       option: str = "stages.embed.weights", source: str = "weights") -> Backbone:
+    """A :class:`Backbone` from a vetset checkpoint or a state-dict / safetensors file.
+
+    A vetset checkpoint brings its model name, class list and the data config it was
+    trained with (its input size and normalisation); other files need ``model_name``.
+
+    Raises:
+        RecipeError: the file is missing or unreadable, or its tensors do not fit the model.
+    """
+    import timm
+    import torch
+
+    from vetset.plugins.train.checkpoint import is_vetset_checkpoint, load_weights_into
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RecipeError(f"{option}: file {p} does not exist.")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj: Any = load_file(str(p))
+    else:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RecipeError(f"{option}: {p} cannot be read with torch.load(weights_only=True): {exc}") from None
+    base_cfg, classes = None, None
+    if is_vetset_checkpoint(obj):
+        model_name = obj["model_name"]
+        base_cfg = {k: v for k, v in (obj.get("data_config") or {}).items()
+                    if k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")}
+        classes = list(obj.get("classes") or [])
+        state = obj["state_dict"]
+    else:
+        if not model_name:
+            raise RecipeError(f"{option}: {p} is a plain state dict; set stages.embed.model_name to its timm model.")
+        state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not timm.is_model(str(model_name).split(".")[0]):
+        raise RecipeError(f"{option}: {model_name!r} is not a timm model name.")
+    model = timm.create_model(model_name, pretrained=False, num_classes=0)
+    missing = load_weights_into(model, state, log=lambda _m: None)
+    if len(missing) > len(model.state_dict()) // 2:
+        raise RecipeError(f"{option}: {p} does not fit {model_name}: {len(missing)} of "
+                          f"{len(model.state_dict())} tensors found no match (e.g. {missing[0]}).")
+    return Backbone(model.eval(), str(model_name), source, str(p.resolve()), file_digest(p),
+                    _data_config(model, base_cfg, img_size), classes)
+
+
+def _pretrained(model_name: str, img_size: int | None) -> Backbone | None:
+    import timm
+
+    from vetset.plugins.train.model import local_pretrained_file
+
+    file = local_pretrained_file(model_name)
+    if file is None:
+        return None
+    model = timm.create_model(model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=file))
+    return Backbone(model.eval(), model_name, "pretrained", file, file_digest(file), _data_config(model, None, img_size))
+
+
+def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple[Backbone | None, str]:
+    """The backbone the options and the run folder allow, or ``None`` and the reason.
+
+    Args:
+        options: ``stages.embed`` options (``weights``, ``model_name``, ``pretrained``,
+            ``use_run_checkpoint``, ``img_size``).
+        out_dir: the run folder (its ``train/best.pt`` is the last resort).
+
+    Returns:
+        ``(backbone, "")`` or ``(None, sentence saying why there is none)``.
+
+    Raises:
+        RecipeError: a ``weights`` file that is missing or does not fit.
+    """
+    if options.weights:
+        return load_backbone_file(options.weights, options.model_name, options.img_size), ""
+    tried = []
+    if options.pretrained and options.model_name:
+        bb = _pretrained(options.model_name, options.img_size)
+        if bb is not None:
+            return bb, ""
+        tried.append(f"no cached pretrained weights for {options.model_name!r} (nothing is downloaded)")
+    if options.use_run_checkpoint and out_dir is not None:
+        ckpt = Path(out_dir) / RUN_CHECKPOINT
+        if ckpt.is_file():
+            return load_backbone_file(ckpt, None, options.img_size, option="train/best.pt", source="checkpoint"), ""
+        tried.append(f"no trained checkpoint at {ckpt}")
+    reason = ("no backbone with trained weights (" + "; ".join(tried or ["none allowed by the options"])
+              + "): random weights describe no image content, so the embedding checks were skipped; set "
+              "stages.embed.weights to a weights file or checkpoint, or put embed after train in the recipe.")
+    return None, reason

@@ -1,0 +1,57 @@
+"""FiftyOne brain runs on the features: the similarity index and the embedding map for the App.
+
+Both use FiftyOne brain's public API with precomputed ``embeddings`` (no model is run by
+FiftyOne): ``fob.compute_similarity(..., backend="sklearn")`` registers brain key
+:data:`SIMILARITY_KEY` (the App's "sort by similarity"), and ``fob.compute_visualization``
+registers :data:`VISUALIZATION_KEY` (the App's Embeddings panel). A rerun replaces both.
+
+The sklearn backend keeps the embeddings in the database and, below about 10^4 samples,
+a full distance matrix in memory when queried; for 10^6-10^7 images use a vector-search
+backend instead (README, "Embeddings at scale").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SIMILARITY_KEY = "vetset_similarity"
+VISUALIZATION_KEY = "vetset_embeddings"
+
+
+def _replace(samples: Any, key: str) -> None:
+    if key in samples.list_brain_runs():
+        samples.delete_brain_run(key)
+
+
+def map_method(n: int, max_tsne: int) -> str:
+    """``umap`` when ``umap-learn`` imports, else ``tsne`` up to ``max_tsne`` samples, else ``pca``."""
+    try:
+        import umap  # noqa: F401
+
+        return "umap"
+    except ImportError:
+        return "tsne" if n <= max_tsne else "pca"
+
+
+def register_similarity(view: Any, embeddings: np.ndarray) -> str:
+    """Register ``embeddings`` (``(len(view), D)``, rows in the view's order) as brain key
+    :data:`SIMILARITY_KEY` (sklearn backend, cosine metric); returns the key."""
+    import fiftyone.brain as fob
+
+    _replace(view, SIMILARITY_KEY)
+    fob.compute_similarity(view, embeddings=np.asarray(embeddings, np.float32), backend="sklearn", metric="cosine",
+                           brain_key=SIMILARITY_KEY, progress=False)
+    return SIMILARITY_KEY
+
+
+def register_visualization(view: Any, embeddings: np.ndarray, method: str, seed: int = 0) -> str:
+    """Compute the 2-d map of ``embeddings`` with ``method`` as brain key :data:`VISUALIZATION_KEY`; returns the key."""
+    import fiftyone.brain as fob
+
+    _replace(view, VISUALIZATION_KEY)
+    kwargs: dict[str, Any] = {"seed": seed}
+    fob.compute_visualization(view, embeddings=np.asarray(embeddings, np.float32), method=method,
+                              brain_key=VISUALIZATION_KEY, progress=False, **kwargs)
+    return VISUALIZATION_KEY

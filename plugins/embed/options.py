@@ -1,0 +1,115 @@
+"""Options of the ``embed`` stage (``stages.embed`` in a recipe)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from vetset.core.recipe import Count
+
+
+class SimilarDuplicateOptions(BaseModel):
+    """``stages.embed.duplicates``: near duplicates by cosine similarity of the features.
+
+    Attributes:
+        threshold: two images are near duplicates when the cosine similarity of their
+            centred features (the dataset mean subtracted) is at least this. Default 0.9,
+            chosen on ``benchmarks/near_duplicates.py`` (README, "Near duplicates from
+            embeddings"): the knee of the recall / false-pair trade-off with a vetset
+            checkpoint as backbone.
+        rule: ``threshold`` (every pair over the threshold among each image's ``k`` nearest
+            neighbours) or ``mutual`` (only pairs that are also each other's nearest
+            neighbour; fewer false pairs among distinct photos of one scene, fewer copies in
+            groups of three or more).
+        k: neighbours searched per image (sklearn ``NearestNeighbors``; memory grows with
+            N x k, never N x N). Groups larger than ``k + 1`` may be split.
+        max_groups_listed: groups written into the run result (leakage and label conflicts
+            first); every group is tagged and has an ``embed_group`` value.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = True
+    threshold: float = Field(0.9, gt=0.0, le=1.0)
+    rule: Literal["threshold", "mutual"] = "threshold"
+    k: Count = Field(10, ge=1, le=100)
+    max_groups_listed: Count = Field(50, ge=0)
+
+
+class OutlierOptions(BaseModel):
+    """``stages.embed.outliers``: images unlike the rest of the dataset.
+
+    Attributes:
+        k: the score is the mean cosine distance of an image's centred features to its
+            ``k`` nearest neighbours (cleanlab's ``OutOfDistribution`` feature score and
+            Datalab's outlier issue manager use the same statistic, default k = 10).
+        threshold: Datalab's outlier threshold (``OutlierIssueManager``, default 0.37037):
+            an image is an outlier when its score exceeds
+            ``Q3 + (1 / threshold - 1) * IQR`` of all scores (Tukey's fence with factor 1.7).
+            Smaller flags fewer.
+        max_listed: outliers shown in the run result and the report.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = True
+    k: Count = Field(10, ge=1, le=100)
+    threshold: float = Field(0.37037, gt=0.0, le=1.0)
+    max_listed: Count = Field(48, ge=0)
+
+
+class EmbedOptions(BaseModel):
+    """``stages.embed`` options.
+
+    Attributes:
+        model_name: timm model whose cached pretrained weights are used when
+            ``pretrained`` (a ``.tag`` picks the weights, e.g. ``resnet50.a1_in1k``); with
+            a plain state-dict ``weights`` file, the model it belongs to. A vetset
+            checkpoint brings its own model name.
+        pretrained: use ``model_name``'s pretrained weights when they are already on disk
+            (nothing is downloaded).
+        weights: a local weights file: a vetset checkpoint (``best.pt`` of any run, e.g.
+            trained on other images) or a timm/PyTorch state dict / ``.safetensors``.
+            Takes precedence over the other sources.
+        use_run_checkpoint: without ``weights`` or cached pretrained weights, use this
+            run's ``<out>/train/best.pt`` (put ``embed`` after ``train`` in the recipe).
+        img_size: square input side; ``None`` = the backbone's own (its checkpoint's data
+            config, or ``timm.data.resolve_data_config``).
+        batch_size: images per forward pass.
+        device: ``auto`` (the GPU when there is one), ``cpu`` or a torch device name.
+        flip: features are the mean of the image's and its left-right mirror's (twice the
+            compute); mirrored copies then look alike (see ``benchmarks/near_duplicates.py``).
+        center: subtract the dataset's mean feature before cosine similarity (pooled ReLU
+            features share a large common component; FiftyOne brain's sklearn backend
+            centres too).
+        shard_size: features are written to the store every this many images, so an
+            interrupted pass keeps what it finished.
+        duplicates, outliers: the checks built on the features.
+        similarity_index: register the features as a FiftyOne brain similarity index
+            (brain key ``vetset_similarity``, sklearn backend) so the App can sort by
+            similarity.
+        visualization: compute a 2-d map of the features (brain key ``vetset_embeddings``)
+            for the App's Embeddings panel: UMAP when ``umap-learn`` is installed, else
+            t-SNE up to ``visualization_max_tsne`` images, else PCA.
+        visualization_max_tsne: above this many images the map uses PCA (t-SNE's cost
+            grows as N log N with a large constant).
+    """
+
+    model_config = {"extra": "forbid"}
+
+    model_name: str | None = "resnet50.a1_in1k"
+    pretrained: bool = True
+    weights: str | None = None
+    use_run_checkpoint: bool = True
+    img_size: Count | None = Field(None, ge=8, le=1024)
+    batch_size: Count = Field(32, ge=1)
+    device: str = "auto"
+    flip: bool = True
+    center: bool = True
+    shard_size: Count = Field(4096, ge=16)
+    duplicates: SimilarDuplicateOptions = SimilarDuplicateOptions()
+    outliers: OutlierOptions = OutlierOptions()
+    similarity_index: bool = True
+    visualization: bool = True
+    visualization_max_tsne: Count = Field(5000, ge=0)

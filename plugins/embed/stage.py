@@ -1,0 +1,350 @@
+"""Built-in plugin: the ``embed`` stage — one embedding pass, and the checks that read it.
+
+A stage rather than an audit option: it needs a backbone, which may be this run's own
+trained checkpoint (so it can run after ``train``), it runs on the GPU where the audit's
+pass runs on CPU workers, and its features serve later stages too (``label_noise``'s
+``method: embeddings`` reads them from the store).
+
+Steps: resolve the backbone (:mod:`vetset.plugins.embed.backbone`; without trained weights
+the stage is skipped with one sentence), compute the features of the images the store does
+not have yet (:mod:`vetset.plugins.embed.store`, keyed by content hash), then one k-NN search
+(:mod:`vetset.plugins.embed.neighbours`) gives
+
+* near duplicates by cosine similarity (groups, groups across splits = leakage, groups with
+  conflicting labels): field ``embed_group`` (``emb-NNNNN``), ``embed_group_similarity``
+  (cosine to the group's first image), tags ``embed_duplicate``, ``embed_leakage``,
+  ``embed_label_conflict``;
+* outliers: field ``outlier_score`` (mean cosine distance to the k nearest neighbours;
+  higher = more unusual), tag ``outlier``;
+
+and the FiftyOne brain runs ``vetset_similarity`` and ``vetset_embeddings`` for the App.
+Samples tagged ``augmented`` or ``unreadable`` are left out.
+
+Result block ``run.results["embed"]``::
+
+    {"skipped": None | sentence, "backbone": {...} | None, "num_images", "num_embedded",
+     "failed": [path, ...], "store": {"dir", "key", "computed", "reused"}, "seconds",
+     "images_per_s", "device", "duplicates": {...}, "outliers": {...},
+     "brain_keys": {"similarity", "visualization"}, "warnings": [...], "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vetset.core.hookspecs import hookimpl
+from vetset.core.registry import ReportSection, Stage, ViewSpec
+from vetset.plugins.embed.options import EmbedOptions
+
+if TYPE_CHECKING:
+    from vetset.core.run import Run
+    from vetset.plugins.embed.backbone import Backbone
+
+STAGE = "embed"
+GROUP_FIELD = "embed_group"
+GROUP_SIM_FIELD = "embed_group_similarity"
+OUTLIER_FIELD = "outlier_score"
+TAGS = ("embed_duplicate", "embed_leakage", "embed_label_conflict", "outlier")
+HASH_FIELD = "file_hash"
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def content_hashes(filepaths: Sequence[str], known: Sequence[str | None]) -> list[str | None]:
+    """SHA-256 hex of each file: the audit's ``file_hash`` where known, else read and hashed here (``None``: unreadable)."""
+    todo = [i for i, h in enumerate(known) if not h]
+    out = list(known)
+    if todo:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for i, h in zip(todo, pool.map(_sha256, [filepaths[i] for i in todo])):
+                out[i] = h
+    return out
+
+
+def store_meta(backbone: Backbone, options: EmbedOptions) -> dict[str, Any]:
+    """What identifies the features (the store key's content)."""
+    return {"model_name": backbone.model_name, "weights_digest": backbone.weights_digest,
+            "data_config": backbone.data_config, "flip": options.flip, "dim": int(backbone.model.num_features)}
+
+
+def compute_features(backbone: Backbone, options: EmbedOptions, store: Any, paths: Sequence[str],
+                     hashes: Sequence[str], log: Any = print) -> tuple[int, list[str], float]:
+    """Embed the images whose content hash the store lacks; append them in shards.
+
+    Returns:
+        ``(computed, failed paths, seconds)``.
+    """
+    from vetset.core.progress import track
+    from vetset.plugins.embed.compute import embed_batches
+
+    have = store.has(hashes)
+    todo: dict[str, str] = {}
+    for p, h, ok in zip(paths, hashes, have):
+        if not ok:
+            todo.setdefault(h, p)
+    if not todo:
+        return 0, [], 0.0
+    todo_hashes, todo_paths = list(todo), list(todo.values())
+    log(f"[embed] computing features of {len(todo_paths)} images ({int(have.sum())} already in the store)")
+    t0 = time.perf_counter()
+    buf_h: list[str] = []
+    buf_f: list[np.ndarray] = []
+    failed: list[str] = []
+    batches = embed_batches(backbone, todo_paths, options.batch_size, options.flip, options.device)
+    n_batches = -(-len(todo_paths) // options.batch_size)
+    done = 0
+    for start, feats, ok in track(batches, total=n_batches, description="embedding", unit="batch"):
+        for j in range(len(ok)):
+            if ok[j]:
+                buf_h.append(todo_hashes[start + j])
+                buf_f.append(feats[j])
+            else:
+                failed.append(todo_paths[start + j])
+        if len(buf_h) >= options.shard_size:
+            store.append(buf_h, np.stack(buf_f))
+            done += len(buf_h)
+            buf_h, buf_f = [], []
+    if buf_h:
+        store.append(buf_h, np.stack(buf_f))
+        done += len(buf_h)
+    return done, failed, time.perf_counter() - t0
+
+
+def _clear(ds: Any) -> None:
+    import fiftyone as fo
+
+    schema = ds.get_field_schema()
+    for name, kind in ((GROUP_FIELD, fo.StringField), (GROUP_SIM_FIELD, fo.FloatField), (OUTLIER_FIELD, fo.FloatField)):
+        if name not in schema:
+            ds.add_sample_field(name, kind)
+        ds.clear_sample_field(name)
+    ds.untag_samples(list(TAGS))
+
+
+def _write(ds: Any, ids: list[str], values: dict[str, list], tags: dict[str, np.ndarray]) -> None:
+    for field, vals in values.items():
+        ds.set_values(field, dict(zip(ids, vals)), key_field="id")
+    for tag, mask in tags.items():
+        chosen = [ids[i] for i in np.flatnonzero(mask)]
+        if chosen:
+            ds.select(chosen).tag_samples(tag)
+
+
+def _duplicates(unit, sim, idx, options, ids, fps, labels, splits, phash) -> tuple[dict, dict, dict]:
+    from vetset.plugins.embed.groups import group_metrics, summarise_groups
+    from vetset.plugins.embed.neighbours import similar_pairs
+
+    o = options.duplicates
+    pairs = similar_pairs(sim[:, :o.k], idx[:, :o.k], o.threshold, o.rule)
+    group, gsim, groups = summarise_groups(unit, pairs, ids, fps, labels, splits, phash)
+    names = {g["leader"]: g["group"] for g in groups}
+    values = {GROUP_FIELD: [names.get(int(g)) if g >= 0 else None for g in group],
+              GROUP_SIM_FIELD: [None if np.isnan(s) else float(s) for s in gsim]}
+    leak, conflict = np.zeros(len(ids), bool), np.zeros(len(ids), bool)
+    lead_kinds = {g["leader"]: g["kinds"] for g in groups}
+    for i, g in enumerate(group.tolist()):
+        if g >= 0:
+            leak[i] = "leakage" in lead_kinds[g]
+            conflict[i] = "label_conflict" in lead_kinds[g]
+    tags = {"embed_duplicate": group >= 0, "embed_leakage": leak, "embed_label_conflict": conflict}
+    rank = {"leakage": 0, "label_conflict": 1}
+    groups.sort(key=lambda g: (min([rank[k] for k in g["kinds"]] + [2]), -g["size"], g["group"]))
+    metrics = group_metrics(groups, len(ids))
+    for g in groups:
+        g.pop("leader")
+    block = {"threshold": o.threshold, "rule": o.rule, "k": o.k, "pairs": int(len(pairs)),
+             "groups": groups[: o.max_groups_listed], "groups_total": len(groups), "metrics": metrics}
+    return block, values, tags
+
+
+def _outliers(sim, options, ids, fps, labels, splits, classes) -> tuple[dict, dict, dict]:
+    from vetset.plugins.embed.neighbours import outlier_fence, outlier_scores
+
+    o = options.outliers
+    scores = outlier_scores(sim, o.k)
+    fence = outlier_fence(scores, o.threshold)
+    flagged = scores > fence
+    order = np.argsort(-scores, kind="stable")
+    top = [{"id": ids[i], "filepath": fps[i], "label": labels[i], "split": splits[i],
+            "score": round(float(scores[i]), 4)} for i in order[flagged[order]][: o.max_listed]]
+    per_class = {}
+    for c in classes:
+        m = np.array([lab == c for lab in labels], dtype=bool)
+        if m.any():
+            per_class[c] = {"images": int(m.sum()), "outliers": int((flagged & m).sum()),
+                            "median_score": round(float(np.median(scores[m])), 4)}
+    block = {"k": o.k, "threshold": o.threshold, "fence": round(fence, 4),
+             "median_score": round(float(np.median(scores)), 4) if len(scores) else None,
+             "count": int(flagged.sum()), "top": top, "per_class": per_class,
+             "metrics": {"outliers": int(flagged.sum()), "outlier_fraction": round(float(flagged.mean()), 4)
+                         if len(scores) else 0.0}}
+    return block, {OUTLIER_FIELD: [float(s) for s in scores]}, {"outlier": flagged}
+
+
+def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
+    """Stage entry (module docstring): features, near duplicates, outliers, brain runs."""
+    from vetset.plugins.audit.context import read_columns
+    from vetset.plugins.embed.backbone import resolve_backbone
+    from vetset.plugins.embed.compute import pick_device
+    from vetset.plugins.embed.neighbours import knn, unit_rows
+    from vetset.plugins.embed.store import FeatureStore
+
+    ds = run.dataset
+    _clear(ds)
+    view = ds.match_tags(["augmented", "unreadable"], bool=False)
+    ids, fps, labels, splits, _tags = read_columns(view)
+    say: list[str] = []
+    block: dict[str, Any] = {"skipped": None, "backbone": None, "num_images": len(ids), "num_embedded": 0,
+                             "failed": [], "store": None, "duplicates": None, "outliers": None,
+                             "brain_keys": {}, "warnings": say, "options": options.model_dump(mode="json"),
+                             "metrics": {"embedded": 0}}
+    backbone, reason = resolve_backbone(options, run.out_dir)
+    if backbone is None:
+        run.log(f"[embed] skipped: {reason}")
+        block["skipped"] = reason
+        return block
+    run.log(f"[embed] backbone {backbone.describe()}")
+    block["backbone"] = {"model_name": backbone.model_name, "source": backbone.source,
+                         "weights_file": backbone.weights_file, "weights_digest": backbone.weights_digest,
+                         "data_config": backbone.data_config, "num_features": int(backbone.model.num_features),
+                         "trained_on": backbone.trained_on, "flip": options.flip}
+    known = view.values(HASH_FIELD) if HASH_FIELD in ds.get_field_schema() else [None] * len(ids)
+    hashes = content_hashes(fps, known)
+    unreadable = [i for i, h in enumerate(hashes) if h is None]
+    meta = store_meta(backbone, options)
+    store = FeatureStore(run.stage_dir(STAGE) / "features", meta)
+    readable = [i for i, h in enumerate(hashes) if h is not None]
+    computed, failed, seconds = compute_features(backbone, options, store, [fps[i] for i in readable],
+                                                 [hashes[i] for i in readable], run.log)
+    failed_set = set(failed) | {fps[i] for i in unreadable}
+    keep = [i for i in readable if fps[i] not in failed_set]
+    block["failed"] = sorted(failed_set)[:50]
+    if failed_set:
+        say.append(f"{len(failed_set)} files could not be read or decoded (e.g. {sorted(failed_set)[0]}); they have "
+                   "no features (the audit tags such files 'unreadable').")
+    ids, fps = [ids[i] for i in keep], [fps[i] for i in keep]
+    labels, splits, hashes = [labels[i] for i in keep], [splits[i] for i in keep], [hashes[i] for i in keep]
+    block["store"] = {"dir": str(store.dir), "key": store.key, "computed": computed,
+                      "reused": len(set(hashes)) - computed}
+    block.update(seconds=round(seconds, 3), images_per_s=round(computed / seconds, 2) if seconds > 0 else None,
+                 device=str(pick_device(options.device)), num_embedded=len(ids))
+    block["metrics"]["embedded"] = len(ids)
+    if len(ids) < 3:
+        block["skipped"] = f"only {len(ids)} images have features; near duplicates and outliers need at least 3."
+        run.log(f"[embed] {block['skipped']}")
+        return block
+    feats = store.get(hashes)
+    unit = unit_rows(feats, options.center)
+    k = max(options.duplicates.k if options.duplicates.enabled else 1, options.outliers.k if options.outliers.enabled else 1)
+    sim, idx = knn(unit, k)
+    values: dict[str, list] = {}
+    tags: dict[str, np.ndarray] = {}
+    if options.duplicates.enabled:
+        phash = view.select(ids).values("duplicate_group") if "duplicate_group" in ds.get_field_schema() else None
+        dup, v, t = _duplicates(unit, sim, idx, options, ids, fps, labels, splits, phash)
+        block["duplicates"] = dup
+        block["metrics"].update(dup["metrics"])
+        values.update(v)
+        tags.update(t)
+    if options.outliers.enabled:
+        out, v, t = _outliers(sim, options, ids, fps, labels, splits, run.classes)
+        block["outliers"] = out
+        block["metrics"].update(out["metrics"])
+        values.update(v)
+        tags.update(t)
+    _write(ds, ids, values, tags)
+    chosen = view.select(ids)
+    if options.similarity_index:
+        from vetset.plugins.embed.brain import register_similarity
+
+        block["brain_keys"]["similarity"] = register_similarity(chosen, feats)
+    if options.visualization:
+        from vetset.plugins.embed.brain import map_method, register_visualization
+
+        method = map_method(len(ids), options.visualization_max_tsne)
+        block["brain_keys"]["visualization"] = register_visualization(chosen, feats, method)
+        block["brain_keys"]["visualization_method"] = method
+    for line in say:
+        run.log(f"[embed] {line}")
+    d, o = block["duplicates"] or {}, block["outliers"] or {}
+    run.log(f"[embed] {len(ids)} images embedded ({computed} computed, {block['store']['reused']} reused); "
+            f"{(d.get('metrics') or {}).get('similar_groups', 0)} near-duplicate groups "
+            f"({(d.get('metrics') or {}).get('similar_leakage_groups', 0)} across splits), {o.get('count', 0)} outliers")
+    return block
+
+
+def features_for(block: dict[str, Any], filepaths: Sequence[str], known_hashes: Sequence[str | None]) -> np.ndarray | None:
+    """The ``embed`` stage's stored features for ``filepaths``, or ``None`` when some are missing.
+
+    Args:
+        block: ``run.results["embed"]``.
+        filepaths: image files; ``known_hashes``: their ``file_hash`` values where known.
+
+    Returns:
+        ``float32`` ``(len(filepaths), D)`` or ``None``.
+    """
+    from vetset.plugins.embed.store import FeatureStore
+
+    store_info = (block or {}).get("store")
+    if not store_info or block.get("backbone") is None:
+        return None
+    d = Path(store_info["dir"])
+    meta_path = d / "meta.json"
+    if not meta_path.is_file():
+        return None
+    store = FeatureStore(d.parent, json.loads(meta_path.read_text()))
+    hashes = content_hashes(filepaths, known_hashes)
+    if any(h is None for h in hashes) or not store.has(hashes).all():
+        return None
+    return store.get(hashes)
+
+
+def _tag_view(tag: str, sort: str | None = None, reverse: bool = False):
+    def build(dataset: Any) -> Any:
+        if sort is None or sort not in dataset.get_field_schema():
+            return dataset.match_tags(tag)
+        return dataset.match_tags(tag).sort_by(sort, reverse=reverse)
+    return build
+
+
+@hookimpl
+def vetset_register_stages(register):
+    register(Stage(STAGE, run_stage, EmbedOptions,
+                   "embed images with a timm backbone; near duplicates/leakage by cosine similarity, outliers"))
+
+
+@hookimpl
+def vetset_register_views(register):
+    register(ViewSpec("embed/duplicates", STAGE, _tag_view("embed_duplicate", GROUP_FIELD),
+                      "near duplicates by embedding cosine similarity, sorted by embed_group"))
+    register(ViewSpec("embed/leakage", STAGE, _tag_view("embed_leakage", GROUP_FIELD),
+                      "embedding near-duplicate groups that span splits, sorted by embed_group"))
+    register(ViewSpec("embed/label_conflicts", STAGE, _tag_view("embed_label_conflict", GROUP_FIELD),
+                      "embedding near-duplicate groups whose images carry different labels"))
+    register(ViewSpec("embed/outliers", STAGE, _tag_view("outlier", OUTLIER_FIELD, reverse=True),
+                      "images unlike the rest (kNN cosine distance), most unusual first"))
+
+
+@hookimpl
+def vetset_register_report_sections(register):
+    from vetset.plugins.embed.report import render_duplicates, render_outliers
+
+    register(ReportSection("embed_duplicates", "Near duplicates from embeddings", render_duplicates, order=45))
+    register(ReportSection("outliers", "Outliers", render_outliers, order=47))

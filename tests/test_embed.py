@@ -1,0 +1,228 @@
+"""The embed stage on real CIFAR-10 images: feature store reuse, near duplicates that pHash misses,
+leakage, outliers from another domain, the brain keys, label noise from the stored features.
+
+The backbone is a resnet10t that vetset's trainer fits in-test on other CIFAR-10 test files
+(the first 100 of each class) for a few epochs; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from vetset.plugins.embed.neighbours import knn, outlier_fence, outlier_scores, similar_pairs, unit_rows
+from vetset.plugins.embed.store import FeatureStore
+
+CLASSES = ("airplane", "cat", "dog", "ship", "truck")
+#: Dataset images: files 0500-0529 of each class (the backbone trains on 0000-0099).
+FILES = [f"{i:04d}" for i in range(500, 530)]
+#: Planted copies: (class, file, modification, split of the copy).
+PLANTED = [("airplane", "0500", "mirror", "val"), ("cat", "0501", "mirror", "train"), ("dog", "0502", "mirror", "train"),
+           ("ship", "0503", "jpeg", "val"), ("truck", "0504", "jpeg", "train"), ("dog", "0505", "jpeg", "train"),
+           ("cat", "0506", "crop", "train"), ("ship", "0507", "crop", "train")]
+
+
+def test_feature_store_roundtrip(tmp_path):
+    meta = {"model_name": "m", "weights_digest": "w", "data_config": {}, "flip": False, "dim": 4}
+    store = FeatureStore(tmp_path, meta)
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    store.append(["h0", "h1", "h2"], a)
+    store.append(["h3"], np.full((1, 4), 7, np.float32))
+    again = FeatureStore(tmp_path, dict(meta))  # a new process reads the shards back
+    assert again.key == store.key and len(again) == 4
+    assert again.has(["h2", "hx", "h3"]).tolist() == [True, False, True]
+    got = again.get(["h3", "h0", "h2"])
+    assert np.array_equal(got, np.stack([np.full(4, 7), a[0], a[2]]).astype(np.float32))
+    other = FeatureStore(tmp_path, dict(meta, weights_digest="other"))
+    assert other.key != store.key and len(other) == 0
+    (store.dir / "shard-00001.hashes.npy").unlink()  # a shard whose hashes never landed is ignored
+    assert len(FeatureStore(tmp_path, meta)) == 3
+
+
+def test_knn_pairs_and_outlier_score_match_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    x[100] = x[3] + 0.01 * rng.normal(size=16)
+    x[101] = x[7] + 0.01 * rng.normal(size=16)
+    x[150] *= 0  # a zero row stays zero after scaling (centring moves it to -mean)
+    unit = unit_rows(x)
+    sim, idx = knn(unit, 5)
+    full = unit @ unit.T
+    np.fill_diagonal(full, -np.inf)
+    assert np.array_equal(idx[:, 0], full.argmax(1))
+    assert np.allclose(sim, -np.sort(-full, axis=1)[:, :5], atol=1e-5)
+    assert similar_pairs(sim, idx, 0.95).tolist() == [[3, 100], [7, 101]]
+    assert similar_pairs(sim, idx, 0.95, rule="mutual").tolist() == [[3, 100], [7, 101]]
+    scores = outlier_scores(sim, 5)
+    assert np.allclose(scores, (1 - np.sort(full, axis=1)[:, ::-1][:, :5]).mean(1), atol=1e-5)
+    q1, q3 = np.percentile(scores, [25, 75])
+    assert outlier_fence(scores) == pytest.approx(q3 + (1 / 0.37037 - 1) * (q3 - q1))
+
+
+@pytest.fixture(scope="module")
+def backbone_ckpt(tmp_path_factory, cifar_test_dir):
+    """best.pt of a resnet10t fitted by vetset's trainer on 1,000 other CIFAR-10 test files (32 px, 4 epochs)."""
+    from vetset.plugins.train.loop import fit
+
+    classes = sorted(p.name for p in Path(cifar_test_dir).iterdir() if p.is_dir())
+    items = [(str(Path(cifar_test_dir) / c / f"{i:04d}.jpg"), k) for k, c in enumerate(classes) for i in range(100)]
+    out = tmp_path_factory.mktemp("embed-backbone")
+    aug = {"transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": [
+        {"__class_fullname__": "PadIfNeeded", "p": 1.0, "min_height": 40, "min_width": 40, "border_mode": 4},
+        {"__class_fullname__": "HorizontalFlip", "p": 0.5}]}}
+    fit(items, [], classes, {"model_name": "resnet10t", "img_size": 32, "epochs": 4, "batch_size": 64, "lr": 2e-3,
+                             "train_transform": aug, "device": "cpu", "workers": 0}, out_dir=out, log=lambda m: None)
+    return out / "best.pt"
+
+
+def _modify(src: Path, dest: Path, how: str) -> None:
+    img = Image.open(src).convert("RGB")
+    if how == "mirror":
+        ImageOps.mirror(img).save(dest, quality=95)
+    elif how == "jpeg":
+        img.save(dest, quality=40)
+    elif how == "crop":
+        w, h = img.size
+        cw, ch = round(w * 0.85), round(h * 0.85)
+        box = ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
+        img.crop(box).resize((w, h), Image.BICUBIC).save(dest, quality=95)
+
+
+@pytest.fixture(scope="module")
+def embed_data(tmp_path_factory, cifar_test_dir, digits_dir):
+    """150 CIFAR-10 test photos in train/val, 8 planted copies (mirror, JPEG q40, 85% crop), 5 handwritten digits."""
+    root = tmp_path_factory.mktemp("embed-data") / "data"
+    src = Path(cifar_test_dir)
+    for c in CLASSES:
+        for k, f in enumerate(FILES):
+            dest = root / ("val" if k % 5 == 0 else "train") / c / f"{f}.jpg"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / c / f"{f}.jpg", dest)
+    for c, f, how, split in PLANTED:
+        dest = root / split / c / f"{f}_{how}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _modify(src / c / f"{f}.jpg", dest, how)
+    digits = sorted((Path(digits_dir) / "train" / "3").glob("*.png"))[:5]
+    for k, d in enumerate(digits):  # another domain: 8x8 handwritten digits, filed as trucks
+        Image.open(d).convert("RGB").resize((32, 32), Image.NEAREST).save(root / "train" / "truck" / f"digit_{k}.png")
+    return root
+
+
+def _run(recipe_stages, data, name, out, hooks):
+    import fiftyone as fo
+
+    from vetset.core.recipe import parse_recipe
+    from vetset.core.run import Run
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    recipe = parse_recipe({"name": "t", "stages": recipe_stages}, hooks.stages)
+    run = Run(recipe, hooks, data=data, dataset=name, out_dir=out, log=lambda m: None)
+    run.execute()
+    return run
+
+
+@pytest.fixture(scope="module")
+def embed_run(tmp_path_factory, embed_data, backbone_ckpt):
+    from vetset.core.manager import Hooks
+
+    out = tmp_path_factory.mktemp("embed-out")
+    stages = {"audit": {"workers": 0}, "embed": {"weights": str(backbone_ckpt)}, "report": {}}
+    return _run(stages, embed_data, "t-embed-run", out, Hooks())
+
+
+def test_embed_finds_copies_phash_misses(embed_run):
+    block = embed_run.results["embed"]
+    assert block["skipped"] is None and block["backbone"]["source"] == "weights"
+    assert block["backbone"]["model_name"] == "resnet10t" and block["backbone"]["num_features"] == 512
+    assert block["num_embedded"] == 150 + len(PLANTED) + 5 and block["store"]["computed"] == block["num_embedded"]
+    dup = block["duplicates"]
+    groups = [{Path(m["filepath"]).stem for m in g["members"]} for g in dup["groups"]]
+    found = {how: 0 for how in ("mirror", "jpeg", "crop")}
+    for _c, f, how, _s in PLANTED:
+        if any({f, f"{f}_{how}"} <= g for g in groups):
+            found[how] += 1
+    assert found["mirror"] == 3 and found["jpeg"] == 3 and found["crop"] >= 1, (found, groups)
+    planted = {f for _c, f, _h, _s in PLANTED} | {f"{f}_{h}" for _c, f, h, _s in PLANTED}
+    false_groups = [g for g in groups if not g & planted]
+    assert len(false_groups) <= 2, false_groups
+    # the mirrored copies are what pHash cannot see: the audit's groups miss them
+    audit_groups = [{Path(m["filepath"]).stem for m in g["members"]}
+                    for g in embed_run.results["audit"]["checks"]["duplicates"]["groups"]]
+    assert not any({f, f"{f}_mirror"} <= g for _c, f, how, _s in PLANTED if how == "mirror" for g in audit_groups)
+    assert dup["metrics"]["similar_groups_missed_by_phash"] >= 3
+    # leakage: the copies filed in val beside a train original
+    leak = [g for g in dup["groups"] if "leakage" in g["kinds"]]
+    assert {frozenset(Path(m["filepath"]).stem for m in g["members"]) for g in leak} >= {
+        frozenset({"0500", "0500_mirror"}), frozenset({"0503", "0503_jpeg"})}
+    ds = embed_run.dataset
+    assert set(ds.load_saved_view("embed/leakage").values("embed_group")) == {g["group"] for g in leak}
+    assert len(ds.load_saved_view("embed/duplicates")) == dup["metrics"]["similar_samples"]
+
+
+def test_embed_outliers_are_the_other_domain(embed_run):
+    out = embed_run.results["embed"]["outliers"]
+    ds = embed_run.dataset
+    scores = dict(zip((Path(p).stem for p in ds.values("filepath")), ds.values("outlier_score")))
+    digits = [s for n, s in scores.items() if n.startswith("digit_")]
+    photos = [s for n, s in scores.items() if not n.startswith("digit_")]
+    auroc = np.mean([[d > p for p in photos] for d in digits])
+    assert auroc >= 0.9, auroc
+    flagged = {Path(t["filepath"]).stem for t in out["top"]}
+    assert sum(n.startswith("digit_") for n in flagged) >= 3 and out["count"] <= 15, out["top"]
+    assert out["per_class"]["truck"]["outliers"] >= 3
+    view = ds.load_saved_view("embed/outliers")
+    assert len(view) == out["count"] and view.first()["outlier_score"] == max(scores.values())
+
+
+def test_embed_brain_keys_and_report(embed_run):
+    ds = embed_run.dataset
+    block = embed_run.results["embed"]
+    assert set(ds.list_brain_runs()) >= {"vetset_similarity", "vetset_embeddings"}
+    index = ds.load_brain_results("vetset_similarity")
+    assert index.total_index_size == block["num_embedded"]
+    anchor = ds.match({"filepath": {"$regex": "0500_mirror"}}).first()
+    nearest = ds.sort_by_similarity(anchor.id, k=2, brain_key="vetset_similarity").values("filepath")
+    assert {Path(p).stem for p in nearest} == {"0500_mirror", "0500"}
+    vis = ds.load_brain_results("vetset_embeddings")
+    assert vis.points.shape == (block["num_embedded"], 2)
+    html = (embed_run.out_dir / "report.html").read_text()
+    assert "Near duplicates from embeddings" in html and "Outliers" in html and "resnet10t" in html
+
+
+def test_embed_rerun_computes_only_new_images(embed_run, embed_data, backbone_ckpt, tmp_path):
+    from vetset.core.manager import Hooks
+
+    extra = tmp_path / "data"
+    shutil.copytree(embed_data, extra)
+    Image.open(extra / "train" / "cat" / "0510.jpg").rotate(90).save(extra / "train" / "cat" / "new_rotated.jpg")
+    out = embed_run.out_dir  # the same run folder: the store is reused by content hash
+    run = _run({"embed": {"weights": str(backbone_ckpt)}}, extra, "t-embed-rerun", out, Hooks())
+    store = run.results["embed"]["store"]
+    assert (store["computed"], store["reused"]) == (1, 163)
+    assert store["key"] == embed_run.results["embed"]["store"]["key"]
+
+
+def test_embed_without_trained_weights_is_skipped(embed_data, tmp_path):
+    from vetset.core.manager import Hooks
+
+    run = _run({"embed": {"model_name": "resnet10t"}}, embed_data, "t-embed-skip", tmp_path, Hooks())
+    block = run.results["embed"]
+    assert block["backbone"] is None and block["duplicates"] is None
+    assert "random weights describe no image content" in block["skipped"]
+    assert "no trained checkpoint" in block["skipped"] and "resnet10t" in block["skipped"]
+
+
+def test_label_noise_reuses_embed_features(embed_run, embed_data, backbone_ckpt, tmp_path):
+    from vetset.core.manager import Hooks
+
+    stages = {"embed": {"weights": str(backbone_ckpt)}, "label_noise": {"method": "embeddings"}}
+    run = _run(stages, embed_data, "t-embed-ln", embed_run.out_dir, Hooks())
+    ln = run.results["label_noise"]
+    assert ln["features"]["source"] == "embed stage" and ln["features"]["model_name"] == "resnet10t"
+    assert run.results["embed"]["store"]["computed"] == 0
+    assert ln["num_checked"] == 163 and ln["oof_accuracy"] > 0.5
