@@ -18,6 +18,11 @@ K-fold path (:func:`vetset.plugins.label_noise.pred_probs.kfold_pred_probs`, i.e
   how many of the 54 known test-set label errors (Northcutt et al. 2021,
   ``cifar10_test_label_errors.csv``) rank in the worst 1% by label quality (chance: 0.54).
 
+``--method embeddings`` computes ``pred_probs`` as the stage's ``method: embeddings`` does
+(flip-invariant features of the embed stage's pass + 5-fold logistic regression), with a
+resnet10t vetset trained on the 10,000 CIFAR-10 test files (``_backbone.py``: disjoint
+images, no train labels); its wall time includes the feature pass.
+
 Run ``python benchmarks/label_noise_cifar10n.py`` (defaults sized for 2 CPU cores in under
 15 minutes); ``--size``/``--epochs``/``--folds`` trace the curve; ``--label-sets
 random1,aggre,worse``; ``--seeds 2`` averages two K-fold runs; ``--threads 1`` on a busy
@@ -106,6 +111,18 @@ def train_transform(augment: str) -> dict | None:
     return light_augmentation() if augment == "light" else None
 
 
+def embedding_features(fps: list[str], epochs: int, batch_size: int) -> np.ndarray:
+    """Flip-invariant features of the embed stage's pass, from the backbone of ``_backbone.py``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _backbone import cifar_test_backbone
+
+    from vetset.plugins.embed.backbone import load_backbone_file
+    from vetset.plugins.embed.compute import embed_batches
+
+    backbone = load_backbone_file(cifar_test_backbone(epochs=epochs), None)
+    return np.concatenate([f for _s, f, _ok in embed_batches(backbone, fps, batch_size, flip=True)])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=20000, help="subset size (class-balanced by the clean label)")
@@ -126,18 +143,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="the filter reported as cleanlab; default: the stage's default filter_by")
     ap.add_argument("--test-errors", action="store_true", help="also score the CIFAR-10 test set (54 known errors)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--method", default="kfold", choices=("kfold", "embeddings"),
+                    help="pred_probs: kfold (the stage's default: timm fold models) or embeddings (the stage's "
+                         "method embeddings: flip-invariant features of a backbone vetset trained on the CIFAR-10 "
+                         "test files, benchmarks/_backbone.py, + 5-fold logistic regression)")
+    ap.add_argument("--backbone-epochs", type=int, default=3, help="epochs of the embeddings method's backbone")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None,
                     help="folder for <label set>.npz with each seed's pred_probs and the given/clean labels")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vetset-bench-cifar10")
     args = ap.parse_args(argv)
+    if args.method == "embeddings" and args.test_errors:
+        ap.error("--test-errors scores the test set with the fold models: it needs --method kfold")
 
     if not (SHARED / "train.tar.gz").exists():
         print(f"skipped: {SHARED}/train.tar.gz is absent (shared data is only in the project's checkouts)")
         return 0
     from vetset.plugins.label_noise.options import LabelNoiseOptions
-    from vetset.plugins.label_noise.pred_probs import kfold_pred_probs
+    from vetset.plugins.label_noise.pred_probs import embedding_pred_probs, kfold_pred_probs
     from vetset.plugins.label_noise.stage import find_issues
     from vetset.plugins.train.stage import predict
 
@@ -165,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.folds} folds x {args.epochs} epochs x {args.seeds} seed(s), augmentation {args.augment}, "
           f"device {args.device}, torch threads {args.threads or __import__('torch').get_num_threads()}")
     summary, details = [], []
+    feats = None
+    if args.method == "embeddings":
+        print("pred_probs: method embeddings (flip-invariant features of a backbone trained on the CIFAR-10 test files, "
+              "5-fold logistic regression); the K-fold options above are not used")
     for label_set in [s.strip() for s in args.label_sets.split(",") if s.strip()]:
         given = np.array([classes.index(r[label_set]) for r in rows])
         truth = given != clean
@@ -183,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{time.perf_counter() - t0:7.0f} s  {label_set}: {msg}", file=sys.stderr, flush=True)
 
         runs = []
-        for extra in range(args.seeds):
+        if args.method == "embeddings":
+            if feats is None:  # one feature pass for every label set; its time counts for the first
+                feats = embedding_features(fps, args.backbone_epochs, args.batch_size)
+            runs.append(embedding_pred_probs(feats, given, len(classes), 5, args.seed))
+        for extra in range(args.seeds if args.method == "kfold" else 0):
             opts = {**train_opts, "seed": args.seed + extra}
             runs.append(kfold_pred_probs(fps, given, classes, opts, args.folds, args.seed + extra, log=log,
                                          on_fold=on_fold)[0])

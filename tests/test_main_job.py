@@ -15,7 +15,7 @@ def _check_full_run(res, out, name, n_samples_min):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     result = read_result(out)
-    assert list(result["stages"]) == ["audit", "augment", "drift", "train", "validate", "report"]
+    assert list(result["stages"]) == ["audit", "augment", "drift", "train", "validate", "embed", "report"]
     assert result["stages"]["validate"]["slices"]["num_samples"] > 0 and "max_tvd" in result["stages"]["drift"]["metrics"]
     # where things are, printed for the user
     assert f"dataset: {name}" in res.stdout
@@ -30,6 +30,10 @@ def _check_full_run(res, out, name, n_samples_min):
     val = ds.match_tags("val").match_tags("unreadable", bool=False)
     acc = result["stages"]["validate"]["val"]["accuracy"]
     assert len(errors) == round((1 - acc) * len(val))
+    embed = result["stages"]["embed"]  # no cached pretrained weights here: this run's checkpoint
+    assert embed["skipped"] is None and embed["backbone"]["source"] == "checkpoint", embed.get("skipped")
+    assert {"embed/duplicates", "embed/outliers"} <= set(ds.list_saved_views())
+    assert "vetset_similarity" in ds.list_brain_runs()
     return result
 
 

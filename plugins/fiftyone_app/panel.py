@@ -63,6 +63,8 @@ class AuditPanel(foo.Panel):
         ctx.panel.state.metrics = summary["metrics"]
         ctx.panel.state.slices = slice_rows(summary.get("slices") or {})
         ctx.panel.state.drift = [r["verdict"] for r in (summary.get("drift") or {}).get("drifted") or []][:8]
+        ctx.panel.state.brain_keys = [k for k in ctx.dataset.list_brain_runs()
+                                      if k in ("vetset_similarity", "vetset_embeddings")]
         ctx.panel.data.balance_plot = _balance_plot(summary["class_counts"])
 
     def on_change_dataset(self, ctx):
@@ -167,6 +169,16 @@ class AuditPanel(foo.Panel):
             table.add_row_action("open_slice", on_click=self.open_slice, label="Open", icon="open_in_new",
                                  tooltip="Load this slice's saved view of errors")
             panel.list("slices", types.Object(), view=table)
+        brain = state.brain_keys or []
+        if brain:  # written by the embed stage
+            lines = []
+            if "vetset_similarity" in brain:
+                lines.append("- **Similar images**: select samples, then *Sort by similarity* "
+                             "(brain key `vetset_similarity`)")
+            if "vetset_embeddings" in brain:
+                lines.append("- **Embedding map**: open the *Embeddings* panel, brain key `vetset_embeddings`; "
+                             "colour by `ground_truth`, `outlier_score` or tags")
+            panel.md("**Embeddings** (the embed stage)\n" + "\n".join(lines), name="embeddings")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=1))
 
 
