@@ -136,7 +136,7 @@ def main() -> None:
 
     from vetset.plugins.embed.backbone import load_backbone_file
     from vetset.plugins.embed.options import SimilarDuplicateOptions
-    from vetset.plugins.train.model import local_pretrained_file
+    from vetset.plugins.train.weights import cached_pretrained_file
 
     t_start = time.perf_counter()
     threshold = args.threshold or SimilarDuplicateOptions().threshold
@@ -155,7 +155,7 @@ def main() -> None:
         backbone = load_backbone_file(ckpt, None)
         plain, t_plain = embed(backbone, paths, flip=False)
         flipped, t_flip = embed(backbone, paths, flip=True)
-    cached = local_pretrained_file("resnet50.a1_in1k")
+    cached = cached_pretrained_file("resnet50.a1_in1k")
     print(f"{n} CIFAR-10 train originals + {len(planted)} planted copies ({args.per_mod} per modification); "
           f"backbone {backbone.model_name} trained by vetset on {args.per_class * 10} CIFAR-10 test files ({ckpt}); "
           f"ImageNet backbone: {'cached at ' + cached if cached else 'none cached (offline), not measured'}")

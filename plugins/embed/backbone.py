@@ -6,8 +6,9 @@ weights come from, in order (:func:`resolve_backbone`):
 
 1. ``weights``: a vetset checkpoint (``best.pt``; its model name and data config are
    used), or a timm/PyTorch state dict / ``.safetensors`` file for ``model_name``;
-2. ``model_name``'s pretrained weights already on disk (Hugging Face hub cache or torch
-   hub folder; nothing is downloaded);
+2. ``model_name``'s pretrained weights, as the train stage's ``pretrained: auto`` gets them
+   (:mod:`vetset.plugins.train.weights`: the Hugging Face Hub when it answers, else its local
+   cache);
 3. this run's trained checkpoint, ``<out>/train/best.pt``.
 
 Without any of them there is no backbone: randomly initialised features describe no image
@@ -137,16 +138,20 @@ def load_backbone_file(path: str | Path, model_name: str | None, img_size: int |
                     _data_config(model, base_cfg, img_size), classes)
 
 
-def _pretrained(model_name: str, img_size: int | None) -> Backbone | None:
-    import timm
+def _pretrained(model_name: str, img_size: int | None) -> tuple[Backbone | None, str]:
+    """``model_name``'s pretrained weights through the train plugin's resolver
+    (:func:`vetset.plugins.train.weights.create_with_weights`, ``pretrained="auto"``: the Hub
+    when it answers, else the local cache, else none), or ``None`` and the reason."""
+    from vetset.plugins.train.weights import create_with_weights
 
-    from vetset.plugins.train.model import local_pretrained_file
-
-    file = local_pretrained_file(model_name)
-    if file is None:
-        return None
-    model = timm.create_model(model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=file))
-    return Backbone(model.eval(), model_name, "pretrained", file, file_digest(file), _data_config(model, None, img_size))
+    model, info = create_with_weights(model_name, 0, pretrained="auto", log=lambda _m: None,
+                                      option_prefix="stages.embed.")
+    if info.get("source") == "none":
+        return None, f"no pretrained weights for {model_name!r} ({info.get('reason')})"
+    file = info.get("file")
+    digest = file_digest(file) if file and Path(file).is_file() else str(info.get("pretrained_tag"))
+    return Backbone(model.eval(), model_name, "pretrained", str(file or info.get("hf_hub_id")), digest,
+                    _data_config(model, None, img_size)), ""
 
 
 def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple[Backbone | None, str]:
@@ -167,10 +172,10 @@ def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple
         return load_backbone_file(options.weights, options.model_name, options.img_size), ""
     tried = []
     if options.pretrained and options.model_name:
-        bb = _pretrained(options.model_name, options.img_size)
+        bb, why = _pretrained(options.model_name, options.img_size)
         if bb is not None:
             return bb, ""
-        tried.append(f"no cached pretrained weights for {options.model_name!r} (nothing is downloaded)")
+        tried.append(why)
     if options.use_run_checkpoint and out_dir is not None:
         ckpt = Path(out_dir) / RUN_CHECKPOINT
         if ckpt.is_file():

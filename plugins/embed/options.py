@@ -71,8 +71,8 @@ class EmbedOptions(BaseModel):
             ``pretrained`` (a ``.tag`` picks the weights, e.g. ``resnet50.a1_in1k``); with
             a plain state-dict ``weights`` file, the model it belongs to. A vetset
             checkpoint brings its own model name.
-        pretrained: use ``model_name``'s pretrained weights when they are already on disk
-            (nothing is downloaded).
+        pretrained: use ``model_name``'s pretrained weights when they can be had (the train
+            stage's ``pretrained: auto`` resolver: the Hub when it answers, else the local cache).
         weights: a local weights file: a vetset checkpoint (``best.pt`` of any run, e.g.
             trained on other images) or a timm/PyTorch state dict / ``.safetensors``.
             Takes precedence over the other sources.
