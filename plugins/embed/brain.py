@@ -5,7 +5,7 @@ FiftyOne): ``fob.compute_similarity(..., backend="sklearn")`` registers brain ke
 :data:`SIMILARITY_KEY` (the App's "sort by similarity"), and ``fob.compute_visualization``
 registers :data:`VISUALIZATION_KEY` (the App's Embeddings panel). A rerun replaces both.
 
-The sklearn backend keeps the embeddings in the database and, below about 10^4 samples,
+The sklearn backend keeps the embeddings in the database and, up to 15,000 samples,
 a full distance matrix in memory when queried; for 10^6-10^7 images use a vector-search
 backend instead (README, "Embeddings at scale").
 """
