@@ -655,3 +655,16 @@ def training_view(ds: Any) -> tuple[Any, int]:
     prefix = str(folder).rstrip(os.sep) + os.sep
     keep = view.match(~F("tags").contains("augmented") | F("filepath").starts_with(prefix))
     return keep, len(view) - len(keep)
+
+
+def root_dataset(collection: Any) -> Any:
+    """The ``fo.Dataset`` behind a dataset or view (``collection`` itself when it is a dataset).
+
+    Through the public ``fo.load_dataset(collection.dataset_name)``, which returns the
+    dataset object already loaded in this process (FiftyOne keeps one per name).
+    """
+    import fiftyone as fo
+
+    if isinstance(collection, fo.Dataset):
+        return collection
+    return fo.load_dataset(collection.dataset_name)

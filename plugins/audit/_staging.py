@@ -8,7 +8,6 @@ columns into one ``UpdateOne`` per sample, :data:`WRITE_BATCH` samples at a time
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -16,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from vetset.core._fiftyone import declare_sample_fields, update_samples
+from vetset.core.dataset import root_dataset
 from vetset.core.errors import PluginError
 
 #: Field types by short name, for :meth:`~vetset.plugins.audit.context.AuditContext.set_field`.
@@ -127,25 +128,13 @@ def _batch(staged: Any, kind: str, start: int, stop: int) -> list[Any]:
     return [v if p else None for v, p in zip(arr[start:stop].tolist(), present[start:stop].tolist())]
 
 
-def _field_type(kind: str) -> tuple[Any, dict[str, Any]]:
+def _field(kind: str) -> Any:
+    """A new FiftyOne field of ``kind``, for the schema."""
     import fiftyone as fo
 
     if kind == "metadata":
-        return fo.EmbeddedDocumentField, {"embedded_doc_type": fo.ImageMetadata}
-    return {"float": fo.FloatField, "int": fo.IntField, "bool": fo.BooleanField, "str": fo.StringField}[kind], {}
-
-
-def _declare(ds: Any, fields: dict[str, tuple[Any, dict[str, Any]]]) -> None:
-    """Add sample fields to the schema, all at once when this FiftyOne allows it."""
-    if not fields:
-        return
-    merge = getattr(ds, "_merge_sample_field_schema", None)
-    if merge is not None:  # one schema update instead of one per field (about 10x faster)
-        merge({name: ftype(kwargs["embedded_doc_type"]) if "embedded_doc_type" in kwargs else ftype(**kwargs)
-               for name, (ftype, kwargs) in fields.items()})
-        return
-    for name, (ftype, kwargs) in fields.items():
-        ds.add_sample_field(name, ftype, **kwargs)
+        return fo.EmbeddedDocumentField(fo.ImageMetadata)
+    return {"float": fo.FloatField, "int": fo.IntField, "bool": fo.BooleanField, "str": fo.StringField}[kind]()
 
 
 def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
@@ -153,8 +142,10 @@ def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
 
     Each sample gets one ``UpdateOne`` that sets all staged fields and its tags: the
     current tags minus ``old_tags`` (those earlier audits wrote) plus the staged ones.
-    Missing fields are declared first, in one schema update; afterwards the
-    values read back through the public API (``values``, ``match_tags``...).
+    Missing fields are declared first, in one schema update
+    (:func:`vetset.core._fiftyone.declare_sample_fields`); the updates go through
+    :func:`vetset.core._fiftyone.update_samples`, and read back through the public API
+    (``values``, ``match_tags``...).
 
     Returns:
         ``{"fields": [...], "tags": {tag: count}, "seconds": float}``.
@@ -164,28 +155,23 @@ def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
     """
     import time
 
-    from bson import ObjectId
-    from pymongo import UpdateOne
-
     t0 = time.perf_counter()
-    ds = ctx.view._dataset
+    ds = root_dataset(ctx.view)
     schema = ds.get_field_schema()
     new = {}
     for name, (_, kind) in ctx.fields.items():
-        ftype, kwargs = _field_type(kind)
+        wanted = _field(kind)
         if name not in schema:
-            new[name] = (ftype, kwargs)
-        elif not isinstance(schema[name], ftype):
+            new[name] = wanted
+        elif not isinstance(schema[name], type(wanted)):
             raise PluginError(f"dataset {ds.name!r} already has a field {name!r} of type "
-                              f"{type(schema[name]).__name__}; the audit writes a {ftype.__name__}")
-    _declare(ds, new)
+                              f"{type(schema[name]).__name__}; the audit writes a {type(wanted).__name__}")
+    declare_sample_fields(ds, new)
     drop = set(old_tags) | set(ctx.tags)
     current = ctx.sample_tags
     names = list(ctx.fields)
     tag_names = list(ctx.tags)
     tag_cols = [ctx.tags[t] for t in tag_names]
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    bulk = getattr(ds, "_bulk_write", None)
     for start in range(0, ctx.n, WRITE_BATCH):
         stop = min(ctx.n, start + WRITE_BATCH)
         cols = [_batch(ctx.fields[n][0], ctx.fields[n][1], start, stop) for n in names]
@@ -196,15 +182,8 @@ def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
             tags = [t for t in (current[k] or ()) if t not in drop]
             tags += [t for t, col in zip(tag_names, tcols) if col[j]]
             doc["tags"] = tags
-            doc["last_modified_at"] = now
             docs.append(doc)
-        ids = ctx.ids[start:start + len(docs)]
-        if bulk is not None:
-            bulk([UpdateOne({"_id": ObjectId(i)}, {"$set": d}) for i, d in zip(ids, docs)], ids=ids)
-        else:  # a FiftyOne without the internal bulk writer: the public API, one field at a time
-            view = ds.select(ids, ordered=True)
-            for name in names + ["tags"]:
-                view.set_values(name, [d[name] for d in docs])
+        update_samples(ds, ctx.ids[start:stop], docs)
     return {"fields": names, "tags": {t: int(c.sum()) for t, c in ctx.tags.items()},
             "seconds": round(time.perf_counter() - t0, 3)}
 

@@ -9,12 +9,10 @@ aligned with the audited samples, and collects what the checks decide:
 * issue tags (``ctx.tag``), replacing the tags earlier audits wrote, in the same write;
 * coverage counts (``ctx.coverage``), class x property bin per split.
 
-Why one pass: ``SampleCollection.set_values`` issues one bulk operation per field, about
-0.3 s per field for 10,000 samples (measured on CIFAR-10 test, FiftyOne 1.22); the audit
-writes a dozen fields and the tags, so one ``UpdateOne`` per sample that sets all of
-them, through the same ``Dataset._bulk_write`` that ``set_values`` uses internally, is
-about ten times faster (0.44 s for 12 fields x 10,000 samples). Without that internal
-method (another FiftyOne version) it falls back to ``set_values`` per field.
+Why one pass: ``SampleCollection.set_values`` issues one bulk operation per field, and
+the audit writes a dozen fields and the tags, so one update per sample that sets all of
+them (:func:`vetset.core._fiftyone.update_samples`) is far faster; the figures are in
+``benchmarks/audit_vs_cleanvision.py``'s output (the ``write`` seconds).
 
 Memory: the driver holds the audit as columns, not per-sample objects. Numbers the
 workers computed and the staged fields are numpy arrays (8 bytes a value, 1 for a

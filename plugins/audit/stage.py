@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from vetset.core._fiftyone import image_metadata_doc
+from vetset.core.dataset import root_dataset
 from vetset.core.errors import PluginError, RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
@@ -320,12 +322,11 @@ def image_pass(paths: list[str], max_side: int | None, computes: tuple, workers:
 
 # -- the driver --------------------------------------------------------------------------
 def _metadata(w: int, h: int, size: int, mode: str, fmt: str) -> dict[str, Any] | None:
-    """``fo.ImageMetadata`` as the dict FiftyOne stores (built directly: 10x faster than the class)."""
+    """``fo.ImageMetadata`` in the form FiftyOne stores (:func:`vetset.core._fiftyone.image_metadata_doc`)."""
     if not w:
         return None
     mime, channels = _mime_channels(mode, fmt)
-    return {"_cls": "ImageMetadata", "size_bytes": int(size), "mime_type": mime, "width": int(w), "height": int(h),
-            "num_channels": channels}
+    return image_metadata_doc(size, mime, w, h, channels)
 
 
 class _MetadataColumn:
@@ -432,7 +433,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
     pool, n_read = used[0]
     reused = cache.reused if cache is not None else 0
     t_pass = time.perf_counter()
-    ds = view._dataset
+    ds = root_dataset(view)
     classes = sorted(set(ds.default_classes or []) | {lab for lab in labels if lab is not None})
 
     n = len(filepaths)

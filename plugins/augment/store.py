@@ -18,10 +18,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from vetset.core._fiftyone import classification_doc, insert_samples
 from vetset.core.errors import DataError
 
 MARKER = ".vetset-augment"
@@ -119,65 +120,12 @@ def declare_fields(dataset: Any) -> None:
         dataset.add_sample_field("aug_params", fo.ListField, subfield=fo.DictField)
 
 
-def insert_samples(dataset: Any, samples: list[Any], plain_fields: list[dict[str, Any]] | None = None) -> None:
-    """Insert new ``fo.Sample`` objects whose fields ``dataset`` already declares, in one ``insert_many``.
-
-    The documents are FiftyOne's own (``Dataset._make_dict``, what ``add_samples`` writes,
-    with ``created_at``/``last_modified_at``), inserted as ``add_samples`` inserts them.
-    What is skipped is what vetset does not use: schema inference and validation (every
-    field is declared by :func:`declare_fields` and built by vetset), the batcher's
-    per-sample JSON size, and turning each ``Sample`` into a dataset-backed one after the
-    insert (the writer discards them). A FiftyOne without these internals gets the public
-    ``add_samples``; ``tests/test_augment_stage.py`` checks that both store the same document.
-
-    Args:
-        dataset: the ``fo.Dataset``.
-        samples: new ``fo.Sample`` objects.
-        plain_fields: per sample, declared fields whose values are already in stored
-            form, stored as they are: plain JSON types (``str``, ``int``, ``float``,
-            ``bool``, ``None``, lists and ``str``-keyed dicts of them, as
-            :func:`~vetset.plugins.augment.pipeline.jsonable_params` makes), or an embedded
-            label's ``Label.to_mongo()`` (:func:`classification_doc`). FiftyOne's recursive
-            serialisation of the applied parameters was half the cost of a document.
-
-    Measured (``benchmarks/augment_throughput.py``): ``add_samples`` 0.47 ms per augmented
-    sample, this about 0.2 ms.
-
-    Raises:
-        pymongo.errors.BulkWriteError: the database refused a document.
-    """
-    from datetime import datetime, timezone
-
-    extras = plain_fields or [{} for _ in samples]
-    make_dict = getattr(dataset, "_make_dict", None)
-    collection = getattr(dataset, "_sample_collection", None)
-    if make_dict is None or collection is None:
-        import fiftyone.core.labels as fol
-
-        for sample, extra in zip(samples, extras):
-            for name, value in extra.items():
-                if value is not None:
-                    sample[name] = fol.Label.from_dict(dict(value)) if isinstance(value, dict) and "_cls" in value \
-                        else value
-        dataset.add_samples(samples, expand_schema=False, validate=False, progress=False, batcher=False)
-        return
-    if dataset.media_type is None and samples:  # what add_samples does for a first sample
-        dataset.media_type = samples[0].media_type
-    now = datetime.now(timezone.utc).replace(tzinfo=None)  # FiftyOne stores naive UTC
-    docs = []
-    for sample, extra in zip(samples, extras):
-        doc = make_dict(sample, created_at=now, last_modified_at=now)
-        doc.update((k, v) for k, v in extra.items() if v is not None)  # FiftyOne omits None too
-        docs.append(doc)
-    collection.insert_many(docs)
-
-
 class BulkAdder:
     """Add samples to a dataset in batches, from one background thread.
 
     ``add(item)`` queues an item; every ``batch_size`` items the thread builds the
     ``(fo.Sample, plain fields)`` pairs with ``make`` and inserts them with one
-    :func:`insert_samples`. ``close()``
+    :func:`vetset.core._fiftyone.insert_samples`. ``close()``
     adds the rest, waits, and re-raises an error of the thread. Used as a context manager,
     an exception in the ``with`` block still adds the complete items queued so far.
     """
@@ -235,31 +183,9 @@ class BulkAdder:
             pass  # the original exception matters more
 
 
-@lru_cache(maxsize=1024)
-def _classification_template(label: str) -> Any:
-    import fiftyone as fo
-
-    return fo.Classification(label=label).to_mongo()
-
-
-def classification_doc(label: str) -> Any:
-    """FiftyOne's stored form of ``fo.Classification(label=label)`` (``Label.to_mongo()``:
-    ``_id``, ``_cls``, ``tags``, ``label``), with a new ``_id``, as a ``bson.SON``.
-
-    A copy of one document FiftyOne made per label: building the ``Classification`` and
-    serialising it cost 0.07 ms per sample, about 2% of an augmented image.
-    """
-    from bson import SON, ObjectId
-
-    template = _classification_template(label)
-    doc = SON(template)
-    doc["_id"], doc["tags"] = ObjectId(), list(template["tags"])
-    return doc
-
-
 def _sample(plan_key: str, item: tuple[Any, Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     """The new sample of one written image: a ``fo.Sample`` with its filepath and tags, and
-    its other fields in stored form for :func:`insert_samples`."""
+    its other fields in stored form for :func:`vetset.core._fiftyone.insert_samples`."""
     import fiftyone as fo
 
     im, task, res = item

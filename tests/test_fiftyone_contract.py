@@ -1,0 +1,211 @@
+"""The contract of :mod:`vetset.core._fiftyone`, the one module that uses FiftyOne's private API.
+
+Each function's result is compared with FiftyOne's public API on the same input: the
+stored documents (read raw from the samples collection), the schema, and the values read
+back. A FiftyOne upgrade is checked by running this file. Each function's fallback (a
+FiftyOne without the internal) is run too and must store the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from vetset.core import _fiftyone as door
+from vetset.core.dataset import root_dataset
+
+
+@pytest.fixture
+def names():
+    """Unique dataset names, deleted after the test."""
+    import fiftyone as fo
+
+    made = []
+
+    def make(tag: str = "") -> str:
+        made.append(f"contract-{tag}-{uuid.uuid4().hex[:10]}")
+        return made[-1]
+
+    yield make
+    for name in made:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def _raw(ds, drop=("_id", "_dataset_id", "_rand", "created_at", "last_modified_at")):
+    """The stored sample documents of ``ds``, in filepath order, without per-dataset keys."""
+    docs = sorted(ds._sample_collection.find({}), key=lambda d: d["filepath"])
+    return [{k: v for k, v in d.items() if k not in drop} for d in docs]
+
+
+def _samples(n=4):
+    import fiftyone as fo
+
+    return [fo.Sample(filepath=f"/data/c/{i}.jpg", tags=["train"] if i % 2 else ["val", "blurry"]) for i in range(n)]
+
+
+class _Without:
+    """A dataset seen through a FiftyOne that lacks the internals: public attributes only."""
+
+    def __init__(self, ds):
+        self._ds = ds
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._ds, name)
+
+
+def _audit_like_fields():
+    import fiftyone as fo
+
+    return {"metadata": fo.EmbeddedDocumentField(fo.ImageMetadata), "brightness": fo.FloatField(),
+            "count": fo.IntField(), "exif_rotated": fo.BooleanField(), "colour_mode": fo.StringField()}
+
+
+def _schema(ds):
+    return {name: (type(f).__name__, getattr(f, "document_type", None)) for name, f in ds.get_field_schema().items()}
+
+
+def test_declare_sample_fields_gives_the_schema_add_sample_field_gives(names):
+    import fiftyone as fo
+
+    public, fast, fallback = (fo.Dataset(names(t)) for t in ("pub", "fast", "fb"))
+    for ds in (public, fast, fallback):
+        ds.add_samples(_samples(), progress=False)
+    for name, field in _audit_like_fields().items():
+        kwargs = {"embedded_doc_type": field.document_type} if name == "metadata" else {}
+        public.add_sample_field(name, type(field), **kwargs)
+    door.declare_sample_fields(fast, _audit_like_fields())
+    door.declare_sample_fields(_Without(fallback), _audit_like_fields())
+    assert _schema(fast) == _schema(public) == _schema(fallback)
+    assert _schema(fast)["metadata"] == ("EmbeddedDocumentField", fo.ImageMetadata)
+    door.declare_sample_fields(fast, {"count": fo.IntField()})  # declared already: unchanged
+    assert _schema(fast) == _schema(public)
+    with pytest.raises(ValueError):
+        door.declare_sample_fields(fast, {"count": fo.StringField()})
+    # the schema reaches a freshly loaded dataset object (another process sees it)
+    assert isinstance(fo.load_dataset(fast.name).get_field_schema()["brightness"], fo.FloatField)
+
+
+def test_update_samples_stores_what_set_values_stores(names):
+    import fiftyone as fo
+
+    values = {
+        "metadata": [door.image_metadata_doc(900 + i, "image/jpeg", 32, 24 + i, 3) if i != 1 else None
+                     for i in range(4)],
+        "brightness": [0.25, None, 0.5, 1.0],
+        "count": [1, None, 2**53 + 1, -4],
+        "exif_rotated": [True, None, False, True],
+        "colour_mode": ["colour", None, "grayscale", "colour"],
+        "tags": [["val", "dark"], ["train"], ["val"], ["train", "blurry", "dark"]],
+    }
+    public, fast, fallback = (fo.Dataset(names(t)) for t in ("pub", "fast", "fb"))
+    for ds in (public, fast, fallback):
+        ds.add_samples(_samples(), progress=False)
+        door.declare_sample_fields(ds, _audit_like_fields())
+    before = {d["filepath"]: d["last_modified_at"] for d in fast._sample_collection.find({})}
+    kept = fast.first()  # an in-memory sample of the dataset sees the update
+    view = public.sort_by("filepath")
+    for name, col in values.items():
+        view.set_values(name, [fo.ImageMetadata.from_dict(v) if isinstance(v, dict) else v for v in col]
+                        if name == "metadata" else col)
+    for ds in (fast, fallback):
+        ids = ds.sort_by("filepath").values("id")
+        docs = [{name: col[k] for name, col in values.items()} for k in range(4)]
+        door.update_samples(ds if ds is fast else _Without(ds), ids, docs)
+    assert _raw(fast) == _raw(public) == _raw(fallback)
+    for ds in (fast, public, fallback):
+        for doc in ds._sample_collection.find({}):
+            if doc["filepath"] in before:
+                assert doc["last_modified_at"] > before[doc["filepath"]]  # stamped, as FiftyOne stamps a write
+    assert kept.brightness == 0.25 and kept.tags == ["val", "dark"] and kept.metadata.height == 24
+    read = fast.sort_by("filepath")
+    assert read.values("count") == [1, None, 2**53 + 1, -4]
+    assert read.values("metadata.height") == [24, None, 26, 27]
+    assert len(fast.match_tags("dark")) == 2
+    with pytest.raises(ValueError, match="2 sample ids for 1 documents"):
+        door.update_samples(fast, ids[:2], docs[:1])
+
+
+def test_insert_samples_writes_what_add_samples_writes(names):
+    """The augmentation writer's insert skips only FiftyOne's Python-side work: the stored
+    document, its timestamps and every field read back equal those of ``add_samples``."""
+    import fiftyone as fo
+
+    from vetset.plugins.augment.plan import PlannedImage, Source
+    from vetset.plugins.augment.store import _sample, declare_fields
+    from vetset.plugins.augment.writer import Task
+
+    ds = fo.Dataset(names("ins"))
+    declare_fields(ds)
+    params = [{"transform": "Affine", "params": {"rotate": -6.2, "matrix": [[0.9, -0.1, 73.7], [0.1, 0.9, -21.4]]}}]
+
+    def sample(path):
+        return fo.Sample(filepath=path, tags=["train", "augmented"], ground_truth=fo.Classification(label="ants"),
+                         source_id="a" * 24, source_filepath="/data/ants/1.jpg", aug_policy="light", aug_target=None,
+                         aug_plan="p1", aug_key="k1", aug_params=params)
+
+    def made(path):  # what the writer makes: a bare sample, the other fields in stored form
+        im = PlannedImage(Source("a" * 24, "/data/ants/1.jpg", "ants", {}), "light", 0, 7, "k1", None, {})
+        bare, fields = _sample("p1", (im, Task("/data/ants/1.jpg", path, "light", 7), {"params": params}))
+        return [bare], [fields]
+
+    ds.add_samples([sample("/out/public.jpg")], expand_schema=False, validate=False, progress=False)
+    door.insert_samples(ds, *made("/out/fast.jpg"))
+    door.insert_samples(_Without(ds), *made("/out/fallback.jpg"))
+    assert len(ds) == 3 and len(ds.match_tags("augmented")) == 3
+    public, fast, fallback = (ds._sample_collection.find_one({"filepath": fp})
+                              for fp in ("/out/public.jpg", "/out/fast.jpg", "/out/fallback.jpg"))
+    for doc in (public, fast, fallback):
+        assert doc["created_at"] == doc["last_modified_at"] and doc.pop("created_at") and doc.pop("last_modified_at")
+        assert 0 <= doc.pop("_rand") < 1  # FiftyOne's random key for take()/shuffle()
+        doc.pop("_id"), doc.pop("filepath")
+        doc["ground_truth"].pop("_id")
+    assert fast == public and fallback == public
+    empty = fo.Dataset(names("empty"))  # into an empty dataset the media type is set, as add_samples sets it
+    door.insert_samples(empty, *made("/out/first.jpg"))
+    assert empty.media_type == "image"
+    empty.add_samples([sample("/out/second.jpg")])
+    assert len(empty) == 2
+    read = ds.match(fo.ViewField("filepath") == "/out/fast.jpg").first()
+    assert read.ground_truth.label == "ants" and read.aug_params == params and read.aug_target is None
+    assert read.created_at is not None and read.metadata is None
+
+
+def test_stored_forms_equal_fiftyone_s_own():
+    import fiftyone as fo
+
+    for args in ((900, "image/jpeg", 32, 24, 3), (12, None, 8, 8, None)):
+        ours = door.image_metadata_doc(*args)
+        theirs = fo.ImageMetadata(size_bytes=args[0], mime_type=args[1], width=args[2], height=args[3],
+                                  num_channels=args[4]).to_mongo().to_dict()
+        assert {k: v for k, v in ours.items() if v is not None} == theirs  # FiftyOne leaves out None fields
+        assert fo.ImageMetadata.from_dict(ours).width == args[2]
+    a, b = door.classification_doc("ants"), door.classification_doc("ants")
+    theirs = fo.Classification(label="ants").to_mongo()
+    assert a["_id"] != b["_id"] and a["_id"] != theirs["_id"]
+    assert {k: v for k, v in a.items() if k != "_id"} == {k: v for k, v in theirs.items() if k != "_id"}
+    a["tags"].append("x")
+    assert door.classification_doc("ants")["tags"] == []  # copies never share the template's list
+
+
+def test_now_is_the_clock_fiftyone_stamps_documents_with(names):
+    import fiftyone as fo
+
+    ds = fo.Dataset(names("now"))
+    t0 = door.now()
+    ds.add_samples(_samples(1), progress=False)
+    stamped = ds.first().created_at
+    assert t0.tzinfo is None and stamped.tzinfo is None
+    assert dt.timedelta(0) <= stamped - t0.replace(microsecond=t0.microsecond // 1000 * 1000) < dt.timedelta(seconds=30)
+
+
+def test_root_dataset_is_the_dataset_behind_a_view(names):
+    import fiftyone as fo
+
+    ds = fo.Dataset(names("root"))
+    ds.add_samples(_samples(), progress=False)
+    assert root_dataset(ds) is ds and root_dataset(ds.match_tags("train").limit(1)) is ds
