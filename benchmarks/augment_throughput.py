@@ -27,7 +27,10 @@ during each writer run (the inserts' cost on the database side, another process)
 On a shared machine the same plain loop's CPU time moves by 10-20% from one run to the
 next, as much as the target. So the bookkeeping is also measured paired image by image
 (:func:`paired_steps`): the plain step and the writer's per-image work back to back for
-each image, then the writer's sample inserts for the same images.
+each image, then the writer's sample inserts for the same images, and the same inserts
+through FiftyOne's public ``add_samples`` (what keeps the private insert in
+:mod:`vetset.core._fiftyone`). Last, the import time of a fresh writer worker, with and
+without albumentations' optional PyTorch helpers (what keeps torch out of the workers).
 
 Usage::
 
@@ -43,6 +46,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from _common import private_database
@@ -186,12 +190,19 @@ def main() -> None:
           f"{_summary(wall_over, '%')} wall time  (target < 10%)")
     print(f"  speed-up of the writer with {args.workers} workers vs the plain loop (cv2), wall time: "
           f"{_summary(speed_up, 'x')}  (target >= 1.5x on 2 idle cores)")
-    step, apply, insert = (1000 * v / n for v in paired)
+    step, apply, insert, public = (1000 * v / n for v in paired)
     print(f"\npaired per image (the plain loop's step and the writer's apply_one back to back, image by image, "
           f"thread CPU time; then the writer's sample inserts of those images):\n"
           f"  plain step {step:.3f} ms, apply_one {apply:.3f} ms ({100 * (apply - step) / step:+.1f}%), "
           f"sample insert {insert:.3f} ms ({100 * insert / step:+.1f}%): "
           f"bookkeeping {100 * (apply + insert - step) / step:+.1f}% per image  (target < 10%)")
+    print(f"  the same inserts through FiftyOne's public add_samples: {public:.3f} ms ({100 * public / step:+.1f}%), "
+          f"{public / insert:.1f}x the writer's (vetset.core._fiftyone.insert_samples)")
+    worker = import_seconds("import vetset.plugins.augment._preload")
+    plain = import_seconds("import albumentations")
+    print(f"\nimports of a fresh writer worker (best of 3, wall, with the interpreter's start): "
+          f"albumentations without its PyTorch helpers (the writer's preload) {worker[0]:.2f} s (torch imported: "
+          f"{worker[1]}), plain 'import albumentations' {plain[0]:.2f} s (torch imported: {plain[1]})")
 
 
 def paired_steps(ds, images, compose, cfg, folder: Path) -> tuple[float, float, float]:
@@ -225,12 +236,47 @@ def paired_steps(ds, images, compose, cfg, folder: Path) -> tuple[float, float, 
                 res = apply_one(cfg, task)
                 apply += time.thread_time() - c
                 made.append((im, task, res))
+    public = 0.0
     for start in range(0, len(made), 256):
+        batch = made[start:start + 256]
         c = time.thread_time()
-        pairs = [_sample("bench-paired", item) for item in made[start:start + 256]]
+        pairs = [_sample("bench-paired", item) for item in batch]
         insert_samples(ds, [p[0] for p in pairs], [p[1] for p in pairs])
         insert += time.thread_time() - c
-    return step, apply, insert
+        # the same samples through FiftyOne's public add_samples (the door's fallback), other filepaths
+        c = time.thread_time()
+        pairs = [_sample("bench-paired", (im, replace(task, out_path=task.out_path + ".public.jpg"), res))
+                 for im, task, res in batch]
+        insert_samples(_PublicOnly(ds), [p[0] for p in pairs], [p[1] for p in pairs])
+        public += time.thread_time() - c
+    return step, apply, insert, public
+
+
+class _PublicOnly:
+    """A dataset seen as through a FiftyOne without the internals :mod:`vetset.core._fiftyone`
+    uses: its functions take their public fallback (``add_samples`` for the inserts)."""
+
+    def __init__(self, ds):
+        self._ds = ds
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._ds, name)
+
+
+def import_seconds(code: str, repeat: int = 3) -> tuple[float, bool]:
+    """Best wall time of ``python -c code`` in a fresh process, and whether torch got imported."""
+    import subprocess
+
+    best, torch = float("inf"), False
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('torch' in sys.modules)"],
+                             capture_output=True, text=True, check=True).stdout
+        best = min(best, time.perf_counter() - t)
+        torch = out.strip().endswith("True")
+    return best, torch
 
 
 def _summary(values: list[float], unit: str) -> str:

@@ -141,6 +141,14 @@ def test_custom_transforms_and_policies_from_a_plugin():
         pm.unregister(plugin)
     with pytest.raises(RecipeError, match="unknown transform 'acme.Invert'"):
         load_pipeline({"__class_fullname__": "acme.Invert"}, Hooks(build_plugin_manager()))
+    # without the plugin, the class still loads by the name albumentations registered it under
+    # (what A.to_dict writes for it), as A.from_dict finds it
+    spec = A.to_dict(A.Compose([Invert(p=1.0)]))
+    assert spec["transform"]["transforms"][0]["__class_fullname__"] == Invert.get_class_fullname()
+    assert A.to_dict(load_pipeline(spec, Hooks(build_plugin_manager()))) == spec == A.to_dict(A.from_dict(spec))
+    # a transform written without p gets its class's default, as when built by hand
+    assert load_pipeline({"__class_fullname__": "Resize", "height": 8, "width": 8}, None).transforms[0].p == \
+        A.Resize(8, 8).p
 
 
 def test_applied_params_become_json():
@@ -227,6 +235,11 @@ def test_writer_workers_import_albumentations_without_torch_and_still_build_tote
         "assert 'albumentations' in sys.modules and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
         "assert 'albumentations.pytorch' not in sys.modules\n"
         "from vetset.plugins.augment.pipeline import build_pipeline\n"
+        "from vetset.plugins.augment.transforms import TRANSFORMS\n"
+        "flip = build_pipeline({'__class_fullname__': 'Compose', 'transforms': [\n"
+        "    {'__class_fullname__': 'vetset.plugins.augment.transforms.AtWorkingSize', 'size': 16, 'transforms': [\n"
+        "        {'__class_fullname__': 'HorizontalFlip', 'p': 1.0}]}]}, TRANSFORMS)\n"
+        "assert 'torch' not in sys.modules, 'A.from_dict imported torch in a writer worker'\n"
         "pipe = build_pipeline({'__class_fullname__': 'Compose', 'transforms': [\n"
         "    {'__class_fullname__': 'HorizontalFlip', 'p': 1.0},\n"
         "    {'__class_fullname__': 'ToTensorV2', 'p': 1.0}]})\n"

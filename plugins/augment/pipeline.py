@@ -7,22 +7,27 @@ A pipeline is stored in the format ``A.to_dict(compose)`` returns (and ``A.save`
                    "transforms": [{"__class_fullname__": "ToGray", "p": 1.0}, ...]}}
 
 The bare inner mapping (``{"__class_fullname__": ...}``) and a path to a JSON/YAML file
-written by ``A.save`` are accepted too. :func:`load_pipeline` rebuilds the ``A.Compose``
-itself instead of calling ``A.from_dict`` so that every problem names the transform at
-fault and albumentations' own message, and so that custom transform classes registered
-through ``vetset_register_transforms`` resolve by name. The trainer uses the same function
-for its ``train_transform`` option.
+written by ``A.save`` are accepted too. :func:`load_pipeline` builds the ``A.Compose`` with
+``A.from_dict``; first it checks every node of the spec and resolves each name (custom
+transform classes registered through ``vetset_register_transforms`` first, then
+albumentations' own), so that a problem names the transform at fault, with close matches
+or albumentations' own message. A custom class reaches ``A.from_dict`` through
+albumentations' own registration: every subclass of its transforms is registered under
+``cls.get_class_fullname()`` when it is defined. The trainer uses the same function for
+its ``train_transform`` option.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
+import inspect
 import json
 import math
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,86 +88,135 @@ def read_pipeline_spec(spec: Any, where: str) -> dict[str, Any]:
     return dict(inner)
 
 
-def import_albumentations() -> Any:
-    """Import albumentations, without its optional PyTorch helpers when it is not loaded yet.
+@contextlib.contextmanager
+def _without_torch() -> Iterator[None]:
+    """Within the block, ``import albumentations.pytorch`` raises ``ImportError`` (unless it
+    is imported already), so albumentations' optional PyTorch helpers do not import torch.
 
     ``albumentations/__init__`` imports ``albumentations.pytorch`` (``ToTensorV2``) inside
-    ``suppress(ImportError)``, and that imports torch: about 1.2 s of the 2 s a fresh
-    process spends importing albumentations (``python -X importtime``). Worker processes
-    that write images never need ``ToTensorV2``, so this blocks that one optional import
-    while albumentations initialises and unblocks it right after, so an explicit
-    ``import albumentations.pytorch`` (or :func:`resolve_transform` meeting ``ToTensorV2``)
-    still works later. In a process that already imported albumentations it changes nothing.
+    ``suppress(ImportError)``, and ``A.from_dict`` imports it too
+    (``register_additional_transforms``); that imports torch, most of what a fresh process
+    spends importing albumentations (``benchmarks/augment_throughput.py`` prints both
+    import times). Writer workers never need ``ToTensorV2``; an explicit
+    ``import albumentations.pytorch`` after the block works.
+    """
+    blocked = "albumentations.pytorch" not in sys.modules
+    if blocked:
+        sys.modules["albumentations.pytorch"] = None  # type: ignore[assignment]  # makes the import raise ImportError
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("albumentations.pytorch", 0) is None:
+            del sys.modules["albumentations.pytorch"]
+
+
+def import_albumentations() -> Any:
+    """Import albumentations without its optional PyTorch helpers when it is not loaded yet
+    (:func:`_without_torch`); in a process that already imported it, this changes nothing.
 
     Returns:
         the ``albumentations`` module.
     """
     if "albumentations" in sys.modules:
         return sys.modules["albumentations"]
-    blocked = "albumentations.pytorch" not in sys.modules
-    if blocked:
-        sys.modules["albumentations.pytorch"] = None  # type: ignore[assignment]  # makes the import raise ImportError
-    try:
+    with _without_torch():
         import albumentations
-    finally:
-        if blocked and sys.modules.get("albumentations.pytorch", 0) is None:
-            del sys.modules["albumentations.pytorch"]
     return albumentations
 
 
+def _transform_classes(module: Any) -> dict[str, type]:
+    """The transform and composition classes a module exports, by name."""
+    import albumentations as A
+
+    return {n: c for n, c in vars(module).items()
+            if isinstance(c, type) and issubclass(c, (A.BasicTransform, A.BaseCompose))}
+
+
 def resolve_transform(name: str, custom: Mapping[str, type], where: str) -> type:
-    """The class for a serialized transform name: custom (plugin) classes first, then albumentations.
+    """The class for a serialized transform name: custom (plugin) classes first, then albumentations'
+    (``A.<Name>``, ``albumentations.pytorch.<Name>``), or a ``module.Class`` name of an imported
+    module (how ``A.to_dict`` names a class defined outside albumentations).
 
     Raises:
         RecipeError: unknown name (the message lists close matches).
     """
-    from albumentations.core.serialization import SERIALIZABLE_REGISTRY, shorten_class_name
+    import albumentations as A
 
     if name in custom:
         return custom[name]
-    short = shorten_class_name(name)
-    if short not in SERIALIZABLE_REGISTRY and "albumentations.pytorch" not in sys.modules:
-        # a writer worker imports albumentations without its PyTorch helpers (see
-        # import_albumentations); a pipeline naming one of them (ToTensorV2) loads them now
-        try:
-            import albumentations.pytorch  # noqa: F401
-        except ImportError:
-            pass
-    if short in SERIALIZABLE_REGISTRY:
-        return SERIALIZABLE_REGISTRY[short]
-    known = sorted(set(SERIALIZABLE_REGISTRY) | set(custom))
-    close = difflib.get_close_matches(short, known, n=3)
+    short = name.rsplit(".", 1)[-1] if name.startswith("albumentations.") else name
+    module, _, attr = short.rpartition(".")
+    if module:
+        found = _transform_classes(sys.modules[module]).get(attr) if module in sys.modules else None
+    else:
+        found = _transform_classes(A).get(short)
+        if found is None:
+            # a writer worker imports albumentations without its PyTorch helpers (see
+            # import_albumentations); a pipeline naming one of them (ToTensorV2) loads them now
+            try:
+                import albumentations.pytorch as AP
+
+                found = _transform_classes(AP).get(short)
+            except ImportError:
+                pass
+    if found is not None:
+        return found
+    close = difflib.get_close_matches(short, sorted(set(_transform_classes(A)) | set(custom)), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else \
         "; use an albumentations transform name or register a custom one through vetset_register_transforms."
     raise RecipeError(f"{where}: unknown transform {name!r}{hint}")
 
 
-def _build(node: Mapping[str, Any], custom: Mapping[str, type], where: str, path: str) -> Any:
-    import albumentations as A
+def _resolved(node: Any, custom: Mapping[str, type], where: str, path: str) -> dict[str, Any]:
+    """``node`` as ``A.from_dict`` reads it: each name its class's ``get_class_fullname()``
+    (the name albumentations registered it under), and a missing ``p`` the class's default
+    (``A.from_dict`` would use 0.5).
 
+    Raises:
+        RecipeError: not a transform mapping, an unknown name, or ``transforms`` not a list.
+    """
     if not isinstance(node, Mapping) or "__class_fullname__" not in node:
         raise RecipeError(f"{where}: {path} is not a transform mapping with '__class_fullname__'.")
     name = str(node["__class_fullname__"])
     cls = resolve_transform(name, custom, f"{where} ({path})")
-    args = {k: v for k, v in node.items() if k != "__class_fullname__"}
-    if "transforms" in args:
-        if not isinstance(args["transforms"], list):
+    out = dict(node)
+    out["__class_fullname__"] = cls.get_class_fullname()
+    default_p = inspect.signature(cls).parameters.get("p")
+    if "p" not in out and default_p is not None and default_p.default is not inspect.Parameter.empty:
+        out["p"] = default_p.default
+    if "transforms" in out:
+        if not isinstance(out["transforms"], list):
             raise RecipeError(f"{where}: {path}.transforms of {name} must be a list of transforms.")
-        args["transforms"] = [_build(t, custom, where, f"{path}.transforms[{i}]")
-                              for i, t in enumerate(args["transforms"])]
+        out["transforms"] = [_resolved(t, custom, where, f"{path}.transforms[{i}]")
+                             for i, t in enumerate(out["transforms"])]
+    return out
+
+
+def _from_dict(node: dict[str, Any]) -> tuple[Any, str | None]:
+    """``A.from_dict`` of one resolved node: ``(transform, None)``, or ``(None, why)`` when its
+    class (or a child's) rejects the parameters: it raised, or warned that they are not valid."""
+    import albumentations as A
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            obj = cls(**args)
+            with _without_torch():
+                obj = A.from_dict({"transform": node})
         except Exception as exc:  # albumentations raises ValueError (pydantic) or TypeError
-            raise RecipeError(f"{where}: transform {name} ({path}) rejected its parameters: {_condense(exc)}.") from None
+            return None, f"rejected its parameters: {_condense(exc)}"
     for w in caught:
-        msg = str(w.message)
-        if "are not valid for transform" in msg:
-            raise RecipeError(f"{where}: transform {name} ({path}): {msg}.")
-    if not isinstance(obj, (A.BasicTransform, A.BaseCompose)):
-        raise RecipeError(f"{where}: {name} ({path}) is not an albumentations transform.")
-    return obj
+        if "are not valid for transform" in str(w.message):
+            return None, str(w.message)
+    return obj, None
+
+
+def _fault(written: Mapping[str, Any], node: dict[str, Any], path: str) -> tuple[str, str, str]:
+    """The first node that fails on its own (children before their parent, the order in which
+    ``A.from_dict`` builds): ``(its name as written, path, why)``."""
+    for i, (w, child) in enumerate(zip(written.get("transforms", []), node.get("transforms", []))):
+        if _from_dict(child)[1] is not None:
+            return _fault(w, child, f"{path}.transforms[{i}]")
+    return str(written["__class_fullname__"]), path, _from_dict(node)[1] or "failed"
 
 
 def build_pipeline(spec: Any, custom: Mapping[str, type] | None = None, where: str = "pipeline",
@@ -185,17 +239,18 @@ def build_pipeline(spec: Any, custom: Mapping[str, type] | None = None, where: s
     import albumentations as A
 
     inner = read_pipeline_spec(spec, where)
-    obj = _build(inner, dict(custom or {}), where, "transform")
-    if isinstance(obj, A.Compose) and not save_applied_params:
+    node = _resolved(inner, dict(custom or {}), where, "transform")
+    is_compose = node["__class_fullname__"] == A.Compose.get_class_fullname()
+    if is_compose and save_applied_params:
+        node["save_applied_params"] = True
+    obj, _ = _from_dict(node)
+    if obj is None:
+        name, path, why = _fault(inner, node, "transform")
+        raise RecipeError(f"{where}: transform {name} ({path}){' ' if why.startswith('rejected') else ': '}{why}.")
+    if not isinstance(obj, (A.BasicTransform, A.BaseCompose)):
+        raise RecipeError(f"{where}: {inner['__class_fullname__']} is not an albumentations transform.")
+    if is_compose:
         return obj
-    if isinstance(obj, A.Compose):
-        # rebuild the top level with save_applied_params; children are reused as they are
-        args = {k: v for k, v in inner.items() if k not in ("__class_fullname__", "transforms")}
-        args["save_applied_params"] = True
-        try:
-            return A.Compose(obj.transforms, **args)
-        except Exception as exc:
-            raise RecipeError(f"{where}: Compose rejected its parameters: {_condense(exc)}.") from None
     return A.Compose([obj], save_applied_params=save_applied_params)
 
 

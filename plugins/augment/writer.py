@@ -202,9 +202,9 @@ def _apply_in_worker(cfg: WriterConfig, task: Task) -> dict[str, Any]:
 CHUNK_SIZE = 16
 
 #: Modules the forkserver imports once (when this is the first user of the forkserver in
-#: the process), so that workers start without importing them. ``augment_preload``
-#: imports albumentations without torch (0.75 s instead of 2 s, see
-#: :func:`~vetset.plugins.augment.pipeline.import_albumentations`), so it comes first.
+#: the process), so that workers start without importing them. ``_preload`` imports
+#: albumentations without torch (:func:`~vetset.plugins.augment.pipeline.import_albumentations`),
+#: so it comes first.
 PRELOAD = ("vetset.plugins.augment._preload", "numpy", "cv2", "vetset.core.images", "vetset.plugins.augment.writer",
            "vetset.plugins.augment.transforms")
 
