@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import html
 import io
 import os
 import re
@@ -33,6 +32,8 @@ from vetset.core.result import lookup
 
 if TYPE_CHECKING:  # pragma: no cover
     from vetset.core.manager import Hooks
+
+from markupsafe import Markup, escape
 
 
 @dataclass
@@ -85,8 +86,9 @@ def view_note(name: str, ctx: ReportContext | None) -> str:
 
 
 def esc(value: Any) -> str:
-    """HTML-escape ``str(value)``."""
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text: ``markupsafe.escape`` (``& < > " '`` escaped; :data:`safe` HTML,
+    a ``markupsafe.Markup``, passes unchanged), as a plain ``str``."""
+    return str(escape(value))
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -108,18 +110,16 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") 
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, safe):
-        return f"<td>{value.html}</td>"
+    if isinstance(value, Markup):
+        return f"<td>{value}</td>"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f'<td class="num">{fmt(value)}</td>'
     return f"<td>{fmt(value)}</td>"
 
 
-class safe:
-    """Wrap trusted HTML so :func:`table` does not escape it."""
-
-    def __init__(self, html_text: str):
-        self.html = html_text
+#: Trusted HTML that :func:`table` and :func:`esc` leave as it is: ``safe("<code>x</code>")``
+#: (``markupsafe.Markup``, what Jinja2 uses).
+safe = Markup
 
 
 def figure(fig: Any) -> str:

@@ -26,48 +26,90 @@ import difflib
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
+
+from vetset.core.atomic import atomic_write
 
 SCHEMA_VERSION = 2
 RESULT_FILE = "result.json"
 
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if callable(getattr(obj, "tolist", None)):  # array-likes such as the audit's NumericColumn
-        return [None if isinstance(v, float) and not math.isfinite(v) else v for v in obj.tolist()]
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+def to_jsonable(value: Any, *, max_elements: int | None = None, strict: bool = False) -> Any:
+    """``value`` as plain JSON (and BSON) types: what vetset writes to ``result.json`` and to
+    FiftyOne fields. The one JSON-safety function of vetset.
+
+    numpy scalars become Python numbers and arrays (and anything with ``tolist()``, such as
+    pandas arrays) lists; tuples and sets lists; dict keys strings (a ``str`` subclass's
+    value, as ``json`` writes it); ``Path`` its string; a ``str`` subclass (a ``(str, Enum)``
+    member) its value; NaN, infinities and pandas' ``NA`` ``None``; integers beyond 64 bits
+    their decimal string (MongoDB stores at most 8-byte integers; bson raises
+    ``OverflowError``). Dispatches on the exact type first, so plain values cost a type check.
+
+    Args:
+        value: any value.
+        max_elements: arrays with more elements become ``{"shape", "dtype"}`` and longer
+            lists or tuples ``{"length"}``; ``None``: no limit.
+        strict: raise ``TypeError`` for a value of another type, instead of its ``str``
+            (as ``json.dumps``'s ``default`` hook must).
+
+    Raises:
+        TypeError: ``strict`` and a value of a type not listed.
+    """
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        return value if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF else str(value)
+    if kind is dict:
+        return {k if type(k) is str else _key(k): to_jsonable(v, max_elements=max_elements, strict=strict)
+                for k, v in value.items()}
+    if kind is tuple or kind is list or kind is set or kind is frozenset:
+        if max_elements is not None and len(value) > max_elements:
+            return {"length": len(value)}
+        return [to_jsonable(v, max_elements=max_elements, strict=strict) for v in value]
+    if isinstance(value, np.ndarray):
+        if max_elements is not None and value.size > max_elements:
+            return {"shape": list(value.shape), "dtype": str(value.dtype)}
+        return to_jsonable(value.tolist(), max_elements=max_elements, strict=strict)
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item(), max_elements=max_elements, strict=strict)
+    for plain in (bool, int, float, str):  # subclasses (IntEnum, a (str, Enum) member)
+        if isinstance(value, plain):
+            # str.__str__: a (str, Enum) member's value ("red"), where str() gives "Colour.RED"
+            return to_jsonable(str.__str__(value) if plain is str else plain(value), max_elements=max_elements,
+                               strict=strict)
+    if kind.__name__ == "NAType":  # pandas.NA, without importing pandas
+        return None
+    if isinstance(value, Mapping):
+        return to_jsonable(dict(value), max_elements=max_elements, strict=strict)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return to_jsonable(list(value), max_elements=max_elements, strict=strict)
+    if isinstance(value, PurePath):
+        return str(value)
+    if callable(getattr(value, "tolist", None)):  # array-likes (pandas arrays)
+        return to_jsonable(value.tolist(), max_elements=max_elements, strict=strict)
+    if strict:
+        raise TypeError(f"Object of type {kind.__name__} is not JSON serializable")
+    return str(value)
+
+
+def _key(key: Any) -> str:
+    """A dict key as ``str``: a ``str`` subclass's value (as ``json`` writes it), else ``str(key)``."""
+    return str.__str__(key) if isinstance(key, str) else str(key)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON via a temp file and ``os.replace`` so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=_default, allow_nan=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as indented JSON (:func:`to_jsonable` for what ``json`` cannot write), atomically
+    (:func:`vetset.core.atomic.atomic_write`), creating the folder."""
+    text = json.dumps(obj, indent=2, default=partial(to_jsonable, strict=True), allow_nan=False)
+    atomic_write(path, text, mkdir=True)
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vetset.core.atomic import atomic_write
+
 
 def write_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Path:
     """Write ``out/digits/{train,val}/<digit>/<index>.png``; returns the ``digits`` root.
@@ -35,9 +37,6 @@ def write_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0) -> P
         path = root / split / label / f"{idx:04d}.png"
         if path.exists():
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
         pixels = (255 - np.rint(img * (255.0 / 16.0))).astype(np.uint8)
-        tmp = path.with_suffix(".tmp")
-        Image.fromarray(pixels, "L").save(tmp, format="PNG")
-        tmp.replace(path)
+        atomic_write(path, lambda f, pixels=pixels: Image.fromarray(pixels, "L").save(f, format="PNG"), mkdir=True)
     return root

@@ -2,144 +2,73 @@
 
 :func:`collect_records` unpacks the stream of worker records into :class:`PassColumns`:
 ``int64`` arrays for sizes and EXIF data, and one column per key a check's ``compute``
-returned, a :class:`NumericColumn` (numpy values plus a presence mask, 9 bytes per image)
-for numbers, else a list. :class:`vetset.plugins.audit.context.AuditContext` extends
-:class:`PassColumns` with the samples' ids, labels and splits and the checks' writes.
+returned: a pandas nullable array (``Int64`` or ``Float64``: numpy values plus a
+missing-value mask, 9 bytes per image) for numbers, else a list.
+:class:`vetset.plugins.audit.context.AuditContext` extends :class:`PassColumns` with the
+samples' ids, labels and splits and the checks' writes.
 """
 
 from __future__ import annotations
 
-import math
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from vetset.core.errors import PluginError
 
-
-class NumericColumn(Sequence):
-    """One computed key's numbers for every image, as a numpy array plus a presence mask.
-
-    It reads like the list it replaces: ``col[i]`` is a Python ``int``/``float`` or
-    ``None`` where the image gave no value (unreadable, or its ``compute`` failed), and
-    iteration yields the same. It costs 9 bytes per image instead of a 32-byte float
-    object and a list slot. :meth:`AuditContext.column` reads it without a Python loop.
-
-    Attributes:
-        values: ``int64`` or ``float64`` array, shape ``(n,)`` (0 where missing).
-        present: ``bool`` array, shape ``(n,)``.
-    """
-
-    __slots__ = ("values", "present")
-
-    def __init__(self, values: np.ndarray, present: np.ndarray):
-        self.values = values
-        self.present = present
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [v if p else None for v, p in zip(self.values[i].tolist(), self.present[i].tolist())]
-        return self.values[i].item() if self.present[i] else None
-
-    def __iter__(self) -> Iterator[Any]:
-        return (v if p else None for v, p in zip(self.values.tolist(), self.present.tolist()))
-
-    def __setitem__(self, i: Any, value: Any) -> None:
-        if isinstance(i, slice):
-            idx = range(*i.indices(len(self)))
-            value = list(value)
-            if len(value) != len(idx):
-                raise ValueError(f"cannot assign {len(value)} values to a slice of {len(idx)}")
-            for k, v in zip(idx, value):
-                self[k] = v
-            return
-        if value is None:
-            self.present[i] = False
-            self.values[i] = 0
-            return
-        if not _is_number(value):
-            raise TypeError(f"a NumericColumn holds numbers or None, not {type(value).__name__}")
-        if not _exact_in(self, value):
-            raise ValueError(f"{value!r} cannot join this {self.values.dtype} column without rounding "
-                             "(integers above 2**53 and floats do not mix in one column)")
-        if self.values.dtype == np.int64 and not isinstance(value, (int, np.integer)):
-            self.values = self.values.astype(np.float64)
-        try:
-            self.values[i] = value
-        except OverflowError:
-            raise ValueError(f"{value!r} is outside the 64-bit integer range") from None
-        self.present[i] = True
-
-    def __eq__(self, other: Any) -> bool:
-        if isinstance(other, NumericColumn):
-            return bool(np.array_equal(self.present, other.present)
-                        and np.array_equal(self.values[self.present], other.values[other.present]))
-        if isinstance(other, (list, tuple)):
-            return self.tolist() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # mutable, like the list it stands for
-
-    def __add__(self, other: Any) -> list[Any]:
-        return self.tolist() + list(other)
-
-    def __radd__(self, other: Any) -> list[Any]:
-        return list(other) + self.tolist()
-
-    def __repr__(self) -> str:
-        return f"NumericColumn({self.values.dtype}, n={len(self)}, present={int(self.present.sum())})"
-
-    def tolist(self) -> list[Any]:
-        """The values as a list of Python numbers, ``None`` where missing (also what JSON gets)."""
-        return self[:]
-
-    def to_array(self, dtype: Any = np.float64, fill: Any = np.nan) -> np.ndarray:
-        """The values as ``dtype``, ``fill`` where missing; shape ``(n,)``."""
-        missing = ~self.present
-        if missing.any():
-            if np.issubdtype(np.dtype(dtype), np.integer) and isinstance(fill, float) and math.isnan(fill):
-                raise ValueError(f"{int(missing.sum())} images have no value: pass a fill for an integer column")
-            out = self.values.astype(dtype)
-            out[missing] = fill
-            return out
-        return self.values.astype(dtype)
-
-
 #: Integers above this lose precision as float64 (2**53, IEEE 754 double's 53-bit significand).
 _EXACT_FLOAT_INT = 2**53
-
-
-def _exact_in(col: NumericColumn, value: Any) -> bool:
-    """Whether ``value`` fits ``col`` without losing precision (an int column turns float64
-    when a float arrives, so its integers, and any new one, must stay below 2**53)."""
-    is_int = isinstance(value, (int, np.integer))
-    if col.values.dtype == np.int64 and is_int:
-        return True
-    if is_int and abs(int(value)) > _EXACT_FLOAT_INT:
-        return False
-    if col.values.dtype == np.int64 and col.present.any():
-        return int(np.abs(col.values[col.present]).max()) <= _EXACT_FLOAT_INT
-    return True
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
+def _put(buf: list[np.ndarray], i: int, value: Any) -> bool:
+    """Store number ``value`` at ``i`` of a numeric column being filled (``[values, present]``).
+
+    An ``int64`` column turns ``float64`` when a float arrives, if its integers stay exact
+    (at most 2**53). Returns ``False`` when ``value`` cannot join without rounding or
+    overflow (the column then becomes a list of the exact values).
+    """
+    values, present = buf
+    is_int = isinstance(value, (int, np.integer))
+    if values.dtype == np.int64:
+        if is_int:
+            if not _INT64[0] <= int(value) <= _INT64[1]:
+                return False
+        else:
+            if present.any() and int(np.abs(values[present]).max()) > _EXACT_FLOAT_INT:
+                return False
+            buf[0] = values = values.astype(np.float64)
+    elif is_int and abs(int(value)) > _EXACT_FLOAT_INT:
+        return False
+    values[i] = value
+    present[i] = True
+    return True
+
+
+def _nullable(values: np.ndarray, present: np.ndarray) -> Any:
+    """``values`` with ``present`` as a pandas nullable array (no copy): ``Int64`` or ``Float64``."""
+    cls = pd.arrays.IntegerArray if values.dtype == np.int64 else pd.arrays.FloatingArray
+    return cls(values, ~present)
+
+
 class _ComputedBuilder:
     """Fills ``{key: column}`` for one check as records arrive (see :func:`collect_records`).
 
-    A key whose values are numbers becomes a :class:`NumericColumn` (``int64`` while every
-    value is an integer, then ``float64``); any other key, or one that mixes numbers with
-    other types, a list. A key's repeated strings (a colour mode, a bin name) are shared,
-    so each is one object however many images carry it; a key with more than
-    :attr:`MAX_SHARED` distinct strings (a hash) stops sharing, since each value is unique.
+    A key whose values are numbers is kept as a numpy ``(values, present)`` pair while it
+    fills (``int64`` while every value is an integer, then ``float64``) and handed out as a
+    pandas nullable array (:meth:`columns`); any other key, or one that mixes numbers with
+    other types or holds integers that float64 or int64 cannot carry exactly, a list. A
+    key's repeated strings (a colour mode, a bin name) are shared, so each is one object
+    however many images carry it; a key with more than :attr:`MAX_SHARED` distinct strings
+    (a hash) stops sharing, since each value is unique.
     """
 
     MAX_SHARED = 256
@@ -153,36 +82,38 @@ class _ComputedBuilder:
         col = self.cols.get(key)
         if col is None:
             if _is_number(value):
-                col = NumericColumn(np.zeros(self.n, dtype=np.int64 if isinstance(value, (int, np.integer))
-                                             else np.float64), np.zeros(self.n, dtype=bool))
+                col = [np.zeros(self.n, dtype=np.int64 if isinstance(value, (int, np.integer)) else np.float64),
+                       np.zeros(self.n, dtype=bool)]
             else:
                 col = [None] * self.n
             self.cols[key] = col
         if value is None:
             return
-        if type(col) is NumericColumn:
-            # the common cases first, without the checks (6.7 -> under 1 us a value; 10 values
-            # per image on CIFAR made this the driver's main cost): a Python float into a
-            # float column, a Python int within 2**53 into either
+        if len(col) == 2 and type(col[1]) is np.ndarray:  # numeric, being filled
+            # the common cases first, without the checks (10 values per image on CIFAR make
+            # this the driver's main cost): a Python float into a float column, a Python int
+            # within 2**53 into either
             kind = type(value)
-            if kind is float and col.values.dtype == np.float64 or \
-                    kind is int and -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT and col.values.dtype == np.int64:
-                col.values[i] = value
-                col.present[i] = True
+            values = col[0]
+            if kind is float and values.dtype == np.float64 or \
+                    kind is int and -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT and values.dtype == np.int64:
+                values[i] = value
+                col[1][i] = True
                 return
-            if _is_number(value) and _exact_in(col, value):
-                try:
-                    col[i] = value
-                    return
-                except ValueError:  # an int beyond int64: keep Python ints
-                    pass
-            col = self.cols[key] = list(col)
+            if _is_number(value) and _put(col, i, value):
+                return
+            col = self.cols[key] = [v if p else None for v, p in zip(col[0].tolist(), col[1].tolist())]
         elif type(value) is str:
             shared = self.shared.get(key, {})
             if shared is not None:
                 value = shared.setdefault(value, value)
                 self.shared[key] = shared if len(shared) <= self.MAX_SHARED else None
         col[i] = value
+
+    def columns(self) -> dict[str, Any]:
+        """``{key: column}``: pandas nullable arrays for numbers, lists otherwise."""
+        return {key: _nullable(*col) if len(col) == 2 and type(col[1]) is np.ndarray else col
+                for key, col in self.cols.items()}
 
 
 @dataclass
@@ -197,8 +128,9 @@ class PassColumns:
         mode, format: Pillow mode / format names per sample (``""`` if unreadable).
         error: decode failure reason per sample (``None`` when readable).
         computed: ``{check: {key: column}}``, what each check's ``compute`` returned per
-            image, ``None`` for unreadable images or when ``compute`` failed. A column is a
-            sequence of length ``n``: a :class:`NumericColumn` for numbers, else a list.
+            image, a sequence of length ``n``: for numbers a pandas nullable array
+            (``Int64``/``Float64``; ``pd.NA`` for unreadable images or when ``compute``
+            failed; ``ctx.column`` reads it as numpy), else a list (``None`` there).
         failures: ``{check: ["<filepath>: <error>", ...]}``, images whose ``compute`` raised.
     """
 
@@ -221,7 +153,7 @@ def collect_records(records: Iterable[tuple], filepaths: Sequence[str], checks: 
     Each record (``vetset.plugins.audit.stage.audit_image``: ``(width, height, file_size,
     mode, format, exif_orientation, n_frames, error, results)``, one ``results`` dict per
     check in ``checks`` order) is unpacked into preallocated ``int64`` arrays and one
-    column per computed key (a :class:`NumericColumn` for numbers), then dropped: the
+    column per computed key (a pandas nullable array for numbers), then dropped: the
     driver keeps about 9 bytes per number instead of a tuple, a dict and a float object
     per image (``benchmarks/audit_scaling.py`` measures the driver's memory).
 
@@ -258,7 +190,7 @@ def collect_records(records: Iterable[tuple], filepaths: Sequence[str], checks: 
         raise PluginError(f"the image pass returned {i + 1} records for {n} images")
     return PassColumns(readable=np.array([e is None for e in error], dtype=bool), width=ints[0], height=ints[1],
                        file_size=ints[2], exif_orientation=ints[3], n_frames=ints[4], mode=mode, format=fmt,
-                       error=error, computed={name: b.cols for name, b in builders.items()}, failures=failures)
+                       error=error, computed={name: b.columns() for name, b in builders.items()}, failures=failures)
 
 
-__all__ = ["NumericColumn", "PassColumns", "collect_records"]
+__all__ = ["PassColumns", "collect_records"]

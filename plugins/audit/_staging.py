@@ -1,7 +1,7 @@
 """Staging and writing the audit's per-sample fields: one bulk pass after every check.
 
 :meth:`vetset.plugins.audit.context.AuditContext.set_field` stores each field through
-:func:`stage` (numpy arrays, strictly typed by kind); :func:`write_all` turns the staged
+:func:`stage` (pandas nullable arrays, strictly typed by kind); :func:`write_all` turns the staged
 columns into one ``UpdateOne`` per sample, :data:`WRITE_BATCH` samples at a time (see
 :mod:`vetset.plugins.audit.context` for why one pass).
 """
@@ -9,11 +9,11 @@ columns into one ``UpdateOne`` per sample, :data:`WRITE_BATCH` samples at a time
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from vetset.core._fiftyone import declare_sample_fields, update_samples
 from vetset.core.dataset import root_dataset
@@ -26,96 +26,46 @@ FIELD_KINDS = ("float", "int", "bool", "str", "metadata")
 WRITE_BATCH = 2_000
 
 
-_INT64_MAX = np.iinfo(np.int64).max
+#: The pandas nullable dtype each numeric kind is staged as.
+NULLABLE = {"float": "Float64", "int": "Int64", "bool": "boolean"}
 
 
 def stage(values: Any, kind: str) -> Any:
-    """Staged storage of one field: ``(array, present)`` for numbers/booleans, an object array
-    for strings, ``values`` itself for metadata.
+    """Staged storage of one field: a pandas nullable array (``Float64``, ``Int64``, ``boolean``:
+    values plus a missing-value mask, 9 bytes a sample; 2 for booleans) for numbers and
+    booleans, an object array for strings, ``values`` itself for metadata.
 
-    Missing values (``None``; NaN and infinities) leave the field empty. A float array may
-    carry an ``int`` or ``bool`` field when its finite values are whole numbers or 0/1 (what
-    :meth:`AuditContext.column` returns, NaN for unreadable images).
+    Missing values (``None``, pandas' ``NA``; NaN and infinities) leave the field empty. A
+    float array may carry an ``int`` or ``bool`` field when its finite values are whole
+    numbers or 0/1 (what :meth:`AuditContext.column` returns, NaN for unreadable images).
+    The conversion is pandas' own (``pd.array(values, dtype=...)``): integers are exact,
+    never through float64.
 
     Raises:
-        ValueError: not one value per sample (an array of more than one dimension), or a
-            value that is not of ``kind`` (a string for a number, 1.5 for an ``int``, a
-            number outside int64 for an ``int``, anything but a boolean for a ``bool``).
+        ValueError, TypeError, OverflowError: not one value per sample (an array of more
+            than one dimension), or a value that is not of ``kind`` (pandas' message: a
+            string for a number, 1.5 for an ``int``, a number outside int64 for an ``int``,
+            anything but booleans or 0/1 for a ``bool``), or a boolean for a number.
     """
     if kind == "metadata":
         return values
-    if isinstance(values, np.ndarray) and values.ndim != 1:
+    if getattr(values, "ndim", 1) != 1:
         raise ValueError(f"expected one value per sample, got an array of shape {values.shape}")
     if kind == "str":
         out = np.empty(len(values), dtype=object)
-        out[:] = [None if _is_missing(v) else v if type(v) is str else str(v) for v in values]
+        out[:] = [None if v is None or v is pd.NA or v != v else v if type(v) is str else str(v) for v in values]
         return out
-    if not (isinstance(values, np.ndarray) and values.dtype != object):
-        values = _numbers(values, kind)
-        if isinstance(values, tuple):  # exact ints with their presence mask
-            return values
-    if values.dtype.kind not in ("b", "i", "u", "f") or (kind == "float" and values.dtype.kind == "b"):
-        raise ValueError(f"got a {values.dtype} array")
-    if values.dtype.kind == "f":
-        present = np.isfinite(values)
-        finite = values[present]
-    else:
-        present, finite = np.ones(len(values), dtype=bool), values
-    if kind == "int":
-        if values.dtype.kind == "b":
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind == "f":  # infinities are missing, as NaN is
+            values = np.where(np.isinf(values), np.nan, values)
+        elif values.dtype.kind == "b" and kind != "bool":
             raise ValueError("got booleans")
-        if values.dtype.kind == "f" and not np.array_equal(finite, np.trunc(finite)):
-            raise ValueError(f"{finite[finite != np.trunc(finite)][0].item()!r} is not a whole number")
-        if len(finite) and (finite.max() >= 2.0**63 or finite.min() < -(2.0**63)):
-            raise ValueError("a value is outside the 64-bit integer range")
-        return np.where(present, values, 0).astype(np.int64), present
-    if kind == "bool":
-        if values.dtype.kind != "b" and not np.isin(finite, (0, 1)).all():
-            raise ValueError(f"{finite[~np.isin(finite, (0, 1))][0].item()!r} is not a boolean")
-        return np.where(present, values, 0).astype(bool), present
-    return values.astype(np.float64), present
-
-
-def _is_missing(v: Any) -> bool:
-    """``None``, a float NaN (any float type) or pandas' ``NA``."""
-    if v is None or type(v).__name__ == "NAType":
-        return True
-    return isinstance(v, (float, np.floating)) and math.isnan(v)
-
-
-def _numbers(values: Sequence[Any], kind: str) -> Any:
-    """A sequence of Python/numpy scalars (``None``, NaN, pandas ``NA`` = missing) as a 1-D
-    float array for :func:`stage`; for ``int``, ``(int64 array, present)`` built exactly from
-    the values (whole-number floats included), never through float64."""
-    out: list[Any] = []
-    for v in values:
-        if _is_missing(v):
-            out.append(None)
-        elif isinstance(v, (bool, np.bool_)):
-            if kind != "bool":
-                raise ValueError(f"{v!r} is not a number")
-            out.append(int(v))
-        elif isinstance(v, (str, bytes)) or not isinstance(v, numbers.Real):
-            raise ValueError(f"{v!r} is not {'a boolean' if kind == 'bool' else 'a number'}")
-        else:
-            out.append(v)
-    if kind != "int":
-        return np.array([np.nan if v is None else float(v) for v in out], dtype=np.float64)
-    exact, present = [], []
-    for v in out:
-        if v is not None and not isinstance(v, (int, np.integer)):
-            if not math.isfinite(v):  # an infinity: missing, as in a float array
-                v = None
-            elif float(v) != math.trunc(v):
-                raise ValueError(f"{float(v)!r} is not a whole number")
-            else:
-                v = math.trunc(v)
-        if v is not None and not -_INT64_MAX - 1 <= int(v) <= _INT64_MAX:
-            raise ValueError(f"{v!r} is outside the 64-bit integer range")
-        exact.append(0 if v is None else int(v))
-        present.append(v is not None)
-    present = np.array(present, dtype=bool)
-    return np.array(exact, dtype=np.int64), present
+    elif not isinstance(values, pd.api.extensions.ExtensionArray):
+        values = [None if type(v) is float and math.isinf(v) else v for v in values]
+        if kind != "bool" and any(isinstance(v, (bool, np.bool_)) for v in values):
+            raise ValueError(f"{next(v for v in values if isinstance(v, (bool, np.bool_)))!r} is not a number")
+    with np.errstate(invalid="ignore"):  # pandas checks the cast itself and raises TypeError
+        return pd.array(values, dtype=NULLABLE[kind])
 
 
 def _batch(staged: Any, kind: str, start: int, stop: int) -> list[Any]:
@@ -124,8 +74,7 @@ def _batch(staged: Any, kind: str, start: int, stop: int) -> list[Any]:
         return list(staged[start:stop])
     if kind == "str":
         return staged[start:stop].tolist()
-    arr, present = staged
-    return [v if p else None for v, p in zip(arr[start:stop].tolist(), present[start:stop].tolist())]
+    return staged[start:stop].to_numpy(dtype=object, na_value=None).tolist()
 
 
 def _field(kind: str) -> Any:

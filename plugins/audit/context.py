@@ -15,29 +15,30 @@ them (:func:`vetset.core._fiftyone.update_samples`) is far faster; the figures a
 ``benchmarks/audit_vs_cleanvision.py``'s output (the ``write`` seconds).
 
 Memory: the driver holds the audit as columns, not per-sample objects. Numbers the
-workers computed and the staged fields are numpy arrays (8 bytes a value, 1 for a
-boolean), repeated strings (labels, tag sets, colour modes) are shared objects, and the
-write documents (and ``ImageMetadata`` dicts) are built per batch of
-:data:`WRITE_BATCH` samples (about 5 MB at the peak, whatever the dataset size). What
-grows with the number of images is what the dataset-level checks need in memory: id,
-path, two hashes and some 20 numbers, about 0.7 KB of Python heap per image
-(``tracemalloc``, CIFAR-10 test, every built-in check) and 1.1 KB of resident memory
-(``benchmarks/audit_scaling.py``: +5.8 MB for 2,000 images, +14.3 MB for 10,000), so a
-million images need about 1 GB on the driver, not pixels or per-image dicts.
+workers computed and the staged fields are pandas nullable arrays (numpy values plus a
+missing-value mask: 9 bytes a value, 2 for a boolean), repeated strings (labels, tag
+sets, colour modes) are shared objects, and the write documents (and ``ImageMetadata``
+dicts) are built per batch of :data:`WRITE_BATCH` samples, whatever the dataset size.
+What grows with the number of images is what the dataset-level checks need in memory:
+id, path, two hashes and some 20 numbers, well under 1 KB per image (the driver's
+memory per image is printed by ``benchmarks/audit_scaling.py`` and bounded by
+``tests/test_audit_context.py``), not pixels or per-image dicts.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dc_fields
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from vetset.core.dataset import GT_FIELD, SPLITS, UNREADABLE_TAG
 from vetset.core.errors import PluginError
-from vetset.plugins.audit._columns import NumericColumn, PassColumns, collect_records
+from vetset.plugins.audit._columns import PassColumns, collect_records
 from vetset.plugins.audit._staging import FIELD_KINDS, WRITE_BATCH, stage, write_all
 
 #: Tags a check may not write: they carry the split or are the loader's.
@@ -99,16 +100,23 @@ class AuditContext(PassColumns):
 
     # -- reading -----------------------------------------------------------------------
     def column(self, check: str, key: str, dtype: Any = np.float64, fill: Any = np.nan) -> np.ndarray:
-        """``computed[check][key]`` as an array of shape ``(n,)``; ``fill`` where missing.
+        """``computed[check][key]`` as an array of shape ``(n,)``; ``fill`` where missing
+        (``None`` for ``dtype=object``).
 
         Raises:
             KeyError: the check computed nothing under ``key`` (not run, or no readable image).
+            ValueError: an integer ``dtype`` with the default NaN ``fill`` and missing values.
         """
         values = self.computed.get(check, {}).get(key)
         if values is None:
             raise KeyError(f"check {check!r} computed no {key!r}")
-        if isinstance(values, NumericColumn) and dtype is not object:
-            return values.to_array(dtype, fill)
+        if isinstance(values, pd.api.extensions.ExtensionArray):
+            if dtype is object:
+                return values.to_numpy(dtype=object, na_value=None)
+            if np.issubdtype(np.dtype(dtype), np.integer) and isinstance(fill, float) and math.isnan(fill) \
+                    and values.isna().any():
+                raise ValueError(f"{int(values.isna().sum())} images have no {key!r}: pass a fill for an integer column")
+            return values.to_numpy(dtype=dtype, na_value=fill)
         if dtype is object:
             return np.array(list(values), dtype=object)
         return np.array([fill if v is None else v for v in values], dtype=dtype)
@@ -156,9 +164,9 @@ class AuditContext(PassColumns):
         Args:
             name: top-level sample field name.
             values: one value per audited sample, a sequence or a numpy array of shape
-                ``(n,)``; ``None`` leaves the field empty, and so do NaN and infinite floats.
-                Numbers and booleans are kept as numpy arrays and strings as one shared
-                object array, so staging costs 1-8 bytes per sample. For ``metadata``
+                ``(n,)``; ``None`` (or ``pd.NA``) leaves the field empty, and so do NaN and
+                infinite floats. Numbers and booleans are kept as pandas nullable arrays and
+                strings as one shared object array, so staging costs 2-9 bytes per sample. For ``metadata``
                 (``fo.ImageMetadata`` dicts), any sequence that can be sliced: it is read
                 one write batch at a time, so it may build the dicts on demand.
             kind: one of :data:`FIELD_KINDS`.
@@ -258,6 +266,6 @@ def read_columns(view: Any) -> tuple[list[str], list[str], list[str | None], lis
     return list(ids), list(filepaths), labels, splits, list(tags)
 
 
-__all__ = ["AuditContext", "FIELD_KINDS", "WRITE_BATCH", "NumericColumn", "PassColumns", "RESERVED_FIELDS", "RESERVED_TAGS",
+__all__ = ["AuditContext", "FIELD_KINDS", "WRITE_BATCH", "PassColumns", "RESERVED_FIELDS", "RESERVED_TAGS",
            "UNREADABLE_TAG",
            "collect_records", "read_columns", "shares", "write_all"]

@@ -26,8 +26,9 @@ from vetset.core._fiftyone import classification_doc, insert_samples
 from vetset.core.errors import DataError
 
 MARKER = ".vetset-augment"
-#: Names vetset gives its outputs: ``<stem>-<policy>-<index>-<10 hex>.<ext>`` (and temp files).
-OUTPUT_NAME = re.compile(r"^.+-\d+-[0-9a-f]{10}\.(jpg|png)(\.tmp-\d+)?$")
+#: Names vetset gives its outputs: ``<stem>-<policy>-<index>-<10 hex>.<ext>`` (and their temp files,
+#: :func:`vetset.core.atomic.temp_path`).
+OUTPUT_NAME = re.compile(r"^.+-\d+-[0-9a-f]{10}\.(jpg|png)(\.tmp-\d+(-\d+)?)?$")
 #: String fields of every augmented sample (besides ``filepath``, ``tags``, ``ground_truth``
 #: and the ``aug_params`` list of ``{"transform", "params"}`` dicts). ``metadata`` is left
 #: to the re-audit, which writes it with the rest of the audit's fields.

@@ -3,7 +3,7 @@
 Work per image runs in worker processes (:mod:`vetset.core.executor`) or in-process:
 decode with :func:`vetset.core.images.decode` (EXIF-oriented RGB), seed the policy's
 ``A.Compose`` with the image's own seed, apply it with ``save_applied_params=True``,
-encode with OpenCV and write the file atomically (temp file + ``os.replace``). Only the
+encode with OpenCV and write the file atomically (:func:`vetset.core.atomic.atomic_write`). Only the
 output size and the applied parameters travel back; the FiftyOne side is
 :mod:`vetset.plugins.augment.store`.
 """
@@ -18,6 +18,8 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+
+from vetset.core.atomic import atomic_write
 
 
 @dataclass(frozen=True)
@@ -108,19 +110,6 @@ def encode(image: np.ndarray, path: str, cfg: WriterConfig) -> bytes:
     return buf.tobytes()
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via ``<path>.tmp-<pid>`` and ``os.replace``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def transform_one(cfg: WriterConfig, source: str, policy: str, seed: int) -> tuple[np.ndarray | None, Any]:
     """Decode ``source`` and apply ``policy`` seeded with ``seed``.
 
@@ -168,7 +157,7 @@ def apply_one(cfg: WriterConfig, task: Task) -> dict[str, Any]:
         return {"error": applied}
     if task.write or not os.path.exists(task.out_path):
         try:
-            write_atomic(task.out_path, encode(image, task.out_path, cfg))
+            atomic_write(task.out_path, encode(image, task.out_path, cfg))
         except (OSError, ValueError) as exc:
             return {"error": f"cannot write {task.out_path}: {exc}"}
     params = [{"transform": str(name), "params": jsonable_params(p)} for name, p in applied]

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import fiftyone.operators.types as types
 
+from vetset.core.result import to_jsonable
+
 logger = logging.getLogger("vetset.app")
 
 #: Separator between a stage prefix and a field name in form parameter names.
@@ -50,7 +52,9 @@ def _kind(annotation: Any) -> tuple[str | None, list[Any]]:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
+    """A field's default as the form shows it: a JSON scalar or a list of them, else ``None``."""
+    value = to_jsonable(value)
+    if isinstance(value, list):
         return [v for v in value if isinstance(v, (bool, int, float, str))]
     return value if isinstance(value, (bool, int, float, str)) else None
 

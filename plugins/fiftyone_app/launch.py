@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vetset.core.atomic import atomic_symlink
 from vetset.core.errors import VetsetError
 
 #: The ``name`` in ``fiftyone.yml``; operator URIs are ``@vetset/vetset/<operator>``.
@@ -119,11 +120,7 @@ def _link(link: Path, target: Path) -> None:
     """Make ``link`` a symlink to ``target``: kept when it already is, else replaced atomically."""
     if link.is_symlink() and Path(os.readlink(link)) == target:
         return
-    tmp = link.with_name(f".{link.name}.{os.getpid()}")
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(target, target_is_directory=True)
-    os.replace(tmp, link)
+    atomic_symlink(link, target, target_is_directory=True)
 
 
 def ensure_plugin_visible() -> tuple[Path, bool]:

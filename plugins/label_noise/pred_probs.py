@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vetset.core.atomic import atomic_write
 from vetset.core.errors import DataError, RecipeError
 
 
@@ -251,12 +252,10 @@ def save_pred_probs(path: str | Path, pred_probs: np.ndarray, sample_ids: Sequen
     """Write ``pred_probs.npz`` (``pred_probs``, ``sample_ids``, ``filepaths``, ``classes``,
     ``labels``) that :func:`load_pred_probs_file` reads back."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, pred_probs=np.asarray(pred_probs, np.float32), sample_ids=np.array(list(sample_ids), dtype=str),
-             filepaths=np.array(list(filepaths), dtype=str), classes=np.array(list(classes), dtype=str),
-             labels=np.asarray(labels, np.int64))
-    tmp.replace(path)
+    arrays = {"pred_probs": np.asarray(pred_probs, np.float32), "sample_ids": np.array(list(sample_ids), dtype=str),
+              "filepaths": np.array(list(filepaths), dtype=str), "classes": np.array(list(classes), dtype=str),
+              "labels": np.asarray(labels, np.int64)}
+    atomic_write(path, lambda f: np.savez(f, **arrays), mkdir=True)
     return path
 
 

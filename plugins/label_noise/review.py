@@ -14,6 +14,7 @@ corrected labels. The source images are copied, never moved, linked or changed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from vetset.core.atomic import atomic_write
 from vetset.core.errors import DataError, VetsetError
 
 CONFIRMED_TAG = "label_confirmed"
@@ -206,13 +208,11 @@ def export_labels(dataset: Any, out: str | os.PathLike | None = None, csv_path: 
 
 
 def _write_csv(path: Path, decisions: list[Decision]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for d in decisions:
-            row = asdict(d)
-            row["final_label"] = "" if d.final_label is None else d.final_label
-            writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for d in decisions:
+        row = asdict(d)
+        row["final_label"] = "" if d.final_label is None else d.final_label
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
+    atomic_write(path, text.getvalue(), mkdir=True)

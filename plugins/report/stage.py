@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from vetset.core.atomic import atomic_write
 from vetset.core.errors import DataError, VetsetError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
@@ -54,12 +55,6 @@ class ReportOptions(BaseModel):
     title: str | None = None
     thumb_size: Count = Field(96, ge=32, le=512)
     max_thumbnails: Count = Field(24, ge=0, le=1000)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_report(result: dict[str, Any], out_dir: str | os.PathLike, options: ReportOptions, hooks: Any,
@@ -95,8 +90,8 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, options: Re
     actions = recommended_actions(result, hooks)
     html_path, md_path = out / HTML_FILE, out / MD_FILE
     data = page.encode("utf-8")
-    _write_text_atomic(html_path, page)
-    _write_text_atomic(md_path, markdown_summary(result, actions, HTML_FILE, title))
+    atomic_write(html_path, page)
+    atomic_write(md_path, markdown_summary(result, actions, HTML_FILE, title))
     run_dir = result.get("out_dir")
     source = Path(run_dir) / RESULT_FILE if run_dir else None
     if source is not None and source.exists() and source.resolve() != (out / RESULT_FILE).resolve():

@@ -21,9 +21,10 @@ state that ``--resume`` continues from.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from vetset.core.atomic import atomic_write
 
 FORMAT = "vetset-checkpoint"
 VERSION = 1
@@ -32,7 +33,7 @@ LAST = "last.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (see the module docstring) to ``path`` via a temp file and ``os.replace``.
+    """Write ``payload`` (see the module docstring) to ``path`` atomically (:func:`vetset.core.atomic.atomic_write`).
 
     An interrupted write never leaves a truncated checkpoint behind.
     """
@@ -41,15 +42,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(body, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(body, f))
     return path
 
 

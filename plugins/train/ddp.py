@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from vetset.core import errors as verrors
+from vetset.core.atomic import atomic_write
 from vetset.core.errors import RecipeError, VetsetError
+from vetset.core.result import to_jsonable
 
 SPEC, RESULT, LOG = "ddp_spec.json", "ddp_fit.json", "ddp.log"
 ERROR_GLOB = "ddp_error.rank*.json"
@@ -93,9 +95,7 @@ def with_nproc(recipe: Any, nproc: int, stages: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, default=to_jsonable))
 
 
 def _thread_env(nproc: int, threads: int | None) -> dict[str, str]:
