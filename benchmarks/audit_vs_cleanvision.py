@@ -115,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="worker processes for vetset and CleanVision (default 2)")
     ap.add_argument("--only", choices=["cifar", "hymenoptera"], default=None)
+    ap.add_argument("--fiftyone-public", action="store_true",
+                    help="write the audit's fields through FiftyOne's public API (VETSET_FIFTYONE_PUBLIC=1: "
+                         "set_values per field, add_sample_field per field), to see what vetset.core._fiftyone saves")
     args = ap.parse_args(argv)
     from _common import private_database
     private_database()
     os.environ.setdefault("VETSET_PROGRESS", "0")
+    if args.fiftyone_public:
+        os.environ["VETSET_FIFTYONE_PUBLIC"] = "1"
     import vetset.core  # noqa: F401  (offline defaults)
 
     rows = []
@@ -154,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<14} {n:>7} {n / tp:>9,.0f} im/s {n / tc:>9,.0f} im/s {n / tv:>9,.0f} im/s "
               f"{speedup:>11.1f}x {slow:>13.2f}x {drss:>8.0f} {targets:>24}")
     print()
-    print(f"workers={args.workers}; CPUs visible={os.cpu_count()}; load average={os.getloadavg()[0]:.1f}. "
+    print(f"FiftyOne writes: {'public API (--fiftyone-public)' if args.fiftyone_public else 'vetset.core._fiftyone'}; "
+          f"workers={args.workers}; CPUs visible={os.cpu_count()}; load average={os.getloadavg()[0]:.1f}. "
           "speed vs CV: vetset's images/s over CleanVision's (higher is better); time vs plain: vetset's seconds "
           "over the plain decode's (lower is better). vetset includes the FiftyOne writes; the plain decode is single-process. "
           "RSS +MB: growth of this process's peak RSS during the vetset audit alone (workers return numbers, not pixels).")

@@ -4,7 +4,9 @@ Nothing else in vetset touches a FiftyOne name that starts with ``_``. Each func
 does what a public FiftyOne call does, faster, and ``tests/test_fiftyone_contract.py``
 compares its result with that public call's on the same input (the stored documents, the
 schema, the values read back), so a FiftyOne upgrade is checked by running that one file.
-Each function falls back to the public call when this FiftyOne lacks the internal.
+Each function falls back to the public call when this FiftyOne lacks the internal, or
+when the environment sets ``VETSET_FIFTYONE_PUBLIC=1`` (a way around a FiftyOne upgrade
+that breaks an internal, and how the benchmarks measure what the public calls cost).
 
 The private calls that remain, and the benchmark that keeps each (the public call costs
 more than 10% there; the figures are in the benchmark's output, not here):
@@ -29,12 +31,20 @@ so that the documents written through this module match FiftyOne's in one place.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import fiftyone as fo
+
+
+def _internal(obj: Any, name: str) -> Any:
+    """``obj``'s internal attribute ``name``, or ``None`` when absent or ``VETSET_FIFTYONE_PUBLIC=1``."""
+    if os.environ.get("VETSET_FIFTYONE_PUBLIC", "") not in ("", "0"):
+        return None
+    return getattr(obj, name, None)
 
 
 def now() -> dt.datetime:
@@ -64,7 +74,7 @@ def update_samples(dataset: fo.Dataset, ids: Sequence[str], docs: Sequence[Mappi
         raise ValueError(f"{len(ids)} sample ids for {len(docs)} documents")
     if not docs:
         return
-    bulk = getattr(dataset, "_bulk_write", None)
+    bulk = _internal(dataset, "_bulk_write")
     if bulk is None:  # a FiftyOne without the internal: the public API, one pass per field
         view = dataset.select(list(ids), ordered=True)
         for name in docs[0]:
@@ -102,7 +112,7 @@ def declare_sample_fields(dataset: fo.Dataset, fields: Mapping[str, fo.Field]) -
     """
     if not fields:
         return
-    merge = getattr(dataset, "_merge_sample_field_schema", None)
+    merge = _internal(dataset, "_merge_sample_field_schema")
     if merge is not None:
         merge(dict(fields))
         return
@@ -139,8 +149,8 @@ def insert_samples(dataset: fo.Dataset, samples: Sequence[fo.Sample],
         pymongo.errors.BulkWriteError: the database refused a document (a duplicate filepath).
     """
     extras = plain_fields or [{} for _ in samples]
-    make_dict = getattr(dataset, "_make_dict", None)
-    collection = getattr(dataset, "_sample_collection", None)
+    make_dict = _internal(dataset, "_make_dict")
+    collection = _internal(dataset, "_sample_collection")
     if make_dict is None or collection is None:  # a FiftyOne without the internals: the public add_samples
         for sample, extra in zip(samples, extras):
             for name, value in extra.items():

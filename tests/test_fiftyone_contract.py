@@ -209,3 +209,34 @@ def test_root_dataset_is_the_dataset_behind_a_view(names):
     ds = fo.Dataset(names("root"))
     ds.add_samples(_samples(), progress=False)
     assert root_dataset(ds) is ds and root_dataset(ds.match_tags("train").limit(1)) is ds
+
+
+def test_vetset_fiftyone_public_takes_the_public_path(names, monkeypatch):
+    """``VETSET_FIFTYONE_PUBLIC=1`` (a way around a FiftyOne upgrade that breaks an internal)
+    makes the door ask for no internal, and the writes still land."""
+    import fiftyone as fo
+
+    class Watched:  # the dataset, recording which internals the door asks it for
+        asked: list[str] = []
+
+        def __init__(self, ds):
+            self._ds = ds
+
+        def __getattr__(self, name):
+            if name.startswith("_"):
+                Watched.asked.append(name)
+            return getattr(self._ds, name)
+
+    ds = fo.Dataset(names("env"))
+    ds.add_samples(_samples(2), progress=False)
+    monkeypatch.setenv("VETSET_FIFTYONE_PUBLIC", "1")
+    door.declare_sample_fields(Watched(ds), {"score": fo.FloatField()})
+    ids = ds.sort_by("filepath").values("id")
+    door.update_samples(Watched(ds), ids, [{"score": 0.5, "tags": ["a"]}, {"score": None, "tags": []}])
+    door.insert_samples(Watched(ds), [fo.Sample(filepath="/data/c/9.jpg")], [{"score": 2.0}])
+    assert Watched.asked == []
+    assert ds.sort_by("filepath").values("score") == [0.5, None, 2.0]
+    assert ds.count_sample_tags() == {"a": 1}
+    monkeypatch.delenv("VETSET_FIFTYONE_PUBLIC")
+    door.update_samples(Watched(ds), ids[:1], [{"score": 1.5}])
+    assert Watched.asked == ["_bulk_write"] and ds.sort_by("filepath").values("score")[0] == 1.5
