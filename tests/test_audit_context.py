@@ -91,6 +91,9 @@ def test_numeric_columns_widen_and_fall_back():
     beyond = collect_records(iter([(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": v},)) for v in (3, 2**64)]),
                              ["a", "b"], ["x"]).computed["x"]["k"]
     assert beyond == [3, 2**64]  # beyond int64: a list too
+    arrays = collect_records(iter([(1, 1, 1, "L", "PNG", 1, 1, None, ({"k": np.array([i, i])},)) for i in range(2)]),
+                             ["a", "b"], ["x"]).computed["x"]["k"]
+    assert isinstance(arrays, list) and arrays[1].tolist() == [1, 1]  # other values: a list, whatever its length
     with pytest.raises(PluginError, match="returned 1 records for 2 images"):
         collect_records(iter(recs[:1]), ["a", "b"], ["x"])
 

@@ -75,7 +75,8 @@ class _ComputedBuilder:
 
     def __init__(self, n: int):
         self.n = n
-        self.cols: dict[str, Any] = {}
+        self.cols: dict[str, Any] = {}  # key -> list of values, or [values, present] for numbers
+        self.numeric: set[str] = set()  # keys whose column is [values, present]
         self.shared: dict[str, dict[str, str] | None] = {}
 
     def set(self, i: int, key: str, value: Any) -> None:
@@ -84,12 +85,13 @@ class _ComputedBuilder:
             if _is_number(value):
                 col = [np.zeros(self.n, dtype=np.int64 if isinstance(value, (int, np.integer)) else np.float64),
                        np.zeros(self.n, dtype=bool)]
+                self.numeric.add(key)
             else:
                 col = [None] * self.n
             self.cols[key] = col
         if value is None:
             return
-        if len(col) == 2 and type(col[1]) is np.ndarray:  # numeric, being filled
+        if key in self.numeric:
             # the common cases first, without the checks (10 values per image on CIFAR make
             # this the driver's main cost): a Python float into a float column, a Python int
             # within 2**53 into either
@@ -103,6 +105,7 @@ class _ComputedBuilder:
             if _is_number(value) and _put(col, i, value):
                 return
             col = self.cols[key] = [v if p else None for v, p in zip(col[0].tolist(), col[1].tolist())]
+            self.numeric.discard(key)
         elif type(value) is str:
             shared = self.shared.get(key, {})
             if shared is not None:
@@ -112,8 +115,7 @@ class _ComputedBuilder:
 
     def columns(self) -> dict[str, Any]:
         """``{key: column}``: pandas nullable arrays for numbers, lists otherwise."""
-        return {key: _nullable(*col) if len(col) == 2 and type(col[1]) is np.ndarray else col
-                for key, col in self.cols.items()}
+        return {key: _nullable(*col) if key in self.numeric else col for key, col in self.cols.items()}
 
 
 @dataclass

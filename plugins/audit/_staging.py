@@ -53,7 +53,7 @@ def stage(values: Any, kind: str) -> Any:
         raise ValueError(f"expected one value per sample, got an array of shape {values.shape}")
     if kind == "str":
         out = np.empty(len(values), dtype=object)
-        out[:] = [None if v is None or v is pd.NA or v != v else v if type(v) is str else str(v) for v in values]
+        out[:] = [v if type(v) is str else None if v is None or v is pd.NA or _is_nan(v) else str(v) for v in values]
         return out
     if isinstance(values, np.ndarray):
         if values.dtype.kind == "f":  # infinities are missing, as NaN is
@@ -66,6 +66,10 @@ def stage(values: Any, kind: str) -> Any:
             raise ValueError(f"{next(v for v in values if isinstance(v, (bool, np.bool_)))!r} is not a number")
     with np.errstate(invalid="ignore"):  # pandas checks the cast itself and raises TypeError
         return pd.array(values, dtype=NULLABLE[kind])
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, (float, np.floating)) and math.isnan(v)
 
 
 def _batch(staged: Any, kind: str, start: int, stop: int) -> list[Any]:
