@@ -159,7 +159,10 @@ def insert_samples(dataset: fo.Dataset, samples: Sequence[fo.Sample],
         dataset.add_samples(list(samples), expand_schema=False, validate=False, progress=False, batcher=False)
         return
     if dataset.media_type is None and samples:  # what add_samples does for a first sample
-        dataset.media_type = samples[0].media_type
+        try:
+            dataset.media_type = samples[0].media_type
+        except ValueError:  # another process inserted the first samples meanwhile, and set it
+            dataset.reload()
     stamp = now()
     docs = []
     for sample, extra in zip(samples, extras):
