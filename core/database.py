@@ -45,6 +45,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vetset.core.atomic import atomic_write
 from vetset.core.errors import VetsetError
 
 #: Seconds without a command after which the keeper stops ``mongod`` (``VETSET_DB_IDLE``).
@@ -508,9 +509,7 @@ def serve(dbpath: Path, port: int, idle: float) -> int:
 
 
 def _write_state(state_dir: Path, state: ServerState) -> None:
-    tmp = state_dir / f"state.json.{os.getpid()}"
-    tmp.write_text(json.dumps(asdict(state)), encoding="utf-8")
-    os.replace(tmp, state_dir / "state.json")
+    atomic_write(state_dir / "state.json", json.dumps(asdict(state)))
 
 
 if __name__ == "__main__":

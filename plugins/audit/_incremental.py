@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vetset.core.atomic import atomic_write
+
 CACHE_FILE = "image_pass.pkl"
 MAX_IMAGES = 200_000
 _FORMAT = 1
@@ -102,8 +104,5 @@ class PassCache:
 
     def save(self) -> None:
         """Write this audit's records atomically (the old cache stays until the new one is complete)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{CACHE_FILE}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump({"key": self.key, "records": self.new}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda f: pickle.dump({"key": self.key, "records": self.new}, f,
+                                                     protocol=pickle.HIGHEST_PROTOCOL), mkdir=True)

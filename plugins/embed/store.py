@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vetset.core.atomic import atomic_write
 
 
 def store_key(meta: dict[str, Any]) -> str:
@@ -121,16 +122,11 @@ class FeatureStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.dir / "meta.json"
         if not meta_path.exists():
-            tmp = meta_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
-            os.replace(tmp, meta_path)
+            atomic_write(meta_path, json.dumps(self.meta, indent=1, sort_keys=True, default=str))
         existing = self._shard_paths()
         n = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
         path = self.dir / f"shard-{n:05d}.npy"
         for dest, arr in ((path, features), (path.with_name(path.stem + ".hashes.npy"), np.asarray(list(hashes), dtype="U64"))):
-            tmp = dest.with_name(dest.name + ".tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, dest)
+            atomic_write(dest, lambda f, arr=arr: np.save(f, arr, allow_pickle=False))
         self._index = None  # re-read on next access
         return path
