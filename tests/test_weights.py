@@ -218,3 +218,47 @@ def test_a_vetset_checkpoint_with_other_classes_gives_its_backbone(tmp_path, dig
     assert second.data_config["mean"] == best["data_config"]["mean"]
     assert any("weights: vetset checkpoint" in m and "classifier new" in m for m in logs)
     assert second.finetune["head_epochs"] == 0 and second.finetune["backbone_lr_scale"] == 0.1
+
+
+class _RunsCommand:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_a_weights_file_that_loads_nothing_or_is_misnamed_is_one_sentence(tmp_path, monkeypatch):
+    """Break-it: with another class count timm loads a file non-strictly, so a state dict
+    under an unknown key ({"net": ...}) or with a "backbone." prefix loaded no tensor and
+    training went on from random weights, recorded as source "file"."""
+    import timm
+    from safetensors.torch import save_file
+
+    from vetset.plugins.train.weights import create_with_weights
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(3)
+    source = timm.create_model("test_resnet").state_dict()
+    torch.save({"net": source}, tmp_path / "net.pth")
+    torch.save({f"backbone.{k}": v for k, v in source.items()}, tmp_path / "prefixed.pth")
+    for name in ("net.pth", "prefixed.pth"):
+        with pytest.raises(RecipeError, match=rf"stages.train.weights: .*{name} gave none of test_resnet's weights: "
+                                              r"its tensor names \((net|backbone\.)"):
+            create_with_weights("test_resnet", 5, weights=tmp_path / name)
+    # part of the backbone missing: trained, said, and counted
+    partial = {k: v for k, v in source.items() if not k.startswith("layer4.")}
+    torch.save(partial, tmp_path / "partial.pth")
+    said: list[str] = []
+    model, info = create_with_weights("test_resnet", 5, weights=tmp_path / "partial.pth", log=said.append)
+    assert info["tensors_not_loaded"] == sum(1 for k, v in source.items() if k.startswith("layer4.") and v.ndim >= 2)
+    assert any("keep their random initialisation" in s for s in said)
+    assert torch.equal(model.state_dict()["layer1.0.conv1.weight"], source["layer1.0.conv1.weight"])
+    # a safetensors file named .pth, and a pickle that would run a command
+    save_file({k: v.contiguous() for k, v in source.items()}, str(tmp_path / "st.pth"))
+    with pytest.raises(RecipeError, match=r"st.pth is a safetensors file; give it the .safetensors extension"):
+        create_with_weights("test_resnet", 5, weights=tmp_path / "st.pth")
+    torch.save({"w": _RunsCommand()}, tmp_path / "evil.pth")
+    with pytest.raises(RecipeError, match=r"evil.pth cannot be read with torch.load\(weights_only=True\) .*: "
+                                          r".*GLOBAL posix.system"):
+        create_with_weights("test_resnet", 5, weights=tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned").exists()

@@ -241,9 +241,11 @@ def _from_file(model_name: str, num_classes: int, path: Path, option: str, log: 
         try:
             obj = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            if _is_safetensors(file):  # timm picks the safetensors reader by the file name only
+                raise RecipeError(f"{option}: {path} is a safetensors file; give it the .safetensors "
+                                  f"extension (timm reads a file as safetensors by its name).") from None
             raise RecipeError(f"{option}: {path} cannot be read with torch.load(weights_only=True) "
-                              f"(a safetensors file or a plain state dict is needed): {first}") from None
+                              f"(a safetensors file or a plain state dict is needed): {_cause(exc)}.") from None
         if _is_checkpoint(obj):
             arch = model_name.split(".")[0]
             if obj.get("model_name") not in (model_name, arch) and str(obj.get("model_name")).split(".")[0] != arch:
@@ -257,14 +259,73 @@ def _from_file(model_name: str, num_classes: int, path: Path, option: str, log: 
                         checkpoint_model_name=obj.get("model_name"), checkpoint_data_config=obj.get("data_config"),
                         head="new" if head_new else "kept", tensors_not_loaded=len(fresh))
             return model, info
+    # timm loads a file non-strictly when the class count differs from the tag's (its
+    # classifier is dropped), so a file whose tensor names match nothing (another wrapper
+    # key, a "backbone." prefix) would load nothing and train from random weights. The
+    # same model built from the same RNG state tells which weights the file replaced.
+    rng = torch.get_rng_state()
+    reference = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **model_kwargs)
+    torch.set_rng_state(rng)
     try:
         model = timm.create_model(model_name, pretrained=True, num_classes=num_classes,
                                   pretrained_cfg_overlay=dict(file=file), **model_kwargs)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise RecipeError(f"{option}: {path} does not fit {model_name}: {first}") from None
-    info["head"] = "new"
+        raise RecipeError(f"{option}: {path} does not fit {model_name}: {_cause(exc)}.") from None
+    kept = _weights_not_loaded(model, reference.state_dict())
+    if kept and len(kept) == len(_backbone_weights(model)):
+        names = list(timm.models.load_state_dict(file).keys())
+        wanted = [n for n, t in model.state_dict().items() if t.ndim >= 2][:2]
+        raise RecipeError(f"{option}: {path} gave none of {model_name}'s weights: its tensor names "
+                          f"({', '.join(names[:2]) or 'none'}) match none of the model's ({', '.join(wanted)}); "
+                          f"save model.state_dict() (a 'state_dict' or 'model' wrapper and a 'module.' prefix "
+                          f"are read) or a safetensors file of it.")
+    if kept:
+        log(f"[train] {path}: {len(kept)} weight tensors of {model_name} are not in the file and keep their "
+            f"random initialisation (first: {kept[0]})")
+    info.update(head="new", tensors_not_loaded=len(kept))
     return model, info
+
+
+def _cause(exc: BaseException) -> str:
+    """The line of a torch/timm/safetensors error that says what is wrong, at most 200
+    characters: torch's weights_only refusal names the blocked global or opcode after a
+    paragraph of advice, and ``load_state_dict`` lists mismatches after a header line."""
+    lines = [ln.strip().rstrip(":").strip() for ln in str(exc).splitlines() if ln.strip()]
+    keys = ("unsupported", "size mismatch", "missing key", "unexpected key")
+    telling = [ln for ln in lines if any(k in ln.lower() for k in keys)]
+    line = (telling or lines or [type(exc).__name__])[0]
+    if line.lower().startswith("weightsunpickler error"):
+        line = line.split(":", 1)[-1].strip() or line
+    return line[:200].rstrip(".")
+
+
+def _is_safetensors(file: str) -> bool:
+    """Whether ``file`` opens as a safetensors file (its header parses)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(file, framework="pt"):
+            return True
+    except Exception:
+        return False
+
+
+def _backbone_weights(model: Any) -> list[str]:
+    """Names of ``model``'s randomly initialised backbone weights: tensors of 2 or more
+    dimensions (convolution and linear weights) outside the classifier."""
+    clf = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    clfs = (clf,) if isinstance(clf, str) else tuple(clf)
+    return [n for n, t in model.state_dict().items()
+            if t.ndim >= 2 and not any(n.startswith(c + ".") for c in clfs)]
+
+
+def _weights_not_loaded(model: Any, reference: dict[str, Any]) -> list[str]:
+    """Backbone weights of ``model`` still equal to ``reference`` (the same model built from
+    the same RNG state without weights): the ones a weights file did not replace."""
+    import torch
+
+    state = model.state_dict()
+    return [n for n in _backbone_weights(model) if n in reference and torch.equal(state[n], reference[n])]
 
 
 def create_with_weights(model_name: str, num_classes: int, *, pretrained: Pretrained = False,
