@@ -118,7 +118,49 @@ def read_result(path: str | os.PathLike) -> dict[str, Any]:
     if p.is_dir():
         p = p / RESULT_FILE
     with open(p, encoding="utf-8") as f:
-        return json.load(f)
+        return upgrade_result(json.load(f))
+
+
+#: The version-1 audit options of the pass itself; every other key but ``checks`` and
+#: ``plugin_options`` held a built-in check's options (``docs/result-schema.md``, version 2).
+_V1_AUDIT_PASS_KEYS = ("workers", "max_side", "chunk_size", "coverage_gap_share")
+
+
+def _audit_options_v1_to_v2(options: Any) -> Any:
+    """Version-1 audit options in the version-2 layout: ``checks`` (a list of names, or
+    ``null`` for every check) becomes ``select``; each built-in check's block and each
+    ``plugin_options.<check>`` becomes ``checks.<check>``."""
+    if not isinstance(options, dict) or isinstance(options.get("checks"), dict):
+        return options
+    out = {k: v for k, v in options.items() if k in _V1_AUDIT_PASS_KEYS}
+    out["select"] = options.get("checks")
+    checks = {k: v for k, v in options.items()
+              if k not in (*_V1_AUDIT_PASS_KEYS, "select", "checks", "plugin_options")}
+    plugin_options = options.get("plugin_options")
+    checks.update(plugin_options if isinstance(plugin_options, dict) else {})
+    out["checks"] = checks
+    return out
+
+
+def upgrade_result(result: Any) -> Any:
+    """``result`` (a parsed ``result.json``) in the current layout when an earlier
+    ``schema_version`` wrote it: version 1 differs only in the audit's options
+    (``recipe.stages.audit`` and ``stages.audit.options``, see
+    :func:`_audit_options_v1_to_v2`), so it is read as version 2. Other versions, and
+    anything that is not a result, are returned as they are (the schema check names them).
+    """
+    if not isinstance(result, dict) or result.get("schema_version") != 1:
+        return result
+    result = dict(result, schema_version=SCHEMA_VERSION)
+    recipe = result.get("recipe")
+    if isinstance(recipe, dict) and isinstance(recipe.get("stages"), dict) and "audit" in recipe["stages"]:
+        stages = dict(recipe["stages"], audit=_audit_options_v1_to_v2(recipe["stages"]["audit"]))
+        result["recipe"] = dict(recipe, stages=stages)
+    blocks = result.get("stages")
+    if isinstance(blocks, dict) and isinstance(blocks.get("audit"), dict) and "options" in blocks["audit"]:
+        audit = dict(blocks["audit"], options=_audit_options_v1_to_v2(blocks["audit"]["options"]))
+        result["stages"] = dict(blocks, audit=audit)
+    return result
 
 
 def lookup(result: dict[str, Any], dotted: str) -> Any:

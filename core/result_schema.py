@@ -65,7 +65,9 @@ def validate_result(result: Any, source: str = "result") -> None:
     version = result.get("schema_version") if isinstance(result, dict) else None
     if version != SCHEMA_VERSION:
         raise ResultSchemaError(
-            f"{source} has schema_version {version!r}; this vetset reads version {SCHEMA_VERSION}.")
+            f"{source} has schema_version {version!r}; this vetset reads versions 1 to {SCHEMA_VERSION} "
+            f"(read_result turns 1 into {SCHEMA_VERSION}), so rebuild it with the vetset that wrote it "
+            f"or rerun the recipe to write it again.")
     errors = schema_errors(result)
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""

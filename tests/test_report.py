@@ -107,6 +107,42 @@ def test_result_json_validates_and_schema_catches_breakage(hym_run):
         validate_result(old)
 
 
+def _as_version_1(result):
+    """``result`` in the layout schema version 1 had (docs/result-schema.md): audit options with
+    ``checks`` a list of names, built-in checks' options at the top, plugin checks' under
+    ``plugin_options``."""
+    from vetset.plugins.audit.stage import LEGACY_CHECK_KEYS
+
+    def down(options):
+        out = {k: v for k, v in options.items() if k not in ("select", "checks")}
+        out["checks"] = options["select"]
+        out.update({k: v for k, v in options["checks"].items() if k in LEGACY_CHECK_KEYS})
+        out["plugin_options"] = {k: v for k, v in options["checks"].items() if k not in LEGACY_CHECK_KEYS}
+        return out
+
+    old = copy.deepcopy(result)
+    old["schema_version"] = 1
+    old["recipe"]["stages"]["audit"] = down(old["recipe"]["stages"]["audit"])
+    old["stages"]["audit"]["options"] = down(old["stages"]["audit"]["options"])
+    return old
+
+
+def test_a_version_1_result_is_read_as_version_2(hym_run, tmp_path):
+    """Break-it: `recipes report` refused every result.json written before the check-as-a-unit
+    layout (schema 1), though only the audit options moved."""
+    run, _, _, _ = hym_run
+    stored = read_result(run.out_dir)
+    old = _as_version_1(stored)
+    assert old["stages"]["audit"]["options"] != stored["stages"]["audit"]["options"]
+    (tmp_path / "result.json").write_text(json.dumps(old), encoding="utf-8")
+    again = read_result(tmp_path)
+    assert again == stored
+    validate_result(again)
+    with pytest.raises(ResultSchemaError, match=r"schema_version 3; this vetset reads versions 1 to 2 .*rerun the "
+                                                r"recipe to write it again\.$"):
+        validate_result(dict(stored, schema_version=3), "r.json")
+
+
 def test_numbers_in_html_match_result_and_fiftyone(hym_run):
     run, result, _, _ = hym_run
     html = open(result["stages"]["report"]["report_html"], encoding="utf-8").read()
