@@ -148,3 +148,14 @@ def test_rerun_audit_decodes_only_new_and_changed_files(hymenoptera_dir, tmp_pat
     assert len(decoded) == 42
     for key in ("class_counts", "coverage", "coverage_gaps", "tags", "metrics"):
         assert third[key] == full[key], key
+    # break-it: new content, same size, modification time set back (touch -d): the change time tells
+    victim = sorted((root / "bees").iterdir())[0]
+    st = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    decoded.clear()
+    fourth = audit(fresh_name, tmp_path / "out")
+    assert [Path(p).name for p in decoded] == [victim.name] and fourth["images_reused"] == 41

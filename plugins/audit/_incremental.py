@@ -2,10 +2,13 @@
 
 The image pass's record of each file (:func:`vetset.plugins.audit.stage.audit_image`: size,
 mode, EXIF orientation, error, and every check's ``compute`` output) is kept in
-``<run folder>/audit/image_pass.pkl`` with the file's size and modification time (ns). The
-next audit into the same run folder, with the same checks, check options, decoding side and
-vetset version (the cache key), decodes only files that are new or whose size or
-modification time changed; the others' records are reused, and every check's ``evaluate``
+``<run folder>/audit/image_pass.pkl`` with the file's size, modification time and inode
+change time (ns). The next audit into the same run folder, with the same checks, check
+options, decoding side and vetset version (the cache key), decodes only files that are new
+or whose size, modification time or change time differ; the change time is git's
+``core.trustctime`` guard: a rewrite that keeps size and modification time (``touch -d``,
+a copy with ``cp -p``/``rsync -t`` over the old file) still sets it, and no call can set it
+back; the others' records are reused, and every check's ``evaluate``
 (balance, duplicates, leakage, coverage, thresholds) runs again on all of them. Files that
 vanished drop out of the cache when it is rewritten. Runs of more than :data:`MAX_IMAGES`
 images keep no cache (the driver would hold every record, about 0.5 KB each, in memory).
@@ -28,7 +31,7 @@ from vetset.core.atomic import atomic_write
 
 CACHE_FILE = "image_pass.pkl"
 MAX_IMAGES = 200_000
-_FORMAT = 1
+_FORMAT = 2
 
 
 def cache_key(side: int | None, computes: Sequence[tuple[str, Any, Any]]) -> str:
@@ -42,12 +45,16 @@ def cache_key(side: int | None, computes: Sequence[tuple[str, Any, Any]]) -> str
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _stat(path: str) -> tuple[int, int] | None:
+Stat = tuple[int, int, int]
+
+
+def _stat(path: str) -> Stat | None:
+    """``(size in bytes, modification time ns, inode change time ns)``, or ``None`` when unstattable."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 class PassCache:
@@ -61,8 +68,8 @@ class PassCache:
     def __init__(self, folder: Path, key: str):
         self.path = Path(folder) / CACHE_FILE
         self.key = key
-        self.old: dict[str, tuple[int, int, tuple]] = {}
-        self.new: dict[str, tuple[int, int, tuple]] = {}
+        self.old: dict[str, tuple[Stat, tuple]] = {}
+        self.new: dict[str, tuple[Stat, tuple]] = {}
         self.reused = 0
         try:
             with open(self.path, "rb") as f:
@@ -72,13 +79,13 @@ class PassCache:
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, AttributeError, ImportError, TypeError):
             self.old = {}
 
-    def todo(self, filepaths: Sequence[str]) -> tuple[list[int], list[tuple[int, int] | None]]:
+    def todo(self, filepaths: Sequence[str]) -> tuple[list[int], list[Stat | None]]:
         """Indices of ``filepaths`` to decode (new, changed or unstattable), and every file's stat."""
         stats = [_stat(fp) for fp in filepaths]
         todo = []
         for i, (fp, st) in enumerate(zip(filepaths, stats)):
             prev = self.old.get(fp)
-            if st is None or prev is None or (prev[0], prev[1]) != st:
+            if st is None or prev is None or tuple(prev[0]) != st:
                 todo.append(i)
         return todo, stats
 
@@ -95,9 +102,9 @@ class PassCache:
                 rec = next(fresh)
                 nxt = next(want, None)
             else:
-                rec = self.old[fp][2]
+                rec = self.old[fp][1]
             if stats[i] is not None:
-                self.new[fp] = (stats[i][0], stats[i][1], rec)
+                self.new[fp] = (stats[i], rec)
             yield rec
         for _ in fresh:  # pragma: no cover - a pass that yields more records than paths
             raise RuntimeError("the image pass returned more records than paths")
