@@ -282,7 +282,8 @@ def scan_csv(path: Path, notes: list[str] | None = None) -> tuple[list[Item], li
             split = (row.get("split") or "").strip().lower() or None
             if split is not None and split not in SPLIT_ALIASES:
                 raise DataError(f"Manifest {path}, row {row_no}: split {split!r} is not one of train, val, test.")
-            full = fp if os.path.isabs(fp) else os.path.abspath(os.path.join(path.parent, fp))
+            # normalised (abspath drops ./, ../ and doubled /), as FiftyOne stores it: one file, one key
+            full = os.path.abspath(os.path.join(path.parent, fp))
             item = Item(full, label, SPLIT_ALIASES[split] if split else None)
             first = seen.get(full)
             if first is None:

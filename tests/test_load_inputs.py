@@ -75,6 +75,24 @@ def test_csv_listing_a_file_with_two_labels_is_refused_naming_the_rows(digits_di
     assert not fo.dataset_exists(fresh_name)  # refused before anything was written
 
 
+def test_csv_one_file_spelt_two_ways_is_one_file(digits_dir, tmp_path):
+    """Break-it: an absolute path with ./ or ../ in it was not normalised, so one file listed
+    as '3' and again (as .../train/./3/x.png) as '8' passed the conflict check, and FiftyOne,
+    which stores the normalised path, kept one sample with whichever label came first."""
+    from vetset.core.dataset import scan_csv
+
+    f = sorted((digits_dir / "train" / "3").iterdir())[0]
+    other = f.parent.parent / "." / "8" / ".." / "3" / f.name
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"filepath,label\n{f},3\n{other},8\n")
+    with pytest.raises(DataError, match=rf"rows 2 and 3 list .*{f.name} with labels '3' and '8'; keep one row\.$"):
+        scan_csv(manifest)
+    manifest.write_text(f"filepath,label\n{f},3\n{str(other).replace('/train/', '/train//')},3\n")
+    notes: list[str] = []
+    items, classes = scan_csv(manifest, notes)
+    assert [i.filepath for i in items] == [str(f)] and classes == ["3"] and "rows 3" in notes[0]
+
+
 def test_csv_identical_rows_are_counted_once_before_the_split(digits_dir, tmp_path, fresh_name):
     """A class with one file listed twice is a single image: kept in train (it used to be
     counted twice, and one copy went to val)."""
