@@ -89,6 +89,53 @@ def configured_uri() -> str | None:
     return os.environ.get("FIFTYONE_DATABASE_URI") or _fiftyone_config_file().get("database_uri") or None
 
 
+#: Seconds :func:`check_uri_answers` waits for a TCP connection to each host of the URI.
+CONNECT_CHECK_S = 3.0
+
+
+def check_uri_answers(uri: str, timeout: float = CONNECT_CHECK_S) -> None:
+    """Fail fast when no host of a ``mongodb://`` URI accepts a TCP connection.
+
+    FiftyOne connects with pymongo's default server selection timeout (30 s) and tries
+    again, so a refused or unrouted URI used to stall a command for about a minute before
+    its error. This only opens and closes a socket to each ``host[:port]`` (default port
+    27017, MongoDB's); ``mongodb+srv://`` and other schemes are left to pymongo, which
+    names what is wrong with them.
+
+    Raises:
+        VetsetError: a host's port is not a number, or no host answered within ``timeout``
+            seconds (the message names the URI, each host and the socket error).
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return
+    if parts.scheme != "mongodb" or not parts.netloc:
+        return
+    hosts = parts.netloc.rpartition("@")[2].split(",")
+    failures = []
+    for host in hosts:
+        name, port = host, 27017
+        if host.startswith("["):  # [IPv6]:port
+            name, _, rest = host[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else port
+        elif host.count(":") == 1:
+            name, _, p = host.partition(":")
+            if not p.isdigit() or not 0 < int(p) < 65536:  # pymongo raises a bare ValueError
+                raise VetsetError(f"cannot use the MongoDB server at FIFTYONE_DATABASE_URI={uri!r}: the port of "
+                                  f"{host!r} is not a number from 1 to 65535; check the URI.")
+            port = int(p)
+        try:
+            with socket.create_connection((name, port), timeout=timeout):
+                return
+        except OSError as exc:
+            failures.append(f"{name}:{port} {exc.strerror or type(exc).__name__}")
+    raise VetsetError(f"cannot use the MongoDB server at FIFTYONE_DATABASE_URI={uri!r} (no answer within "
+                      f"{timeout:g} s: {'; '.join(failures)}); check the URI and that the server is running.")
+
+
 def database_dir() -> Path:
     """``fo.config.database_dir``: ``FIFTYONE_DATABASE_DIR``, else the config file's
     ``database_dir``, else ``~/.fiftyone/var/lib/mongo`` (fiftyone/constants.py), made
@@ -261,7 +308,10 @@ def ensure_server(wait: bool = True) -> Lease | None:
         if wait:
             _lease.wait()
         return _lease
-    if configured_uri() or os.environ.get("VETSET_DB", "").lower() in ("fiftyone", "off") \
+    uri = configured_uri()
+    if uri and "fiftyone.core.odm.database" not in sys.modules:
+        check_uri_answers(uri)
+    if uri or os.environ.get("VETSET_DB", "").lower() in ("fiftyone", "off") \
             or "fiftyone.core.odm.database" in sys.modules:
         return None
     dbpath = database_dir()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import run_cli, start_mongod, stop_mongod
 
 NAME = "shared-hym"
@@ -96,3 +97,30 @@ def test_unreachable_or_malformed_database_uri_is_one_sentence(tmp_path):
         assert proc.returncode == 2, proc.stderr[-3000:]
         assert f"cannot use the MongoDB server at FIFTYONE_DATABASE_URI='{uri}'" in proc.stderr and expect in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_refused_or_malformed_database_uri_fails_in_seconds(tmp_path, monkeypatch):
+    """Break-it: a FIFTYONE_DATABASE_URI whose port nobody listens on stalled a command about a
+    minute (pymongo's 30 s server selection, tried again) and a non-numeric port was a traceback."""
+    import socket
+    import time
+
+    from vetset.core.database import check_uri_answers
+    from vetset.core.errors import VetsetError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(VetsetError, match=rf"FIFTYONE_DATABASE_URI='mongodb://u:p@127.0.0.1:{port}/db\?x=1' "
+                                          rf"\(no answer within 3 s: 127.0.0.1:{port} Connection refused\); "
+                                          r"check the URI and that the server is running\.$"):
+        check_uri_answers(f"mongodb://u:p@127.0.0.1:{port}/db?x=1")
+    assert time.monotonic() - t0 < 3.0
+    with pytest.raises(VetsetError, match=r"the port of '127.0.0.1:abc' is not a number from 1 to 65535"):
+        check_uri_answers("mongodb://127.0.0.1:abc")
+    with socket.socket() as server:  # one host of several answers: fine
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        check_uri_answers(f"mongodb://127.0.0.1:{port},127.0.0.1:{server.getsockname()[1]}")
+    check_uri_answers("mongodb+srv://cluster.example.com")  # left to pymongo
