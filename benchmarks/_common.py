@@ -1,10 +1,31 @@
-"""What the benchmarks share: one FiftyOne database folder for all of them."""
+"""What the benchmarks share: their work folder, the shared data unpacked once, one FiftyOne database folder."""
 
 from __future__ import annotations
 
 import os
+import sys
+import tarfile
 import tempfile
 from pathlib import Path
+
+#: The benchmarks' work folder (``VETSET_BENCH_DIR``, default ``<temp>/vetset-bench``), never the user's.
+BENCH_DIR = Path(os.environ.get("VETSET_BENCH_DIR", Path(tempfile.gettempdir()) / "vetset-bench"))
+
+
+def unpack(archive: Path, inner: str) -> Path:
+    """Unpack ``archive`` under :data:`BENCH_DIR` once; returns the data folder ``<dest>/<inner>``.
+
+    Exits with one sentence when the archive (from ``../shared/data``) is missing.
+    """
+    if not archive.exists():
+        sys.exit(f"{archive} is missing: the benchmark needs the shared data (set VETSET_SHARED_DATA).")
+    dest = BENCH_DIR / archive.name.split(".")[0]
+    if not (dest / ".unpacked").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+        (dest / ".unpacked").touch()
+    return dest / inner
 
 
 def private_database() -> None:
@@ -20,6 +41,6 @@ def private_database() -> None:
     """
     if os.environ.get("FIFTYONE_DATABASE_DIR") or os.environ.get("FIFTYONE_DATABASE_URI"):
         return
-    folder = Path(os.environ.get("VETSET_BENCH_DIR", Path(tempfile.gettempdir()) / "vetset-bench")) / "fiftyone-db"
+    folder = BENCH_DIR / "fiftyone-db"
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["FIFTYONE_DATABASE_DIR"] = str(folder)

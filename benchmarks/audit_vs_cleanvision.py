@@ -31,32 +31,18 @@ import argparse
 import os
 import resource
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
+from _common import unpack  # the script's own folder is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))
-BENCH_DIR = Path(os.environ.get("VETSET_BENCH_DIR", Path(tempfile.gettempdir()) / "vetset-bench"))
 
 DATASETS = {
     "cifar10-test": (SHARED / "cifar10" / "test.tar.gz", "test"),
     "hymenoptera": (SHARED / "hymenoptera.tar", "hymenoptera_data"),
 }
-
-
-def unpack(archive: Path, inner: str) -> Path:
-    """Unpack ``archive`` under :data:`BENCH_DIR` once; returns the data folder."""
-    if not archive.exists():
-        sys.exit(f"{archive} is missing: the benchmark needs the shared data (set VETSET_SHARED_DATA).")
-    dest = BENCH_DIR / archive.name.split(".")[0]
-    if not (dest / ".unpacked").exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-        (dest / ".unpacked").touch()
-    return dest / inner
 
 
 def list_files(root: Path) -> list[str]:

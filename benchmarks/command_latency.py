@@ -32,29 +32,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from _common import BENCH_DIR, unpack  # the script's own folder is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))
-BENCH_DIR = Path(os.environ.get("VETSET_BENCH_DIR", Path(tempfile.gettempdir()) / "vetset-bench"))
+
 BIN = Path(sys.executable).parent
-
-
-def unpack(archive: Path, inner: str) -> Path:
-    """Unpack ``archive`` under :data:`BENCH_DIR` once; returns the data folder."""
-    if not archive.exists():
-        sys.exit(f"{archive} is missing: the benchmark needs the shared data (set VETSET_SHARED_DATA).")
-    dest = BENCH_DIR / archive.name.split(".")[0]
-    if not (dest / ".unpacked").exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-        (dest / ".unpacked").touch()
-    return dest / inner
 
 
 def env() -> dict[str, str]:
