@@ -4,8 +4,10 @@ For each data set and seed, two runs of the real pipeline on their own FiftyOne 
 
 * **single**: audit -> train (``2E`` epochs) -> validate;
 * **loop**: audit -> train (``E`` epochs) -> validate (failure slices) -> iterate (one round:
-  augmentation aimed at the failing slices, retrain ``E`` epochs from scratch with the same
-  seed, paired comparison, keep the better) — ``2E`` epochs in all.
+  augmentation aimed at the failing slices, ``E`` more epochs fine-tuning the round-0
+  checkpoint with the same options and seed (``start: kept``; ``--start scratch`` retrains
+  from the random initialisation instead), paired comparison, keep the better) — ``2E``
+  epochs in all.
 
 Both are scored on the same val images: accuracy and macro-F1, and the loop's kept model
 minus the single run with a paired bootstrap 95% interval (:mod:`vetset.plugins.iterate.compare`).
@@ -90,6 +92,8 @@ def main() -> None:
     parser.add_argument("--cifar-train", type=int, default=60, help="CIFAR train images per class")
     parser.add_argument("--cifar-val", type=int, default=30, help="CIFAR val images per class")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--start", choices=["kept", "scratch"], default="kept",
+                        help="iterate rounds fine-tune the kept model (kept) or train from scratch")
     args = parser.parse_args()
     private_database()
 
@@ -129,7 +133,7 @@ def main() -> None:
             loop = one_run(f"bench-loop-{key}-{seed}-loop", root, work / f"{key}-{seed}-loop",
                            {"audit": {"workers": 0}, "augment": {"min_count": 0, "coverage_targets": {}},
                             "train": train, "validate": validate,
-                            "iterate": {"max_rounds": 1, "seed": seed}}, hooks)
+                            "iterate": {"max_rounds": 1, "seed": seed, "start": args.start}}, hooks)
             t_loop = time.perf_counter() - t0
             it = loop["result"]["stages"]["iterate"]
             kept = next(r for r in it["rounds"] if r["round"] == it["best_round"])
@@ -161,8 +165,9 @@ def main() -> None:
                   f"{t_single:.0f} s / {t_loop:.0f} s" + (f"; planted {planted_rows[-1]}" if key == "planted" else ""),
                   flush=True)
 
-    print(f"\nretrain loop vs single run, {args.model}, E={args.epochs} epochs per round (single: {2 * args.epochs}), "
-          f"{time.perf_counter() - t_all:.0f} s in all")
+    print(f"\nretrain loop (rounds start: {args.start}) vs single run, {args.model}, E={args.epochs} epochs per round "
+          f"(single: {2 * args.epochs}), {time.perf_counter() - t_all:.0f} s in all; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("data      seed  val  acc single  acc loop  diff [95% CI]        F1 single  F1 loop  diff [95% CI]"
           "        kept  round-1 verdict        s single  s loop")
     for k, s, n, a0, a1, aci, f0, f1, fci, kr, v, ts, tl in rows:

@@ -82,6 +82,14 @@ def test_one_round_on_the_planted_case(cifar_test_dir, tmp_path):
     r1 = it["rounds"][1]
     assert "frog" in r1["targets"] and r1["targets"]["frog"]["colour"]["grayscale"] == pytest.approx(1 / 3, abs=1e-3)
     assert r1["augment"]["images"] > 0
+    # round 1 fine-tuned the round-0 model (start: kept) with the train stage's budget and seed
+    assert r1["start"]["mode"] == "kept" and r1["start"]["from_round"] == 0
+    assert r1["start"]["checkpoint"] == it["rounds"][0]["checkpoint"] == result["stages"]["train"]["checkpoint"]
+    assert r1["start"]["weights"]["source"] == "checkpoint" and r1["start"]["weights"]["head"] == "kept"
+    assert (r1["start"]["epochs"], r1["start"]["seed"]) == (3, 0) and len(r1["history"]) == 3
+    # it starts where round 0 ended, not from random weights: its first epoch beats round 0's first epoch
+    r0_hist = result["stages"]["train"]["history"]
+    assert r1["history"][0]["val_loss"] < r0_hist[0]["val_loss"]
     ds = run.dataset
     # the planner wrote grayscale frogs: the new images' colour is decided from their pixels by the audit rule
     from pathlib import Path
@@ -109,3 +117,41 @@ def test_one_round_on_the_planted_case(cifar_test_dir, tmp_path):
     assert any(m.startswith("[iterate] round 1 vs round 0: accuracy") for m in logs)
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert 'id="sec-iterate"' in html and "Retraining rounds" in html
+
+
+def test_round_fine_tunes_the_kept_checkpoint(cifar_test_dir, tmp_path):
+    """A round with ``start: kept`` loads the kept model's tensors; ``scratch`` starts from the seed's random init."""
+    import torch
+
+    from vetset.plugins.iterate.stage import round_train_options
+    from vetset.plugins.train.checkpoint import load_checkpoint
+    from vetset.plugins.train.options import TrainOptions
+    from vetset.plugins.train.stage import fit
+
+    classes = ["cat", "ship"]
+    items = [(str(p), i) for i, c in enumerate(classes) for p in sorted((cifar_test_dir / c).glob("*.jpg"))[:24]]
+    base = TrainOptions(model_name="test_resnet", img_size=32, batch_size=16, epochs=2, lr=3e-3, warmup_epochs=0,
+                        threads=1, workers=0, seed=3)
+    first = fit(items, items[::3], classes, base, out_dir=tmp_path / "r0", log=lambda m: None)
+    block = {"finetune": first.finetune}
+    ckpt0 = load_checkpoint(first.best_checkpoint)["state_dict"]
+    opts = round_train_options(base, block, first.best_checkpoint)
+    assert opts.weights == first.best_checkpoint and opts.head_epochs == 0 and opts.backbone_lr_scale == 1.0
+    assert (opts.epochs, opts.seed, opts.lr) == (base.epochs, base.seed, base.lr)  # same budget and seed
+    # a learning rate too small to move the weights: the round's model is the kept one, tensor for tensor
+    still = opts.model_copy(update={"lr": 1e-12, "min_lr": 0.0, "weight_decay": 0.0, "epochs": 1})
+    logs: list[str] = []
+    out = fit(items, items[::3], classes, still, out_dir=tmp_path / "r1", log=logs.append)
+    assert out.weights["source"] == "checkpoint" and out.weights["head"] == "kept"
+    assert out.weights["tensors_not_loaded"] == 0
+    got = load_checkpoint(out.best_checkpoint)["state_dict"]
+    weights = [k for k, v in ckpt0.items() if v.is_floating_point() and v.ndim >= 2]
+    assert weights and all(torch.allclose(got[k], ckpt0[k], atol=1e-6) for k in weights)
+    # its first epoch's val loss is the kept model's (BatchNorm statistics aside), far below a fresh model's
+    fresh = fit(items, items[::3], classes, round_train_options(base, block, first.best_checkpoint, "scratch")
+                .model_copy(update={"lr": 1e-12, "min_lr": 0.0, "epochs": 1}), out_dir=tmp_path / "s1",
+                log=lambda m: None)
+    assert fresh.weights["source"] == "none"
+    kept_loss = min(h["val_loss"] for h in first.history)
+    assert out.history[0]["val_loss"] == pytest.approx(kept_loss, abs=0.03)
+    assert fresh.history[0]["val_loss"] > kept_loss + 0.03

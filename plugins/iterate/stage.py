@@ -8,8 +8,15 @@ the model those stages trained and validated. Each round then
    ``orientation``, ``colour_mode``, ``clarity``, become per-class targets of the augment
    planner, ``AugmentOptions.class_targets``, at the slice's share of the class's val
    images), writing the images under ``<out>/iterate/round-<r>/images``;
-2. retrains with the train stage's options (same epochs, model and seed) into
-   ``<out>/iterate/round-<r>/train``;
+2. trains with the train stage's options (same epochs, model and seed: each round's budget
+   is the train stage's ``epochs``) into ``<out>/iterate/round-<r>/train``. With
+   ``start: kept`` (the default) the round fine-tunes the kept (best so far) model: its
+   checkpoint is the ``weights`` of the round's training (classifier kept, so
+   ``head_epochs`` 0; the backbone learning-rate scale the train stage used), and the
+   learning-rate schedule starts again from ``lr`` over the round's epochs, a warm restart
+   (I. Loshchilov & F. Hutter, "SGDR: Stochastic gradient descent with warm restarts",
+   ICLR 2017). ``start: scratch`` trains each round from the same random initialisation
+   instead;
 3. predicts the val split into the field ``predictions_round<r>`` (evaluated with
    ``eval_key`` ``eval_round<r>``; round 0's predictions are copied to
    ``predictions_round0`` / ``eval_round0``);
@@ -27,6 +34,8 @@ Result block (``result["stages"]["iterate"]``)::
 
     {"primary", "max_rounds", "rounds": [{"round", "checkpoint", "pred_field", "eval_key",
        "accuracy", "macro_f1", "targets": {class: {property: {bin: share}}},
+       "start": {"mode": "kept"|"scratch", "from_round", "checkpoint", "weights", "lr", "epochs"},
+       "history": [...train history rows...],
        "augment": {"output_dir", "images"}, "compare": {...paired_bootstrap...,
        "verdict", "per_class", "per_slice": [...]}, "views": {"fixed", "broken"}}],
      "best_round", "best_checkpoint", "stopped": sentence,
@@ -52,7 +61,7 @@ from vetset.plugins.iterate.compare import paired_bootstrap, per_class_error, ve
 from vetset.plugins.iterate.report import render_rounds
 from vetset.plugins.train.checkpoint import load_checkpoint, model_from_checkpoint
 from vetset.plugins.train.data import resolve_device
-from vetset.plugins.train.options import as_options
+from vetset.plugins.train.options import TrainOptions, as_options
 from vetset.plugins.train.stage import fit, items_of, predict
 from vetset.plugins.validate.properties import Property, match_bin
 from vetset.plugins.validate.slices import SliceOptions, failure_slices
@@ -77,6 +86,9 @@ class IterateOptions(BaseModel):
         n_boot: paired bootstrap replicates. Default 2000.
         confidence: interval level. Default 0.95.
         seed: bootstrap seed.
+        start: ``kept``: each round fine-tunes the kept (best so far) checkpoint for the
+            train stage's ``epochs`` (module docstring); ``scratch``: each round trains from
+            the random initialisation of the train stage's ``seed``.
     """
 
     model_config = {"extra": "forbid"}
@@ -89,6 +101,7 @@ class IterateOptions(BaseModel):
     n_boot: int = Field(2000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    start: Literal["kept", "scratch"] = "kept"
 
 
 def slice_targets(slices: dict[str, Any], options: IterateOptions,
@@ -125,6 +138,34 @@ def slice_targets(slices: dict[str, Any], options: IterateOptions,
         if len(aimed) >= options.aim_slices:
             break
     return targets, aimed
+
+
+def round_train_options(train_opts: TrainOptions, train_block: dict[str, Any], checkpoint: str,
+                        start: str = "kept") -> TrainOptions:
+    """The training options of one round: the train stage's, starting from ``checkpoint`` when ``start`` is ``kept``.
+
+    Args:
+        train_opts: the train stage's options (their ``epochs`` and ``seed`` are the round's).
+        train_block: the train stage's result block (its ``finetune`` plan gives the
+            backbone learning-rate scale it resolved).
+        checkpoint: path of the kept model's ``best.pt`` (a vetset checkpoint).
+        start: ``kept`` or ``scratch`` (:class:`IterateOptions`).
+
+    Returns:
+        ``train_opts`` unchanged for ``scratch``; for ``kept`` a copy with ``weights`` =
+        ``checkpoint``, ``pretrained`` false, ``head_epochs`` 0 (the classifier is already
+        trained) unless set, and ``backbone_lr_scale`` the train stage's (unless set), so
+        the fine-tune keeps the learning rates the first model trained with.
+    """
+    if start == "scratch":
+        return train_opts
+    plan = train_block.get("finetune") or {}
+    update: dict[str, Any] = {"weights": str(checkpoint), "pretrained": False}
+    if train_opts.head_epochs is None:
+        update["head_epochs"] = 0
+    if train_opts.backbone_lr_scale is None:
+        update["backbone_lr_scale"] = float(plan.get("backbone_lr_scale") or 1.0)
+    return train_opts.model_copy(update=update)
 
 
 def _evaluate(dataset: Any, field: str, eval_key: str, classes: list[str]) -> None:
@@ -236,7 +277,11 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
                                      "output_dir": rdir / "images", "reaudit": False})
         aug = run_augment(run, aug_opts)
         train_view, _ = training_view(ds)
-        out = fit(items_of(train_view, classes), items_of(val, classes), classes, train_opts,
+        round_opts = round_train_options(train_opts, train_block, best["checkpoint"], options.start)
+        if options.start == "kept":
+            run.log(f"[iterate] round {r}: fine-tuning the kept model (round {best['round']}, {best['checkpoint']}) "
+                    f"for {round_opts.epochs} epochs, seed {round_opts.seed}")
+        out = fit(items_of(train_view, classes), items_of(val, classes), classes, round_opts,
                   out_dir=rdir / "train", log=run.log, recipe=run.recipe.dump())
         ckpt = str(rdir / "train" / "best.pt")
         field, key = f"predictions_round{r}", f"eval_round{r}"
@@ -257,7 +302,12 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
                 f"{stats['verdict']}; fixed {stats['fixed']}, broke {stats['broken']} val images")
         rounds.append({"round": r, "checkpoint": ckpt, "pred_field": field, "eval_key": key,
                        "accuracy": stats["accuracy"]["new"], "macro_f1": stats["macro_f1"]["new"],
-                       "epochs_run": len(out.history), "targets": targets, "aimed": [a["label"] for a in aimed],
+                       "epochs_run": len(out.history), "history": out.history,
+                       "start": {"mode": options.start, "from_round": best["round"] if options.start == "kept" else None,
+                                 "checkpoint": best["checkpoint"] if options.start == "kept" else None,
+                                 "weights": out.weights, "lr": round_opts.lr, "epochs": round_opts.epochs,
+                                 "seed": round_opts.seed},
+                       "targets": targets, "aimed": [a["label"] for a in aimed],
                        "augment": {"output_dir": aug["output_dir"], "images": aug["metrics"]["augmented_images"]},
                        "compare": stats, "views": {f"{VIEW_PREFIX}round{r}/{k}": v for k, v in views.items()},
                        "worst_slice": slices["worst"]})
