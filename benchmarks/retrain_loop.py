@@ -149,9 +149,11 @@ def main() -> None:
             b = np.array([index[p] for p in l_pred])
             cmp = paired_bootstrap(y, a, b, len(classes), n_boot=2000, seed=seed)
             r1 = it["rounds"][1] if len(it["rounds"]) > 1 else None
+            last = it["rounds"][-1]
             rows.append((key, seed, len(y), cmp["accuracy"]["old"], cmp["accuracy"]["new"], cmp["accuracy"]["ci"],
                          cmp["macro_f1"]["old"], cmp["macro_f1"]["new"], cmp["macro_f1"]["ci"],
-                         it["best_round"], r1["compare"]["verdict"] if r1 else it["stopped"], t_single, t_loop))
+                         it["best_round"], r1["compare"]["verdict"] if r1 else it["stopped"], t_single, t_loop,
+                         last["accuracy"], last["macro_f1"]))
             if key == "planted":
                 sl = loop["result"]["stages"]["validate"]["slices"]
                 rank = next((i + 1 for i, r in enumerate(sl["by_class"])
@@ -168,16 +170,19 @@ def main() -> None:
     print(f"\nretrain loop (rounds start: {args.start}) vs single run, {args.model}, E={args.epochs} epochs per round "
           f"(single: {2 * args.epochs}), {time.perf_counter() - t_all:.0f} s in all; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print("data      seed  val  acc single  acc loop  diff [95% CI]        F1 single  F1 loop  diff [95% CI]"
-          "        kept  round-1 verdict        s single  s loop")
-    for k, s, n, a0, a1, aci, f0, f1, fci, kr, v, ts, tl in rows:
-        print(f"{k:9} {s:4} {n:4}  {a0:10.3f}  {a1:8.3f}  {a1 - a0:+.3f} [{aci[0]:+.3f},{aci[1]:+.3f}]"
-              f"  {f0:9.3f}  {f1:7.3f}  {f1 - f0:+.3f} [{fci[0]:+.3f},{fci[1]:+.3f}]  {kr:4}  {v:22} {ts:8.0f} {tl:7.0f}")
+    print("loop = the kept model; last = the loop's last round (kept or not); diff = loop - single, paired "
+          "bootstrap 95% CI")
+    print("data      seed  val  acc single  acc loop  diff [95% CI]        acc last  F1 single  F1 loop  "
+          "diff [95% CI]        F1 last  kept  round-1 verdict        s single  s loop")
+    for k, s, n, a0, a1, aci, f0, f1, fci, kr, v, ts, tl, al, fl in rows:
+        print(f"{k:9} {s:4} {n:4}  {a0:10.3f}  {a1:8.3f}  {a1 - a0:+.3f} [{aci[0]:+.3f},{aci[1]:+.3f}]  {al:8.3f}"
+              f"  {f0:9.3f}  {f1:7.3f}  {f1 - f0:+.3f} [{fci[0]:+.3f},{fci[1]:+.3f}]  {_f(fl):>7}  {kr:4}  {v:22} "
+              f"{ts:8.0f} {tl:7.0f}")
     for key in roots:
         sub = [r for r in rows if r[0] == key]
         print(f"{key:9} mean over {len(sub)} seeds: accuracy single {np.mean([r[3] for r in sub]):.3f}, "
-              f"loop {np.mean([r[4] for r in sub]):.3f}; macro-F1 single {np.mean([r[6] for r in sub]):.3f}, "
-              f"loop {np.mean([r[7] for r in sub]):.3f}")
+              f"loop {np.mean([r[4] for r in sub]):.3f}, last {np.mean([r[13] for r in sub]):.3f}; macro-F1 single "
+              f"{np.mean([r[6] for r in sub]):.3f}, loop {np.mean([r[7] for r in sub]):.3f}")
     if planted_rows:
         print("\nplanted case: rank of (frog, colour_mode = grayscale) among class slices, its val error before/after")
         print("seed  rank  first slice                              error round 0  error round 1  images added")

@@ -26,7 +26,10 @@ the model those stages trained and validated. Each round then
    gets right that the old one got wrong, and the reverse).
 
 A round whose verdict is ``better`` becomes the best; the loop stops after ``max_rounds``
-or at the first round that is not better. The best checkpoint is copied to
+or at the first round that is not better. That last round is still kept when ``keep`` is
+``higher`` (the default) and its ``primary`` metric is higher, the interval including 0
+(``no clear difference``): a fine-tuned round has trained longer, and the val images pick
+it as they pick the best epoch; ``keep: clearly_better`` keeps it only when ``better``. The best checkpoint is copied to
 ``<out>/iterate/best.pt``, and the dataset's latest augmentation folder is set back to
 the best round's, so a later ``train`` fits what won.
 
@@ -86,6 +89,9 @@ class IterateOptions(BaseModel):
         n_boot: paired bootstrap replicates. Default 2000.
         confidence: interval level. Default 0.95.
         seed: bootstrap seed.
+        keep: ``higher``: a round that is not clearly better stops the loop but is kept when
+            its ``primary`` metric is higher (verdict ``no clear difference``);
+            ``clearly_better``: only a ``better`` round is kept.
         start: ``kept``: each round fine-tunes the kept (best so far) checkpoint for the
             train stage's ``epochs`` (module docstring); ``scratch``: each round trains from
             the random initialisation of the train stage's ``seed``.
@@ -102,6 +108,7 @@ class IterateOptions(BaseModel):
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
     start: Literal["kept", "scratch"] = "kept"
+    keep: Literal["higher", "clearly_better"] = "higher"
 
 
 def slice_targets(slices: dict[str, Any], options: IterateOptions,
@@ -311,10 +318,14 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
                        "augment": {"output_dir": aug["output_dir"], "images": aug["metrics"]["augmented_images"]},
                        "compare": stats, "views": {f"{VIEW_PREFIX}round{r}/{k}": v for k, v in views.items()},
                        "worst_slice": slices["worst"]})
+        new_best = {"round": r, "checkpoint": ckpt, "field": field, "folder": aug["output_dir"], "slices": slices}
         if stats["verdict"] != "better":
             stopped = f"round {r} was not better than round {best['round']} ({stats['verdict']})"
+            if options.keep == "higher" and stats["verdict"] != "worse" and m["diff"] > 0:
+                stopped += f"; kept for its higher {options.primary} (keep: higher)"
+                best = new_best
             break
-        best = {"round": r, "checkpoint": ckpt, "field": field, "folder": aug["output_dir"], "slices": slices}
+        best = new_best
     _set_augment_folder(ds, best["folder"])
     kept = run.stage_dir("iterate") / "best.pt"
     shutil.copyfile(best["checkpoint"], kept)
