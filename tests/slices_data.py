@@ -58,3 +58,44 @@ def write_planted(cifar_test: Path, dest: Path, classes: tuple[str, ...] = CLASS
                 else:
                     target.write_bytes(f.read_bytes())
     return {"root": dest, "gray_val": gray_paths, "planted": planted}
+
+
+def write_leaky(cifar_test: Path, digits_root: Path, dest: Path, classes: tuple[str, str] = ("cat", "ship"),
+                n_train: int = 40, n_val: int = 25, n_test: int = 20, n_copies: int = 8,
+                n_odd: int = 6) -> dict[str, object]:
+    """An ImageFolder tree ``{train,val,test}/<class>/`` of CIFAR photos with planted near duplicates and oddities.
+
+    * ``n_copies`` val and ``n_copies // 2`` test images of ``classes[1]`` are copies of its
+      train photos re-encoded as JPEG quality 60 (near duplicates of train images);
+    * ``n_odd`` val images of ``classes[0]`` are handwritten digits (8x8, upscaled to 32x32):
+      unlike every photo.
+
+    Returns:
+        ``{"root", "copies": {copy path: train source path}, "odd": [paths]}``.
+    """
+    from PIL import Image
+
+    dest = Path(dest)
+    copies: dict[str, str] = {}
+    for k, cls in enumerate(classes):
+        files = sorted((cifar_test / cls).glob("*.jpg"))
+        parts = {"train": files[:n_train], "val": files[n_train:n_train + n_val],
+                 "test": files[n_train + n_val:n_train + n_val + n_test]}
+        for split, chosen in parts.items():
+            out = dest / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                (out / f.name).write_bytes(f.read_bytes())
+        if k == 1:
+            for split, n in (("val", n_copies), ("test", n_copies // 2)):
+                for f in parts["train"][:n] if split == "val" else parts["train"][n_copies:n_copies + n]:
+                    target = dest / split / cls / f"copy_{f.name}"
+                    Image.open(f).convert("RGB").save(target, quality=60)
+                    copies[str(target)] = str(dest / "train" / cls / f.name)
+    odd = []
+    digits = sorted(p for p in Path(digits_root).rglob("*.png"))[:n_odd]
+    for i, f in enumerate(digits):
+        target = dest / "val" / classes[0] / f"digit_{i}.png"
+        Image.open(f).convert("RGB").resize((32, 32), Image.NEAREST).save(target)
+        odd.append(str(target))
+    return {"root": dest, "copies": copies, "odd": odd}

@@ -15,7 +15,7 @@ def _check_full_run(res, out, name, n_samples_min):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     result = read_result(out)
-    assert list(result["stages"]) == ["audit", "augment", "drift", "train", "validate", "embed", "report"]
+    assert list(result["stages"]) == ["audit", "augment", "drift", "train", "embed", "validate", "report"]
     assert result["stages"]["validate"]["slices"]["num_samples"] > 0 and "max_tvd" in result["stages"]["drift"]["metrics"]
     # where things are, printed for the user
     assert f"dataset: {name}" in res.stdout

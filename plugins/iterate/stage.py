@@ -66,7 +66,7 @@ from vetset.plugins.train.checkpoint import load_checkpoint, model_from_checkpoi
 from vetset.plugins.train.data import resolve_device
 from vetset.plugins.train.options import TrainOptions, as_options
 from vetset.plugins.train.stage import fit, items_of, predict
-from vetset.plugins.validate.properties import Property, match_bin
+from vetset.plugins.validate.properties import match_bin, properties_from_result
 from vetset.plugins.validate.slices import SliceOptions, failure_slices
 
 if TYPE_CHECKING:
@@ -206,11 +206,13 @@ def _per_slice(dataset: Any, slices: dict[str, Any], old: str, new: str, aimed: 
     """Error of both models on the slices aimed at and the top ``limit`` slices (by class) of ``slices``."""
     from fiftyone import ViewField as F  # deferred: fiftyone takes about 1 s to import
 
-    props = {p["name"]: Property(p["name"], p["kind"], p["bins"], p.get("cuts") or []) for p in slices["properties"]}
+    props = properties_from_result(dataset, slices["properties"])
     val = split_view(dataset, "val").exists(new)
     out = []
     rows = {r["label"]: r for r in list(aimed) + (slices.get("by_class") or [])[:limit]}
     for row in rows.values():
+        if row["property"] not in props:
+            continue
         view = match_bin(val.match(F("ground_truth.label") == row["class"]), props[row["property"]], row["bin"])
         gt, a, b = view.values(["ground_truth.label", f"{old}.label", f"{new}.label"])
         n = len(gt)

@@ -127,7 +127,7 @@ def property_drift(dataset: Any, options: DriftOptions, log: Any = print) -> dic
     if not splits:
         raise VetsetError(f"The drift stage found no {' or '.join(options.splits)} samples to compare with train "
                           "(stages.drift.splits).")
-    props = find_properties(dataset, train, options.max_bins, options.exclude)
+    props = find_properties(dataset, train, options.max_bins, options.exclude, derived=False)
     views = {"train": train, **{s: split_view(dataset, s) for s in splits}}
     data = {}
     for name, view in views.items():

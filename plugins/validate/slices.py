@@ -37,6 +37,8 @@ from vetset.core.dataset import split_view, training_view
 from vetset.plugins.validate.properties import Property, find_properties, match_bin, read_values
 
 SLICE_VIEW_PREFIX = "validation_errors/slice/"
+#: Saved-view prefix of each split's slices (val: the validation errors' namespace).
+SLICE_VIEW_PREFIXES = {"val": SLICE_VIEW_PREFIX, "test": "test_errors/slice/"}
 ALL_CLASSES = "all"
 
 
@@ -149,49 +151,51 @@ def _rank_key(row: dict[str, Any]) -> tuple[float, int, str]:
     return -row["score"], -row["n"], row["label"]
 
 
-def view_name(row: dict[str, Any]) -> str:
-    """Saved-view name of a slice: ``validation_errors/slice/<class or all>/<property>=<bin>``."""
-    return f"{SLICE_VIEW_PREFIX}{row['class'] or ALL_CLASSES}/{row['property']}={row['bin']}"
+def view_name(row: dict[str, Any], split: str = "val") -> str:
+    """Saved-view name of a slice: ``validation_errors/slice/<class or all>/<property>=<bin>``
+    (test split: ``test_errors/slice/...``)."""
+    return f"{SLICE_VIEW_PREFIXES[split]}{row['class'] or ALL_CLASSES}/{row['property']}={row['bin']}"
 
 
-def slice_errors_view(dataset: Any, row: dict[str, Any], prop: Property) -> Any:
-    """The slice's val errors, most confident mistakes first (``None`` before predictions)."""
+def slice_errors_view(dataset: Any, row: dict[str, Any], prop: Property, split: str = "val") -> Any:
+    """The slice's errors on ``split``, most confident mistakes first (``None`` before predictions)."""
     from fiftyone import ViewField as F  # deferred: fiftyone takes about 1 s to import
 
     if "predictions" not in dataset.get_field_schema():
         return None
-    view = split_view(dataset, "val").exists("predictions")
+    view = split_view(dataset, split).exists("predictions")
     if row["class"] is not None:
         view = view.match(F("ground_truth.label") == row["class"])
     view = view.match(F("predictions.label") != F("ground_truth.label"))
     return match_bin(view, prop, row["bin"]).sort_by(F("predictions.confidence"), reverse=True)
 
 
-def _save_views(dataset: Any, rows: list[dict[str, Any]], props: dict[str, Property], examples: int) -> None:
+def _save_views(dataset: Any, rows: list[dict[str, Any]], props: dict[str, Property], examples: int,
+                split: str = "val") -> None:
     """Save a view for each row with errors; add ``view`` and ``examples``; delete stale slice views."""
     dataset.reload()  # see Run.save_views: never write back a stale saved-view list
     keep = set()
     for row in rows:
-        view = slice_errors_view(dataset, row, props[row["property"]])
+        view = slice_errors_view(dataset, row, props[row["property"]], split)
         if view is None or not len(view):
             continue
-        name = view_name(row)
+        name = view_name(row, split)
         dataset.save_view(name, view, overwrite=True,
-                          description=f"val errors in slice {row['label']}: {row['errors']} of {row['n']} wrong "
-                                      f"(rest of {'the class' if row['class'] else 'the val split'}: "
+                          description=f"{split} errors in slice {row['label']}: {row['errors']} of {row['n']} wrong "
+                                      f"(rest of {'the class' if row['class'] else f'the {split} split'}: "
                                       f"{row['rest_errors']} of {row['rest_n']}); most confident first")
         keep.add(name)
         row["view"] = name
         row["examples"] = [{"filepath": f, "prediction": p} for f, p in
                            zip(*view.limit(examples).values(["filepath", "predictions.label"]))] if examples else []
     for name in dataset.list_saved_views():
-        if name.startswith(SLICE_VIEW_PREFIX) and name not in keep:
+        if name.startswith(SLICE_VIEW_PREFIXES[split]) and name not in keep:
             dataset.delete_saved_view(name)
 
 
 def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log: Any = print,
-                   pred_field: str = "predictions") -> dict[str, Any]:
-    """Failure slices of the validated val split, with saved views of the worst ones.
+                   pred_field: str = "predictions", split: str = "val") -> dict[str, Any]:
+    """Failure slices of a validated split (``val``, or ``test``), with saved views of the worst ones.
 
     Args:
         dataset: the FiftyOne dataset after the validate stage wrote ``predictions``.
@@ -200,16 +204,18 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
         log: one-line message callable (the two worst slices are named).
         pred_field: the ``fo.Classification`` field of the model's predictions; saved views
             are kept for ``predictions`` (the validate stage's) only.
+        split: ``val`` (saved views ``validation_errors/slice/...``) or ``test``
+            (``test_errors/slice/...``); numeric cuts come from the train split either way.
 
     Returns:
-        ``{"split": "val", "num_samples", "min_support", "confidence", "method",
+        ``{"split", "num_samples", "min_support", "confidence", "method",
         "properties": [Property.to_dict()...], "candidates", "by_class": [row...],
         "across_classes": [row...], "worst": row | None}``; rows as :func:`rank_slices`,
         the viewed ones with ``view`` (saved-view name) and ``examples``
         (``[{"filepath", "prediction"}]``). Also ``"metrics"``: ``worst_slice_error_rate``,
         ``worst_slice_excess`` (None without a ranked slice), ``slices_clearly_worse``.
     """
-    val = split_view(dataset, "val").exists(pred_field)
+    val = split_view(dataset, split).exists(pred_field)
     train = training_view(dataset)[0].match_tags("augmented", bool=False)
     props = find_properties(dataset, train if len(train) else val, options.max_bins, options.exclude)
     gt, pred = val.values(["ground_truth.label", f"{pred_field}.label"])
@@ -221,16 +227,17 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
     worst_rows = [r for r in by_class if r["errors"] and r["excess"] > 0][:options.views] + \
                  [r for r in across if r["errors"] and r["excess"] > 0][:options.views]
     if pred_field == "predictions":
-        _save_views(dataset, worst_rows if options.views else [], {p.name: p for p in props}, options.examples)
+        _save_views(dataset, worst_rows if options.views else [], {p.name: p for p in props}, options.examples,
+                    split)
     worst = by_class[0] if by_class else None
     for row in (by_class[:1] + across[:1]):
-        log(f"[validate] worst slice: {row['label']}: {row['errors']} of {row['n']} wrong "
+        log(f"[validate] worst {'' if split == 'val' else split + ' '}slice: {row['label']}: {row['errors']} of {row['n']} wrong "
             f"({row['error_rate']:.0%}, {int(options.confidence * 100)}% CI {row['ci'][0]:.0%}-{row['ci'][1]:.0%}) vs "
             f"{row['rest_error_rate']:.0%} for the rest" + (f"; saved view {row['view']!r}" if row.get("view") else ""))
     if not by_class:
-        log(f"[validate] no failure slice has {options.min_support} val samples or more (slices.min_support)")
+        log(f"[validate] no failure slice has {options.min_support} {split} samples or more (slices.min_support)")
     return {
-        "split": "val", "num_samples": len(gt), "min_support": options.min_support, "confidence": options.confidence,
+        "split": split, "num_samples": len(gt), "min_support": options.min_support, "confidence": options.confidence,
         "method": "error rate per slice with a Wilson score interval (Wilson 1927); ranked by excess over the "
                   "rest of the class (across classes: the rest of the val split)",
         "properties": [p.to_dict() for p in props], "candidates": ranked["candidates"],

@@ -14,7 +14,7 @@ readable sample of the ``train``, ``val`` and ``test`` splits, and writes
   restricted to one ground-truth class; only classes with errors);
 * failure slices (:mod:`.slices`): error rate per class x audit property bin with Wilson
   intervals, and saved views ``validation_errors/slice/<class>/<property>=<bin>`` of the
-  worst ones.
+  worst ones; the same on the test split when there is one (``test_errors/slice/...``).
 
 Result block (``result["stages"]["validate"]``)::
 
@@ -30,11 +30,13 @@ Result block (``result["stages"]["validate"]``)::
      "top_errors": [{"filepath", "ground_truth", "prediction", "confidence", "mistakenness"}],
      "app": "recipes app --dataset NAME",
      "slices": {...see vetset.plugins.validate.slices.failure_slices...} | None (slices.enabled false),
+     "test_slices": the same for the test split (views ``test_errors/slice/...``) | None (no test split),
      "metrics": {"val_accuracy", "val_error_rate", "val_loss", "validation_errors",
                  and with a gap: "train_accuracy", "train_val_acc_gap", "overfitting" (0/1),
                  "underfitting" (0/1), "classes_with_recall_gap"; with a test split:
                  "test_accuracy", "test_error_rate"; with slices: "worst_slice_error_rate",
-                 "worst_slice_excess", "slices_clearly_worse"}}
+                 "worst_slice_excess", "slices_clearly_worse"; with test slices the same three
+                 prefixed ``test_``}}
 """
 
 from __future__ import annotations
@@ -265,11 +267,15 @@ def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
     slices = failure_slices(ds, classes, options.slices, run.log) if options.slices.enabled else None
     if slices is not None:
         metrics.update(slices["metrics"])
+    test_slices = None
+    if options.slices.enabled and "test" in splits:
+        test_slices = failure_slices(ds, classes, options.slices, run.log, split="test")
+        metrics.update({f"test_{k}": v for k, v in test_slices["metrics"].items()})
     return {
         "checkpoint": str(path), "model_name": ckpt["model_name"], "classes": classes, "pred_field": PRED_FIELD,
         "eval_keys": {s: k for s, k in EVAL_KEYS.items() if s in splits}, "splits": list(splits), **splits, "gap": gap,
         "brain": brain, "views": {ERRORS_VIEW: n_errors, "per_class": per_class_views}, "top_errors": top,
-        "slices": slices,
+        "slices": slices, "test_slices": test_slices,
         "app": f"recipes app --dataset {ds.name}", "metrics": metrics,
     }
 
