@@ -18,6 +18,12 @@ more than 10% there; the figures are in the benchmark's output, not here):
   update for all new fields, where ``add_sample_field`` reloads the dataset per field.
   ``benchmarks/audit_vs_cleanvision.py`` (each run audits a new dataset, so it declares
   every field).
+* :func:`stored_fields` -- ``Dataset._sample_collection.find`` with a projection: the
+  stored values of the audit's fields, compared with the new ones so that an unchanged
+  rerun writes nothing. ``benchmarks/command_latency.py`` (the unchanged rerun).
+* :func:`save_views` -- ``Dataset._doc.saved_views`` and ``DatasetView._serialize``: the
+  stored stages of each saved view, compared with what ``save_view`` would store, so an
+  unchanged view is not rewritten. ``benchmarks/command_latency.py`` (the unchanged rerun).
 * :func:`insert_samples` -- ``Dataset._make_dict`` and ``_sample_collection.insert_many``:
   the documents ``add_samples`` writes, without its schema inference, validation and
   re-binding of each ``Sample``. ``benchmarks/augment_throughput.py`` (the paired
@@ -173,6 +179,80 @@ def insert_samples(dataset: fo.Dataset, samples: Sequence[fo.Sample],
         collection.insert_many(docs)
 
 
+def stored_fields(dataset: fo.Dataset, ids: Sequence[str], names: Sequence[str]) -> list[dict[str, Any]]:
+    """The stored form of fields ``names`` of samples ``ids``, as :func:`update_samples` takes them.
+
+    One ``find`` on the samples collection with a projection (``_sample_collection``), so
+    a writer can leave out samples whose values are already stored. A field the document
+    lacks reads as ``None`` (FiftyOne leaves ``None`` out on insert and reads it as
+    ``None``); embedded documents (``metadata``) come back as stored (``_cls`` and all).
+    Without the internal, the public ``values()`` per field, embedded documents turned
+    into their stored dict (``to_dict()``).
+
+    Args:
+        dataset: the ``fo.Dataset`` (not a view).
+        ids: sample ids (hex strings).
+        names: top-level field names (``tags`` included if wanted).
+
+    Returns:
+        One ``{name: stored value or None}`` per id, in the order of ``ids``; ``{}`` for an
+        id the dataset does not hold.
+    """
+    collection = _internal(dataset, "_sample_collection")
+    if collection is None:
+        view = dataset.select(list(ids), ordered=True)
+        found = dict(zip(view.values("id"), zip(*[view.values(n) for n in names]))) if names else {}
+        return [{n: (v.to_dict() if hasattr(v, "to_dict") else v) for n, v in zip(names, found[i])}
+                if i in found else {} for i in ids]
+    from bson import ObjectId
+
+    by_id: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 50_000):  # a bounded $in list per query
+        chunk = [ObjectId(i) for i in ids[start:start + 50_000]]
+        for doc in collection.find({"_id": {"$in": chunk}}, {n: True for n in names}):
+            by_id[str(doc["_id"])] = {n: doc.get(n) for n in names}
+    return [by_id.get(i, {}) for i in ids]
+
+
+def save_views(dataset: fo.Dataset, views: Sequence[tuple[str, Any, str | None]]) -> list[str]:
+    """Save each ``(name, view, description)`` as ``dataset.save_view(name, view,
+    description=description, overwrite=True)`` does, skipping those already stored so.
+
+    A saved view is rewritten only when its stored stages (``SavedViewDocument.view_stages``:
+    the view's ``_serialize(include_uuids=False)``, each dumped with ``bson.json_util``, as
+    ``save_view`` stores them) or its description differ, so a rerun that changes nothing
+    writes nothing (``save_view`` with ``overwrite=True`` deletes and re-inserts the view
+    document and rewrites the dataset's list, several round trips per view). The dataset's
+    saved-view list is reloaded from the database first: another process (an App session,
+    a delegated operation) may have saved views since.
+
+    Args:
+        dataset: the ``fo.Dataset`` (not a view).
+        views: ``(name, fo.DatasetView of dataset, description or None)``.
+
+    Returns:
+        The names written now.
+    """
+    doc = _internal(dataset, "_doc")
+    stored: dict[str, tuple[list[str], str | None]] = {}
+    if doc is not None and hasattr(doc, "saved_views"):
+        doc.reload("saved_views")
+        stored = {v.name: (list(v.view_stages), v.description) for v in doc.saved_views}
+    else:  # a FiftyOne without the internals: every view is written
+        dataset.reload()
+    written = []
+    for name, view, description in views:
+        serialize = _internal(view, "_serialize")
+        if serialize is not None and name in stored:
+            from bson import json_util
+
+            if stored[name] == ([json_util.dumps(s) for s in serialize(include_uuids=False)], description):
+                continue
+        dataset.save_view(name, view, description=description, overwrite=True)
+        written.append(name)
+    return written
+
+
 @lru_cache(maxsize=1024)
 def _classification_template(label: str) -> Any:
     import fiftyone as fo
@@ -210,5 +290,6 @@ def image_metadata_doc(size_bytes: int, mime_type: str | None, width: int, heigh
             "height": int(height), "num_channels": num_channels}
 
 
-__all__ = ["classification_doc", "declare_sample_fields", "image_metadata_doc", "insert_samples", "now",
+__all__ = ["classification_doc", "declare_sample_fields", "image_metadata_doc", "insert_samples", "now", "save_views",
+           "stored_fields",
            "update_samples"]

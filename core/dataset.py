@@ -37,7 +37,7 @@ GT_FIELD = "ground_truth"
 UNREADABLE_TAG = "unreadable"
 #: Sample fields with the source file's size (bytes) and modification time (epoch seconds)
 #: when it was loaded: a rerun reads only files whose size or time changed.
-SIZE_FIELD, MTIME_FIELD = "file_size", "file_mtime"
+SIZE_FIELD, MTIME_FIELD, CTIME_FIELD = "file_size", "file_mtime", "file_ctime"
 #: Samples per ``insert_many`` when a folder is loaded.
 INSERT_BATCH = 2000
 
@@ -402,11 +402,12 @@ def load_dataset(
         summary.warnings.append(f"removed {deduped} duplicate samples of files loaded twice by concurrent runs")
     schema = ds.get_field_schema()
     wanted = {GT_FIELD: fo.EmbeddedDocumentField(fo.Classification), "unreadable_reason": fo.StringField(),
-              SIZE_FIELD: fo.IntField(), MTIME_FIELD: fo.FloatField()}
+              SIZE_FIELD: fo.IntField(), MTIME_FIELD: fo.FloatField(), CTIME_FIELD: fo.FloatField()}
     declare_sample_fields(ds, {k: v for k, v in wanted.items() if k not in schema})
-    existing: dict[str, tuple[str, list[str], str | None, int | None, float | None]] = {}  # id, tags, label, size, mtime
+    # id, tags, label, size, mtime, ctime
+    existing: dict[str, tuple[str, list[str], str | None, int | None, float | None, float | None]] = {}
     if len(ds):
-        columns = ds.values(["id", "filepath", "tags", f"{GT_FIELD}.label", SIZE_FIELD, MTIME_FIELD])
+        columns = ds.values(["id", "filepath", "tags", f"{GT_FIELD}.label", SIZE_FIELD, MTIME_FIELD, CTIME_FIELD])
         existing = {row[1]: (row[0], *row[2:]) for row in zip(*columns)}
 
     # splits: given by the layout/manifest, else a seeded stratified split of new files
@@ -417,11 +418,12 @@ def load_dataset(
             it.split = split
         summary.split_made = True
 
-    # a file whose size and modification time are those stored is not read again
+    # a file whose size, modification time and inode change time are those stored is not read
+    # again (the change time catches a rewrite that kept size and mtime: touch -d, cp -p)
     stats = [_stat(it.filepath) for it in items]
     new_samples, new_fields = [], []
     update_ids, update_labels = [], []
-    changed: list[tuple[str, str, tuple[int, float] | None]] = []  # (id, filepath, stat) of files to probe again
+    changed: list[tuple[str, str, tuple[int, float, float] | None]] = []  # (id, filepath, stat) of files to probe again
     for it, st in zip(items, stats):
         prev = existing.get(it.filepath)
         if prev is None:
@@ -429,12 +431,13 @@ def load_dataset(
             new_samples.append(fo.Sample(filepath=it.filepath, tags=[it.split or "train"] +
                                          ([UNREADABLE_TAG] if reason else [])))
             new_fields.append({GT_FIELD: classification_doc(it.label), "unreadable_reason": reason,
-                               SIZE_FIELD: st[0] if st else None, MTIME_FIELD: st[1] if st else None})
+                               SIZE_FIELD: st[0] if st else None, MTIME_FIELD: st[1] if st else None,
+                               CTIME_FIELD: st[2] if st else None})
             continue
         if prev[2] != it.label:
             update_ids.append(prev[0])
             update_labels.append(it.label)
-        if st is None or (prev[3], prev[4]) != st:
+        if st is None or (prev[3], prev[4], prev[5]) != st:
             changed.append((prev[0], it.filepath, st))
     if new_samples:
         _add_missing(ds, new_samples, new_fields)
@@ -465,6 +468,7 @@ def load_dataset(
         view.set_values("unreadable_reason", reasons)
         view.set_values(SIZE_FIELD, [c[2][0] if c[2] else None for c in changed])
         view.set_values(MTIME_FIELD, [c[2][1] if c[2] else None for c in changed])
+        view.set_values(CTIME_FIELD, [c[2][2] if c[2] else None for c in changed])
         bad = [sid for sid, r in zip(ids, reasons) if r]
         good = [sid for sid, r in zip(ids, reasons) if not r]
         if bad:
@@ -571,13 +575,14 @@ def _unique_filepaths(ds: Any) -> int:
     return len(extra)
 
 
-def _stat(path: str) -> tuple[int, float] | None:
-    """``(size in bytes, modification time in epoch seconds)`` of a file, ``None`` when it cannot be read."""
+def _stat(path: str) -> tuple[int, float, float] | None:
+    """``(size in bytes, modification time, inode change time)`` of a file (times in epoch
+    seconds), ``None`` when it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime
+    return st.st_size, st.st_mtime, st.st_ctime
 
 
 def _is_duplicate(exc: BaseException) -> bool:

@@ -55,6 +55,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "vetset.plugins.report.stage",
 )
 
+#: The built-in plugins that register recipes (``recipes list`` imports only these, and the
+#: entry-point plugins).
+RECIPE_PLUGINS: tuple[str, ...] = ("vetset.recipes.bundled",)
+
 
 def _split_env(name: str) -> set[str] | None:
     raw = os.environ.get(name)

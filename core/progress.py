@@ -61,6 +61,18 @@ def enabled() -> bool:
     return os.environ.get("VETSET_PROGRESS", "1") not in ("0", "false", "no")
 
 
+def rate_text(per_s: float | None, unit: str) -> str:
+    """A rate as a progress bar shows it: ``"1,234 img/s"``, ``"3.4 batch/s"``, and below one
+    item a second ``"2.5 s/batch"`` (never ``"0 batch/s"``); ``"- img/s"`` when unknown or zero."""
+    if not per_s or per_s <= 0:
+        return f"- {unit}/s"
+    if per_s >= 10:
+        return f"{per_s:,.0f} {unit}/s"
+    if per_s >= 1:
+        return f"{per_s:.1f} {unit}/s"
+    return f"{1 / per_s:,.1f} s/{unit}"
+
+
 def track(iterable: Iterable[T], total: int | None = None, description: str = "working", unit: str = "img") -> Iterator[T]:
     """Yield from ``iterable`` while showing ``done/total`` and the rate in ``unit``/s."""
     if _listeners:
@@ -81,8 +93,10 @@ def track(iterable: Iterable[T], total: int | None = None, description: str = "w
 
     class Rate(ProgressColumn):
         def render(self, task):  # noqa: D102
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
+            # a finished bar shows the whole loop's average; rich's own speed is over the last
+            # 30 s and is None with a single item
+            speed = task.completed / task.elapsed if task.finished and task.elapsed else task.speed
+            return Text(rate_text(speed, unit), style="progress.data.speed")
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                   Rate(), TimeRemainingColumn(), transient=False) as bar:

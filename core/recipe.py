@@ -19,6 +19,7 @@ Files are read with ``yaml.safe_load`` only. Every problem becomes a
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -261,8 +262,10 @@ def resolve_recipe_path(name_or_file: str, recipes: Any) -> Path:
     path = Path(name_or_file)
     if path.suffix.lower() in {".yaml", ".yml"} or path.exists():
         return path
+    close = difflib.get_close_matches(name_or_file, list(recipes.names()), n=1)
+    hint = f"; did you mean {close[0]}?" if close else "."
     raise RecipeError(
-        f"{name_or_file!r} is neither a recipe name ({', '.join(sorted(recipes.names()))}) nor a recipe file."
+        f"{name_or_file!r} is neither a recipe name ({', '.join(sorted(recipes.names()))}) nor a recipe file{hint}"
     )
 
 

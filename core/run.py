@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vetset.core import __version__
+from vetset.core._fiftyone import save_views
 from vetset.core.dataset import LoadSummary, load_dataset
 from vetset.core.errors import ChecksFailed, VetsetError
 from vetset.core.executor import prestart, use_executor
@@ -184,20 +185,19 @@ class Run:
         return path
 
     def save_views(self, stage: str) -> list[str]:
-        """(Re)save every registered view that belongs to ``stage``; returns their names.
+        """Save every registered view that belongs to ``stage``; returns their names.
 
-        The dataset document is reloaded first: FiftyOne writes the whole saved-view list
-        when one view is saved, so a stale in-memory list would drop views that another
-        process (an App session, a delegated operation) saved since this run loaded it.
+        Only views whose stored stages or description changed are written
+        (:func:`vetset.core._fiftyone.save_views`, which reloads the dataset's saved-view
+        list first: FiftyOne writes the whole list when one view is saved, so a stale
+        in-memory list would drop views that another process saved since this run loaded it).
         """
-        saved = []
-        self.dataset.reload()
+        built = []
         for spec in self.hooks.views.values():
             if spec.stage != stage:
                 continue
             view = spec.build(self.dataset)
-            if view is None:
-                continue
-            self.dataset.save_view(spec.name, view, description=spec.description or None, overwrite=True)
-            saved.append(spec.name)
-        return saved
+            if view is not None:
+                built.append((spec.name, view, spec.description or None))
+        save_views(self.dataset, built)
+        return [name for name, _, _ in built]

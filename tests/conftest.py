@@ -91,6 +91,11 @@ atexit.register(shutil.rmtree, _HF_CACHE, True)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_CACHE"] = _HF_CACHE
 os.environ["HF_HOME"] = _HF_CACHE
+# vetset's own cache (core/cache.py) is a folder of this session too: tests never read or
+# write the user's ~/.cache/vetset
+_VETSET_CACHE = tempfile.mkdtemp(prefix="vetset-test-cache-")
+atexit.register(shutil.rmtree, _VETSET_CACHE, True)
+os.environ["VETSET_CACHE_DIR"] = _VETSET_CACHE
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VETSET_SHARED_DATA", REPO.parent / "shared" / "data"))

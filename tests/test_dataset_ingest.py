@@ -37,7 +37,7 @@ def test_loaded_documents_equal_what_add_samples_stores(digits_dir, tmp_path, fr
             samples.append(fo.Sample(filepath=sample.filepath, tags=list(sample.tags),
                                      ground_truth=fo.Classification(label=sample.ground_truth.label),
                                      unreadable_reason=sample.unreadable_reason, file_size=sample.file_size,
-                                     file_mtime=sample.file_mtime))
+                                     file_mtime=sample.file_mtime, file_ctime=sample.file_ctime))
         ref.add_samples(samples, progress=False)
 
         def raw(d):
@@ -79,6 +79,15 @@ def test_rerun_reads_only_new_and_changed_files(digits_dir, tmp_path, fresh_name
     ds, third = load_dataset(root, name=fresh_name)
     assert sorted(Path(p).name for p in probed) == sorted(["new.png", "empty.png", old.name])
     assert third.added == 1 and third.reread == 2 and third.removed == 1 and third.unreadable == 0
+    # rewritten with its size and modification time kept (cp -p, touch -d): the change time tells
+    victim = sorted((root / "3").glob("*.png"))[-1]
+    st = victim.stat()
+    victim.write_bytes(b"\0" * st.st_size)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    probed.clear()
+    ds, fourth = load_dataset(root, name=fresh_name)
+    assert [Path(p).name for p in probed] == [victim.name] and fourth.reread == 1 and fourth.unreadable == 1
     from fiftyone import ViewField as F
 
     fixed = ds.match(F("filepath").ends_with(os.sep + "empty.png")).first()
@@ -135,6 +144,7 @@ def test_rerun_audit_decodes_only_new_and_changed_files(hymenoptera_dir, tmp_pat
     decoded.clear()
     again = audit(fresh_name, tmp_path / "out")
     assert decoded == [] and again["images_reused"] == 40
+    assert first["samples_written"] == 40 and again["samples_written"] == 0  # an unchanged rerun writes nothing
     for i, f in enumerate(sorted((hymenoptera_dir / "val" / "bees").iterdir())[:2]):
         shutil.copy(f, root / "bees" / f"new{i}{f.suffix}")
     touched = sorted((root / "ants").iterdir())[0]
@@ -143,6 +153,7 @@ def test_rerun_audit_decodes_only_new_and_changed_files(hymenoptera_dir, tmp_pat
     third = audit(fresh_name, tmp_path / "out")
     assert sorted(Path(p).name for p in decoded) == sorted(["new0.jpg", "new1.jpg", touched.name])
     assert third["num_images"] == 42 and third["images_read"] == 3 and third["images_reused"] == 39
+    assert 2 <= third["samples_written"] < 42  # the new files, and those whose dataset-level tags changed
     decoded.clear()
     full = audit(fresh_name, tmp_path / "out-full")  # the same dataset, a new run folder: everything read
     assert len(decoded) == 42

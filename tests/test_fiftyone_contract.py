@@ -130,6 +130,53 @@ def test_update_samples_stores_what_set_values_stores(names):
         door.update_samples(fast, ids[:2], docs[:1])
 
 
+def test_stored_fields_reads_back_what_update_samples_stored(names):
+    """stored_fields gives, per id, the documents update_samples took; the public fallback equals it;
+    a field never set and an unknown id read as None / {}."""
+    import fiftyone as fo
+
+    ds = fo.Dataset(names("stored"))
+    ds.add_samples(_samples(), progress=False)
+    door.declare_sample_fields(ds, _audit_like_fields())
+    ids = ds.sort_by("filepath").values("id")
+    docs = [{"metadata": door.image_metadata_doc(900 + i, "image/jpeg", 32, 24 + i, 3), "brightness": 0.25 * i,
+             "count": 2**53 + i, "tags": ["train", "dark"] if i % 2 else ["val"]} for i in range(3)]
+    door.update_samples(ds, ids[:3], docs)
+    wanted = [*docs[0], "colour_mode"]
+    fast = door.stored_fields(ds, [ids[2], ids[0], ids[3], "0" * 24], wanted)
+    assert fast[0] == {**docs[2], "colour_mode": None} and fast[1] == {**docs[0], "colour_mode": None}
+    assert fast[2] == {"metadata": None, "brightness": None, "count": None, "colour_mode": None, "tags": ["train"]}
+    assert fast[3] == {}
+    assert door.stored_fields(_Without(ds), [ids[2], ids[0], ids[3], "0" * 24], wanted) == fast
+
+
+def test_save_views_writes_only_changed_views(names):
+    """save_views stores what save_view(overwrite=True) stores, and rewrites a view only when its
+    stages or description changed."""
+    import fiftyone as fo
+
+    ds = fo.Dataset(names("views"))
+    ds.add_samples(_samples(), progress=False)
+    dark, train = ds.match_tags("dark"), ds.match_tags("train")
+    assert door.save_views(ds, [("dark", dark, "dark ones"), ("train", train, None)]) == ["dark", "train"]
+    def stamp(name):
+        return next(v.last_modified_at for v in fo.load_dataset(ds.name)._doc.saved_views if v.name == name)
+
+    first = stamp("dark")
+    assert door.save_views(ds, [("dark", ds.match_tags("dark"), "dark ones"), ("train", train, None)]) == []
+    assert stamp("dark") == first
+    assert door.save_views(ds, [("dark", ds.match_tags("blurry"), "dark ones"), ("train", train, "new")]) == \
+        ["dark", "train"]
+    again = fo.load_dataset(ds.name)
+    assert len(again.load_saved_view("dark")) == 2 and again.get_saved_view_info("train")["description"] == "new"
+    public = fo.Dataset(names("views-pub"))
+    public.add_samples(_samples(), progress=False)
+    public.save_view("dark", public.match_tags("blurry"), description="dark ones")
+    ours = {v.name: list(v.view_stages) for v in fo.load_dataset(ds.name)._doc.saved_views}
+    assert ours["dark"] == [v.view_stages for v in public._doc.saved_views][0]
+    assert door.save_views(_Without(ds), [("dark", ds.match_tags("blurry"), "dark ones")]) == ["dark"]
+
+
 def test_insert_samples_writes_what_add_samples_writes(names):
     """The augmentation writer's insert skips only FiftyOne's Python-side work: the stored
     document, its timestamps and every field read back equal those of ``add_samples``."""

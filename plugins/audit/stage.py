@@ -487,7 +487,7 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
         "images_per_s": round(n / total, 2) if total > 0 else None,
         "executor": {"name": pool.name, "workers": pool.workers if pool.name != "local" or len(
             pass_chunks(filepaths[:n_read], pool.workers, options.chunk_size)) > 1 else 0},  # one chunk runs in-process
-        "images_read": n_read, "images_reused": reused,
+        "images_read": n_read, "images_reused": reused, "samples_written": written["samples_written"],
         "seconds": {"read_samples": round(t_read - t0, 3), "image_pass": round(t_pass - t_read, 3),
                     "evaluate": round(t_eval - t_pass, 3), "write": round(t_write - t_eval, 3), "total": round(total, 3)},
         "options": _dump_options(options, selected), "checks_run": [name for name, _, _ in selected],

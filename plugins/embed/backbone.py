@@ -172,10 +172,16 @@ def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple
         return load_backbone_file(options.weights, options.model_name, options.img_size), ""
     tried = []
     if options.pretrained and options.model_name:
-        bb, why = _pretrained(options.model_name, options.img_size)
-        if bb is not None:
-            return bb, ""
-        tried.append(why)
+        from vetset.plugins.train.weights import no_pretrained_weights_here
+
+        nowhere = no_pretrained_weights_here()  # decides without importing timm/torch (seconds) when it can
+        if nowhere:
+            tried.append(f"no pretrained weights for {options.model_name!r} (pretrained: auto, but {nowhere})")
+        else:
+            bb, why = _pretrained(options.model_name, options.img_size)
+            if bb is not None:
+                return bb, ""
+            tried.append(why)
     if options.use_run_checkpoint and out_dir is not None:
         ckpt = Path(out_dir) / RUN_CHECKPOINT
         if ckpt.is_file():

@@ -128,14 +128,21 @@ def compute_features(backbone: Backbone, options: EmbedOptions, store: Any, path
 
 
 def _clear(ds: Any) -> None:
+    """Remove the previous run's embed fields' values and tags; writes only what is set
+    (one aggregation decides: an unchanged rerun that skipped the stage writes nothing)."""
     import fiftyone as fo
 
     schema = ds.get_field_schema()
-    for name, kind in ((GROUP_FIELD, fo.StringField), (GROUP_SIM_FIELD, fo.FloatField), (OUTLIER_FIELD, fo.FloatField)):
+    fields = ((GROUP_FIELD, fo.StringField), (GROUP_SIM_FIELD, fo.FloatField), (OUTLIER_FIELD, fo.FloatField))
+    for name, kind in fields:
         if name not in schema:
             ds.add_sample_field(name, kind)
-        ds.clear_sample_field(name)
-    ds.untag_samples(list(TAGS))
+    *counts, tag_counts = ds.aggregate([fo.Count(name) for name, _ in fields] + [fo.CountValues("tags")])
+    for (name, _), count in zip(fields, counts):
+        if count:
+            ds.clear_sample_field(name)
+    if any(tag_counts.get(t) for t in TAGS):
+        ds.untag_samples(list(TAGS))
 
 
 def _write(ds: Any, ids: list[str], values: dict[str, list], tags: dict[str, np.ndarray]) -> None:

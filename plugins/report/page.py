@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vetset.core import __version__
+from vetset.core.cache import cached_text
 from vetset.core.registry import ReportSection
 from vetset.core.report_kit import DEFERRED_TYPE, ReportContext, defer_plot_scripts, esc, plot_theme
 from vetset.core.result import SCHEMA_VERSION
@@ -113,10 +114,20 @@ def render_sections(registry: Any, result: dict[str, Any], ctx: ReportContext,
 
 @functools.lru_cache(maxsize=1)
 def plotly_js_gzip_b64() -> str:
-    """plotly.js from the installed plotly package, gzip-compressed, base64 text (cached)."""
-    from plotly.offline import get_plotlyjs
+    """plotly.js from the installed plotly package, gzip-compressed, base64 text.
 
-    return base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+    Compressing the script (about 4.9 MB) at level 9 is a large part of an unchanged rerun,
+    so the text is kept in vetset's cache folder (:mod:`vetset.core.cache`), named by the
+    plotly version, and in memory.
+    """
+    from importlib.metadata import version
+
+    def compress() -> str:
+        from plotly.offline import get_plotlyjs
+
+        return base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+
+    return cached_text(f"plotly-{version('plotly')}.js.gz.b64", compress)
 
 
 @functools.lru_cache(maxsize=1)

@@ -43,6 +43,7 @@ Files are read without unpickling arbitrary objects: ``safetensors``, or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -176,6 +177,42 @@ def cached_pretrained_file(model_name: str) -> str | None:
         if cached.is_file():
             return str(cached)
     return None
+
+
+def torch_hub_dir() -> Path:
+    """torch hub's folder without importing torch: ``$TORCH_HOME/hub``, ``TORCH_HOME`` default
+    ``$XDG_CACHE_HOME/torch`` (``~/.cache/torch``), as ``torch.hub.get_dir()`` computes it
+    when ``torch.hub.set_dir`` was not called."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def no_pretrained_weights_here(probe_timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why no pretrained weights of any model can be had here, or ``None`` when some might.
+
+    Decided without importing timm or torch (several seconds), so a stage that only wants
+    weights when they exist can skip cheaply. Conservative: ``None`` as soon as the Hugging
+    Face hub cache (:func:`hub_cache_dir`) holds any ``models--*`` repository or torch hub's
+    ``checkpoints`` folder (:func:`torch_hub_dir`) any file, whichever model they belong
+    to, or the Hub answers (:func:`hub_reachable`); :func:`pretrained_status` then decides
+    for the model.
+
+    Returns:
+        The reason in :func:`create_with_weights`' words (``"HF_HUB_OFFLINE is set and they
+        are not cached"`` or ``"the Hugging Face Hub cannot be reached and they are not
+        cached"``), or ``None``.
+    """
+    with contextlib.suppress(OSError):
+        if any(p.name.startswith("models--") for p in Path(hub_cache_dir()).iterdir()):
+            return None
+    with contextlib.suppress(OSError):
+        if any((torch_hub_dir() / "checkpoints").iterdir()):
+            return None
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set and they are not cached"
+    if hub_reachable(probe_timeout):
+        return None
+    return "the Hugging Face Hub cannot be reached and they are not cached"
 
 
 def pretrained_status(model_name: str, probe_timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
