@@ -3,6 +3,7 @@ out, a CSV manifest listing a file twice, skipped non-image files and hidden fol
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,37 @@ print("HEAVY", code, ",".join(heavy))
         proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
         last = proc.stdout.strip().splitlines()[-1]
         assert last.startswith("HEAVY") and last.split(" ", 2)[2:] in ([], [""]), (args, last, proc.stderr)
+
+
+def test_validate_a_train_recipe_without_torch_once_timm_s_names_are_cached(tmp_path):
+    """`recipes validate` of a recipe with a train stage (a tagged model name, the default optimizer,
+    device and precision) imports torch/timm only to list timm's names into vetset's cache the first
+    time; afterwards neither. A wrong name is still refused (timm decides what the list lacks),
+    and `recipes list` imports neither numpy nor pandas."""
+    script = """
+import sys
+from vetset.recipes.cli import main
+code = main(sys.argv[1:])
+heavy = [m for m in ("torch", "timm", "fiftyone", "numpy", "pandas") if m in sys.modules]
+print("HEAVY", code, ",".join(heavy))
+"""
+    recipe = tmp_path / "t.yaml"
+    recipe.write_text("name: t\nstages:\n  train: {model_name: resnet18.a1_in1k, epochs: 1}\n  report: {}\n")
+    env = dict(os.environ, VETSET_CACHE_DIR=str(tmp_path / "cache"))
+
+    def heavy(*args: str) -> list[str]:
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                              env=env)
+        last = proc.stdout.strip().splitlines()[-1].split(" ", 2)
+        assert last[1] == "0", (args, proc.stdout, proc.stderr)
+        return [m for m in last[2:][0].split(",") if m] if last[2:] else []
+
+    assert "timm" in heavy("validate", str(recipe))  # the first time: timm lists its names
+    assert any((tmp_path / "cache").glob("timm-*-names.json"))
+    assert not {"torch", "timm", "fiftyone"} & set(heavy("validate", str(recipe)))
+    assert not {"numpy", "pandas", "torch"} & set(heavy("list"))
+    recipe.write_text("name: t\nstages:\n  train: {model_name: resnet18.nope_tag}\n")
+    proc = subprocess.run([sys.executable, "-m", "vetset.recipes.cli", "validate", str(recipe)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "Invalid pretrained tag (nope_tag) for resnet18" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -160,24 +160,31 @@ def check_options(options: Any) -> TrainOptions:
     Raises:
         RecipeError: the first invalid option, named.
     """
-    from vetset.plugins.train.data import resolve_amp, resolve_device
+    from vetset.core.errors import RecipeError
+    from vetset.plugins.train._catalog import known_model, known_optimizer
     from vetset.plugins.train.options import check_model_name, load_train_transform
 
+    # timm's names are looked up in its cached name lists first (_catalog), and torch is
+    # imported only for a device or precision other than auto/off: with the defaults,
+    # `recipes validate` and the checks before a run import neither torch nor timm
     opts = as_options(options)
     if opts.trainer != "timm":
         return opts
-    check_model_name(opts.model_name)
+    if not known_model(opts.model_name):
+        check_model_name(opts.model_name)
     load_train_transform(opts.train_transform)
-    resolve_amp(opts.amp, resolve_device(opts.device))
+    if opts.device != "auto" or opts.amp not in ("auto", "off"):  # "auto" on "auto" never fails
+        from vetset.plugins.train.data import resolve_amp, resolve_device
+
+        resolve_amp(opts.amp, resolve_device(opts.device))
     from vetset.plugins.train.ddp import check_nproc
 
     check_nproc(opts)
-    from timm.optim import list_optimizers
+    if not known_optimizer(opts.opt):
+        from timm.optim import list_optimizers
 
-    from vetset.core.errors import RecipeError
-
-    if opts.opt.lower() not in list_optimizers():
-        raise RecipeError(f"stages.train.opt: {opts.opt!r} is not a timm optimizer; e.g. adamw, sgd, lamb, adan.")
+        if opts.opt.lower() not in list_optimizers():
+            raise RecipeError(f"stages.train.opt: {opts.opt!r} is not a timm optimizer; e.g. adamw, sgd, lamb, adan.")
     if opts.finetune == "linear_probe" and opts.nproc > 1:
         raise RecipeError("stages.train.finetune: linear_probe trains in one process; set nproc: 1.")
     check_weights(opts)
@@ -195,13 +202,15 @@ def check_weights(opts: TrainOptions) -> None:
     from pathlib import Path
 
     from vetset.core.errors import RecipeError
+    from vetset.plugins.train._catalog import known_model
     from vetset.plugins.train.weights import pretrained_cfg_of, pretrained_status, unavailable_message
 
     if opts.weights:
         if not Path(opts.weights).expanduser().is_file():
             raise RecipeError(f"stages.train.weights: file {Path(opts.weights).expanduser()} does not exist.")
         return
-    pretrained_cfg_of(opts.model_name)  # an unknown tag fails here
+    if not known_model(opts.model_name):  # a tag timm's cached list lacks: timm decides
+        pretrained_cfg_of(opts.model_name)  # an unknown tag fails here
     if opts.pretrained is True:
         status = pretrained_status(opts.model_name)
         if not status["available"]:

@@ -25,7 +25,6 @@ from vetset.core.hookspecs import hookimpl
 from vetset.core.recipe import Count
 from vetset.core.registry import Check, ReportSection, ViewSpec
 from vetset.core.report_kit import ReportContext, esc, figure, note, stage_block, table
-from vetset.plugins.audit.context import shares
 
 if TYPE_CHECKING:  # pragma: no cover
     from vetset.core.images import DecodedImage
@@ -141,6 +140,8 @@ def clarity_compute(image: DecodedImage, options: ClarityOptions) -> dict[str, A
 
 # -- evaluation (driver) ---------------------------------------------------------------
 def _with_share(counts: dict[str, Any]) -> dict[str, Any]:
+    from vetset.plugins.audit.context import shares  # the context module imports pandas: not for `recipes --help`
+
     return shares(counts)
 
 

@@ -1,0 +1,60 @@
+"""What timm offers, without importing timm: its model names, pretrained tags and optimizers.
+
+``import timm`` imports torch (several seconds), which ``recipes validate`` and the option
+checks before a run should not pay just to look a name up. The lists timm's public API
+gives (``timm.list_models()``, ``timm.list_pretrained()``, ``timm.optim.list_optimizers()``)
+are kept in vetset's cache folder (:mod:`vetset.core.cache`), named by the installed timm
+version (``importlib.metadata``), and built by importing timm once per version.
+
+The lists only ever confirm a name: a name they lack is checked by timm itself (the
+callers import timm then), so a stale or edited cache can cost time, never a wrong verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+
+from vetset.core.cache import cached_text
+
+
+@lru_cache(maxsize=1)
+def timm_catalog() -> dict[str, frozenset[str]]:
+    """``{"models": ..., "pretrained": ..., "optimizers": ...}``: timm's names as sets.
+
+    ``models`` are ``timm.list_models()`` names (architectures, no tag), ``pretrained``
+    ``timm.list_pretrained()`` names (``<arch>.<tag>``), ``optimizers``
+    ``timm.optim.list_optimizers()``. Empty sets when timm is not installed or the cached
+    file is unreadable JSON (callers then ask timm).
+    """
+    try:
+        name = f"timm-{version('timm')}-names.json"
+    except PackageNotFoundError:
+        return {"models": frozenset(), "pretrained": frozenset(), "optimizers": frozenset()}
+
+    def build() -> str:
+        import timm
+        from timm.optim import list_optimizers
+
+        return json.dumps({"models": timm.list_models(), "pretrained": timm.list_pretrained(),
+                           "optimizers": list(list_optimizers())})
+
+    try:
+        data = json.loads(cached_text(name, build))
+    except ValueError:
+        data = {}
+    return {key: frozenset(data.get(key) or ()) for key in ("models", "pretrained", "optimizers")}
+
+
+def known_model(name: str) -> bool:
+    """Whether ``name`` (``arch`` or ``arch.tag``) is surely a timm model name with an existing
+    tag; ``False`` means "ask timm", not "unknown"."""
+    arch, _, tag = name.partition(".")
+    cat = timm_catalog()
+    return arch in cat["models"] and (not tag or name in cat["pretrained"])
+
+
+def known_optimizer(name: str) -> bool:
+    """Whether ``name`` is surely a ``timm.optim.list_optimizers()`` name; ``False``: ask timm."""
+    return name.lower() in timm_catalog()["optimizers"]
