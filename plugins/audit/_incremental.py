@@ -110,6 +110,9 @@ class PassCache:
             raise RuntimeError("the image pass returned more records than paths")
 
     def save(self) -> None:
-        """Write this audit's records atomically (the old cache stays until the new one is complete)."""
+        """Write this audit's records atomically (the old cache stays until the new one is
+        complete); nothing when every file was reused and none vanished (the file holds them)."""
+        if self.reused == len(self.new) == len(self.old) and self.new.keys() == self.old.keys():
+            return
         atomic_write(self.path, lambda f: pickle.dump({"key": self.key, "records": self.new}, f,
                                                      protocol=pickle.HIGHEST_PROTOCOL), mkdir=True)

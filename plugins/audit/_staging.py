@@ -132,14 +132,17 @@ def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
     for start in range(0, ctx.n, WRITE_BATCH):
         stop = min(ctx.n, start + WRITE_BATCH)
         cols = [_batch(ctx.fields[n][0], ctx.fields[n][1], start, stop) for n in names]
-        tcols = [col[start:stop].tolist() for col in tag_cols]
+        staged: list[list[str]] = [[] for _ in range(stop - start)]  # each sample's new tags, in tag order
+        for t, col in zip(tag_names, tag_cols):
+            for j in np.flatnonzero(col[start:stop]).tolist():
+                staged[j].append(t)
         ids = ctx.ids[start:stop]
         stored = stored_fields(ds, ids, [*names, "tags"]) if not new else None  # new fields: every sample changes
         docs, changed = [], []
         for j, k in enumerate(range(start, stop)):
             doc = {n: c[j] for n, c in zip(names, cols)}
             tags = [t for t in (current[k] or ()) if t not in drop]
-            tags += [t for t, col in zip(tag_names, tcols) if col[j]]
+            tags += staged[j]
             doc["tags"] = tags
             if stored is None or not _same(doc, stored[j]):
                 docs.append(doc)
