@@ -192,11 +192,12 @@ def _list_images(folder: Path, skipped: Skipped | None = None) -> tuple[list[str
             if d.startswith("."):
                 skipped.add("folder", os.path.join(dirpath, d))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        absdir = os.path.abspath(dirpath)
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             if name.lower().endswith(IMG_EXTENSIONS):
-                files.append(os.path.join(os.path.abspath(dirpath), name))
+                files.append(os.path.join(absdir, name))
             else:
                 n_skipped += 1
                 skipped.add("file", os.path.join(dirpath, name))

@@ -216,17 +216,18 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
     ds = run.dataset
     _clear(ds)
     view = ds.match_tags(["augmented", "unreadable"], bool=False)
-    ids, fps, labels, splits, _tags = read_columns(view)
     say: list[str] = []
-    block: dict[str, Any] = {"skipped": None, "backbone": None, "num_images": len(ids), "num_embedded": 0,
+    block: dict[str, Any] = {"skipped": None, "backbone": None, "num_images": None, "num_embedded": 0,
                              "failed": [], "store": None, "duplicates": None, "outliers": None,
                              "brain_keys": {}, "warnings": say, "options": options.model_dump(mode="json"),
                              "metrics": {"embedded": 0}}
     backbone, reason = resolve_backbone(options, run.out_dir)
     if backbone is None:
         run.log(f"[embed] skipped: {reason}")
-        block["skipped"] = reason
+        block.update(skipped=reason, num_images=view.count())  # a count, not every sample's columns
         return block
+    ids, fps, labels, splits, _tags = read_columns(view)
+    block["num_images"] = len(ids)
     run.log(f"[embed] backbone {backbone.describe()}")
     block["backbone"] = {"model_name": backbone.model_name, "source": backbone.source,
                          "weights_file": backbone.weights_file, "weights_digest": backbone.weights_digest,
