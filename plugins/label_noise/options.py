@@ -42,13 +42,20 @@ class EmbeddingOptions(BaseModel):
             embeddings. Default ``resnet10t`` (the ``train`` stage's default; 512-d
             features): even randomly initialised, its features separate sklearn's digits
             at about 95% cross-validated accuracy.
-        weights: local weights file for the backbone (``.pth``/``.bin``/``.safetensors``),
-            passed to timm as ``pretrained_cfg_overlay=dict(file=...)``. ``None`` keeps the
-            random initialisation (nothing is downloaded); random features still separate
-            simple images but pretrained ones are far better.
+        weights: local weights file for the backbone: a vetset checkpoint (``best.pt``; it
+            brings its own model name and preprocessing) or a timm/PyTorch state dict /
+            ``.safetensors`` file for ``model_name``. Wins over the other sources.
+        pretrained: without ``weights``, use ``model_name``'s pretrained weights when they
+            can be had (the train stage's resolver, :mod:`vetset.plugins.train.weights`:
+            the Hugging Face cache, or the Hub when it answers within 3 s).
+        use_run_checkpoint: without either, use this run's ``<out>/train/best.pt`` (when the
+            recipe trains before ``label_noise``). With none of the three, an explicit
+            ``method: embeddings`` embeds with random weights (and says so: such features
+            describe little image content); ``method: auto`` picks ``kfold`` instead.
         img_size: square input side in pixels; ``None`` takes the model's default from
             ``timm.data.resolve_data_config``.
         batch_size: images per forward pass.
+        flip: features are the mean of the image's and its mirror's (as ``stages.embed.flip``).
         C: inverse L2 regularisation strength of ``sklearn.linear_model.LogisticRegression``
             (its default, 1.0); features are standardised first.
     """
@@ -57,8 +64,11 @@ class EmbeddingOptions(BaseModel):
 
     model_name: str = "resnet10t"
     weights: str | None = None
+    pretrained: bool = True
+    use_run_checkpoint: bool = True
     img_size: Count | None = Field(None, ge=8, le=1024)
     batch_size: Count = Field(64, ge=1)
+    flip: bool = True
     C: float = Field(1.0, gt=0)
 
 
@@ -69,7 +79,12 @@ class LabelNoiseOptions(BaseModel):
         method: where the out-of-sample ``pred_probs`` come from: ``kfold`` (K timm models
             trained with the ``train`` stage's trainer, each scoring the fold it did not
             see), ``embeddings`` (timm backbone features + cross-validated logistic
-            regression; fast) or ``pred_probs_file`` (computed elsewhere).
+            regression; fast), ``pred_probs_file`` (computed elsewhere), or ``auto`` (the
+            default): ``pred_probs_file`` when that option is set, else ``embeddings`` when a
+            backbone with trained weights is at hand (the embed stage's stored features,
+            ``embeddings.weights``, pretrained weights of ``embeddings.model_name``, or this
+            run's checkpoint), else ``kfold``; the stage says which it chose and why
+            (:func:`vetset.plugins.label_noise.choose.choose_method`).
         n_folds: folds of the stratified K-fold cross-validation (``kfold`` and
             ``embeddings``). Default 5, as cleanlab's ``estimate_cv_predicted_probabilities``.
         seed: seed of the fold assignment.
@@ -123,7 +138,7 @@ class LabelNoiseOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    method: Literal["kfold", "embeddings", "pred_probs_file"] = "kfold"
+    method: Literal["auto", "kfold", "embeddings", "pred_probs_file"] = "auto"
     n_folds: Count = Field(5, ge=2, le=50)
     seed: Count = 0
     splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val", "test"],

@@ -14,12 +14,16 @@ import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vetset.core.atomic import atomic_write
 from vetset.core.errors import DataError, RecipeError
+
+if TYPE_CHECKING:
+    from vetset.plugins.embed.backbone import Backbone
+    from vetset.plugins.label_noise.options import EmbeddingOptions
 
 
 def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -193,11 +197,54 @@ def _embed_checkpoint(filepaths: Sequence[str], path: Path, img_size: int | None
                       device: str) -> np.ndarray:
     """Features from a vetset checkpoint's backbone (the embed stage's loader and pass)."""
     from vetset.plugins.embed.backbone import load_backbone_file
-    from vetset.plugins.embed.compute import embed_batches
 
     bb = load_backbone_file(path, None, img_size, option="stages.label_noise.embeddings.weights")
-    feats = np.zeros((len(filepaths), int(bb.model.num_features)), np.float32)
-    for start, f, ok in embed_batches(bb, list(filepaths), batch_size, device=device):
+    return embed_with_backbone(bb, filepaths, batch_size, flip=False, device=device)
+
+
+def label_noise_backbone(kind: str, options: EmbeddingOptions, out_dir: str | Path | None) -> Backbone:
+    """The :class:`~vetset.plugins.embed.backbone.Backbone` of a trained-weights source.
+
+    Args:
+        kind: ``"weights"`` (``options.weights``), ``"pretrained"`` (``options.model_name``'s
+            pretrained weights through the embed stage's resolver) or ``"checkpoint"``
+            (``<out_dir>/train/best.pt``); see :func:`vetset.plugins.label_noise.choose.feature_source`.
+        options: ``stages.label_noise.embeddings``.
+
+    Raises:
+        RecipeError: a weights file that is missing or does not fit ``model_name``, or
+            pretrained weights that cannot be had after all.
+    """
+    from vetset.plugins.embed.backbone import RUN_CHECKPOINT, load_backbone_file, resolve_backbone
+    from vetset.plugins.embed.options import EmbedOptions
+
+    if kind == "weights":
+        return load_backbone_file(options.weights, options.model_name, options.img_size,
+                                  option="stages.label_noise.embeddings.weights")
+    if kind == "checkpoint":
+        return load_backbone_file(Path(out_dir) / RUN_CHECKPOINT, None, options.img_size, option="train/best.pt",
+                                  source="checkpoint")
+    if kind != "pretrained":
+        raise ValueError(f"label_noise_backbone: unknown source {kind!r}")
+    bb, why = resolve_backbone(EmbedOptions(model_name=options.model_name, pretrained=True, use_run_checkpoint=False,
+                                            img_size=options.img_size), None)
+    if bb is None:
+        raise RecipeError(f"stages.label_noise.embeddings: {why}")
+    return bb
+
+
+def embed_with_backbone(backbone: Backbone, filepaths: Sequence[str], batch_size: int = 64, flip: bool = False,
+                        device: str = "auto") -> np.ndarray:
+    """``float32`` ``(N, D)`` features of ``filepaths`` from the embed stage's batched pass
+    (:func:`vetset.plugins.embed.compute.embed_batches`; ``flip``: mean of image and mirror).
+
+    Raises:
+        DataError: an image cannot be decoded (the message names it).
+    """
+    from vetset.plugins.embed.compute import embed_batches
+
+    feats = np.zeros((len(filepaths), int(backbone.model.num_features)), np.float32)
+    for start, f, ok in embed_batches(backbone, list(filepaths), batch_size, flip=flip, device=device):
         if not ok.all():
             bad = filepaths[start + int(np.argmin(ok))]
             raise DataError(f"{bad} cannot be decoded; the audit tags such files 'unreadable'.")

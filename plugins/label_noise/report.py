@@ -30,6 +30,8 @@ def render(result: dict[str, Any], ctx: ReportContext) -> str | None:
              + (f', {block.get("n_folds")} folds' if block.get("method") != "pred_probs_file" else "")
              + f'; cleanlab <code>find_label_issues(filter_by="{esc(block.get("options", {}).get("filter_by"))}")</code>'
              f', label quality by <code>{esc(block.get("options", {}).get("rank_by"))}</code>.</p>']
+    if block.get("method_reason"):
+        parts.append(f'<p class="muted">{esc(block["method_reason"])}</p>')
     feats = block.get("features")
     if feats:
         origin = {"embed stage": "the embed stage's stored features", "stages.label_noise.embeddings": "a pass of "

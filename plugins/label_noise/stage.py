@@ -18,8 +18,8 @@ never touch those tags.
 
 Result block ``run.results["label_noise"]``::
 
-    {"method", "n_folds", "classes", "num_candidates", "num_checked", "num_issues",
-     "issue_rate", "oof_accuracy", "per_class": {class: {"checked", "issues"}},
+    {"method", "method_reason", "n_folds", "classes", "num_candidates", "num_checked", "num_issues",
+     "issue_rate", "oof_accuracy", "chance_agreement", "oof_kappa", "per_class": {class: {"checked", "issues"}},
      "flips": [{"given", "suggested", "count"}], "top_issues": [{"id", "filepath",
      "split", "given", "suggested", "suggested_prob", "label_quality"}], "folds": [...],
      "warnings": [sentence, ...], "skipped": None | sentence, "pred_probs_file",
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage, ViewSpec
 from vetset.plugins.label_noise.options import LabelNoiseOptions
 from vetset.plugins.label_noise.review import CONFIRMED_TAG
+
+if TYPE_CHECKING:
+    from vetset.core.run import Run
 
 STAGE = "label_noise"
 QUALITY_FIELD = "label_quality"
@@ -93,7 +96,7 @@ def candidate_view(dataset: Any, options: LabelNoiseOptions) -> Any:
     return view
 
 
-def _train_options(run: Any, options: LabelNoiseOptions) -> Any:
+def _train_options(run: Run, options: LabelNoiseOptions) -> Any:
     from vetset.core.errors import RecipeError
     from vetset.plugins.train.options import as_options, check_model_name, load_train_transform
 
@@ -120,17 +123,21 @@ def _train_options(run: Any, options: LabelNoiseOptions) -> Any:
     return opts
 
 
-def _embedding_features(run: Any, options: LabelNoiseOptions, fps: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+def _embedding_features(run: Run, options: LabelNoiseOptions, fps: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """Features for ``method: embeddings`` and a description of them.
 
-    The ``embed`` stage's stored features when this run has them for every sample (same
-    images by content hash; nothing is recomputed), else a pass of ``embeddings.model_name``
-    with ``embeddings.weights`` (a vetset checkpoint or a state dict) or random weights.
+    From the first source :func:`vetset.plugins.label_noise.choose.feature_source` finds:
+    the ``embeddings.weights`` file, the ``embed`` stage's stored features (same images by
+    content hash; nothing is recomputed), pretrained weights of ``embeddings.model_name``,
+    this run's ``train/best.pt``; with none of them, random weights (said in the log).
     """
     from vetset.plugins.label_noise import pred_probs as oof
+    from vetset.plugins.label_noise.choose import feature_source
 
+    e = options.embeddings
     block = run.results.get("embed") or {}
-    if block.get("backbone"):
+    kind, _what, _tried = feature_source(options, block, run.out_dir)
+    if kind == "embed stage":
         from vetset.plugins.embed.stage import HASH_FIELD, features_for
 
         ds = run.dataset
@@ -145,42 +152,57 @@ def _embedding_features(run: Any, options: LabelNoiseOptions, fps: list[str]) ->
             return feats, {"source": "embed stage", "model_name": bb["model_name"], "weights": bb["source"],
                            "weights_file": bb["weights_file"], "flip": bb.get("flip"), "dim": int(feats.shape[1])}
         run.log("[label_noise] the embed stage's store lacks some of these images; embedding them here")
-    e = options.embeddings
-    if not e.weights:
+        kind, _what, _tried = feature_source(options, None, run.out_dir)
+    if kind is None:
         run.log(f"[label_noise] embeddings from {e.model_name} with random weights (no stages.label_noise."
-                "embeddings.weights file): such features say little about image content, so expect "
-                "weak pred_probs; give a local pretrained weights file or checkpoint, or run the embed stage first")
-    feats = oof.embed_images(fps, e.model_name, e.weights, e.img_size, e.batch_size)
-    return feats, {"source": "stages.label_noise.embeddings", "model_name": e.model_name,
-                   "weights": "weights file" if e.weights else "random", "weights_file": e.weights, "flip": False,
-                   "dim": int(feats.shape[1])}
+                "embeddings.weights file, pretrained weights or run checkpoint): such features say little about "
+                "image content, so expect weak pred_probs; give a local pretrained weights file or checkpoint, or "
+                "run the embed stage first")
+        feats = oof.embed_images(fps, e.model_name, None, e.img_size, e.batch_size)
+        return feats, {"source": "stages.label_noise.embeddings", "model_name": e.model_name, "weights": "random",
+                       "weights_file": None, "flip": False, "dim": int(feats.shape[1])}
+    bb = oof.label_noise_backbone(kind, e, run.out_dir)
+    run.log(f"[label_noise] embedding {len(fps)} images with {bb.describe()}")
+    feats = oof.embed_with_backbone(bb, fps, e.batch_size, e.flip)
+    return feats, {"source": "stages.label_noise.embeddings", "model_name": bb.model_name,
+                   "weights": {"weights": "weights file"}.get(bb.source, bb.source),
+                   "weights_file": bb.weights_file, "flip": e.flip, "dim": int(feats.shape[1])}
 
 
-def compute_pred_probs(run: Any, options: LabelNoiseOptions, ids: list[str], fps: list[str], labels: np.ndarray,
-                       classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict], dict | None]:
-    """``(pred_probs, has_row, features, folds, features_info)`` for the samples, by ``options.method``
-    (``features_info`` says which features ``method: embeddings`` used, else ``None``)."""
+def compute_pred_probs(run: Run, options: LabelNoiseOptions, ids: list[str], fps: list[str], labels: np.ndarray,
+                       classes: list[str], method: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[dict], dict | None]:
+    """``(pred_probs, has_row, features, folds, features_info)`` for the samples, by ``method``
+    (default ``options.method``; ``auto`` must be resolved first, see
+    :func:`vetset.plugins.label_noise.choose.choose_method`). ``features_info`` says which
+    features ``method: embeddings`` used, else ``None``."""
     from vetset.plugins.label_noise import pred_probs as oof
 
+    method = method or options.method
     has_row = np.ones(len(ids), dtype=bool)
-    if options.method == "pred_probs_file":
+    if method == "pred_probs_file":
         probs, has_row = oof.load_pred_probs_file(options.pred_probs_file, options.ids_file, ids, fps, classes)
         return probs, has_row, None, [], None
-    if options.method == "embeddings":
+    if method == "embeddings":
         feats, info = _embedding_features(run, options, fps)
         probs = oof.embedding_pred_probs(feats, labels, len(classes), options.n_folds, options.seed, options.embeddings.C)
         return probs, has_row, feats, [], info
+    if method != "kfold":
+        raise ValueError(f"compute_pred_probs: method {method!r} is not kfold, embeddings or pred_probs_file")
     probs, folds = oof.kfold_pred_probs(fps, labels, classes, _train_options(run, options), options.n_folds,
                                         options.seed, out_dir=run.stage_dir(STAGE) / "folds", log=run.log,
                                         resume=run.resume)
     return probs, has_row, None, folds, None
 
 
-#: Out-of-sample accuracy (against the given labels) below which the flags are called
-#: unreliable. Confident learning assumes ``pred_probs`` from a model that is right on most
-#: samples (Northcutt, Jiang & Chuang, JAIR 2021); at 0.5 as many predictions are wrong as
-#: right, so most disagreements are the model's errors, not label errors.
-WEAK_OOF_ACCURACY = 0.5
+#: Chance-corrected agreement (Cohen's kappa) of the out-of-sample predictions with the
+#: given labels below which the flags are called unreliable. Confident learning assumes
+#: ``pred_probs`` from a model that is right on most samples (Northcutt, Jiang & Chuang, JAIR
+#: 2021); plain accuracy misleads when classes are few: 0.50 is chance for two balanced
+#: classes but five times chance for ten. Kappa ``(acc - p_e) / (1 - p_e)``, with ``p_e`` the
+#: agreement expected from the class shares alone, is 0 at chance for any class count; below
+#: 0.4 agreement is at most "fair" (Landis & Koch 1977, Biometrics 33:159).
+WEAK_KAPPA = 0.4
 #: Share of flagged samples above which the flags are called unreliable: human label
 #: noise in curated sets is mostly under 10% (CIFAR-10N ``aggre`` 9%, ``random1`` 17%;
 #: Northcutt et al. 2021 find 3.3% on average over 10 test sets), and even CIFAR-10N
@@ -188,21 +210,41 @@ WEAK_OOF_ACCURACY = 0.5
 WEAK_ISSUE_RATE = 0.5
 
 
-def weak_model_warning(oof_accuracy: float, issue_rate: float, n_classes: int) -> str | None:
+def chance_agreement(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
+    """Agreement of predictions with labels expected from the class shares alone, 0..1.
+
+    ``p_e = sum_k share_of_label_k * share_of_prediction_k``: the chance term of Cohen's
+    kappa (Cohen 1960; ``sklearn.metrics.cohen_kappa_score``). ``labels``, ``predicted``:
+    ``int`` ``(N,)`` in ``0..n_classes-1``; NaN when empty.
+    """
+    if len(labels) == 0:
+        return float("nan")
+    a = np.bincount(labels, minlength=n_classes) / len(labels)
+    b = np.bincount(predicted, minlength=n_classes) / len(predicted)
+    return float(a @ b)
+
+
+def weak_model_warning(oof_accuracy: float, issue_rate: float, chance: float) -> str | None:
     """A sentence when the pred_probs look too weak for the flags to be trusted, else ``None``.
+
+    Weak means Cohen's kappa ``(oof_accuracy - chance) / (1 - chance)`` below
+    :data:`WEAK_KAPPA`, or more than :data:`WEAK_ISSUE_RATE` of the samples flagged.
 
     Args:
         oof_accuracy: out-of-sample accuracy against the given labels, 0..1 (NaN: unknown).
         issue_rate: flagged share of the checked samples, 0..1.
-        n_classes: number of classes (chance accuracy is about ``1 / n_classes``).
+        chance: the agreement expected from the class shares alone (:func:`chance_agreement`;
+            about ``1 / n_classes`` for balanced classes), 0..1.
     """
-    if not (oof_accuracy < WEAK_OOF_ACCURACY or issue_rate > WEAK_ISSUE_RATE):
+    kappa = (oof_accuracy - chance) / (1 - chance) if chance < 1 else float("nan")
+    if not (kappa < WEAK_KAPPA or issue_rate > WEAK_ISSUE_RATE):
         return None
     return (f"{issue_rate:.0%} of the checked samples are flagged and the out-of-sample accuracy is "
-            f"{oof_accuracy:.2f} (chance {1 / max(1, n_classes):.2f}): the pred_probs come from a weak model, so "
+            f"{oof_accuracy:.2f} where the class shares alone give {chance:.2f} (chance-corrected agreement, "
+            f"Cohen's kappa, {kappa:.2f}; below {WEAK_KAPPA} is weak): the pred_probs come from a weak model, so "
             "most flags are likely its own mistakes rather than wrong labels; before reviewing, get better "
-            "pred_probs (more images or epochs under stages.label_noise.train, a local pretrained weights "
-            "file, or a pred_probs_file from a stronger model).")
+            "pred_probs (a pretrained backbone for method embeddings, more images or epochs under "
+            "stages.label_noise.train, or a pred_probs_file from a stronger model).")
 
 
 def _prepare_fields(ds: Any) -> None:
@@ -236,7 +278,7 @@ def write_fields(ds: Any, ids: list[str], classes: list[str], pred_probs: np.nda
         ds.select(issues).tag_samples(ISSUE_TAG)
 
 
-def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
+def run_stage(run: Run, options: LabelNoiseOptions) -> dict[str, Any]:
     """Stage entry: pred_probs, cleanlab, FiftyOne writes; returns the result block.
 
     Degenerate inputs (missing labels, labels outside the class list, classes smaller
@@ -244,6 +286,7 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
     reported as sentences under ``warnings`` and skipped; the run goes on.
     """
     from vetset.plugins.label_noise import pred_probs as oof
+    from vetset.plugins.label_noise.choose import choose_method
     from vetset.plugins.label_noise.datalab import run_datalab
 
     ds, classes, say = run.dataset, run.classes, []
@@ -251,7 +294,9 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
     view = candidate_view(ds, options)
     ids, fps, given, tags = view.values(["id", "filepath", "ground_truth.label", "tags"])
     splits = [next((t for t in ("train", "val", "test") if t in ts), "") for ts in tags]
-    result: dict[str, Any] = {"method": options.method, "n_folds": options.n_folds, "classes": classes,
+    method, why = choose_method(options, run.results.get("embed"), run.out_dir)
+    run.log(f"[label_noise] {why}")
+    result: dict[str, Any] = {"method": method, "method_reason": why, "n_folds": options.n_folds, "classes": classes,
                               "num_candidates": len(ids), "options": options.model_dump(mode="json"),
                               "skipped": None, "warnings": say, "datalab": None, "folds": [], "features": None}
     if not ids and len(ds):
@@ -273,7 +318,7 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
     labels = np.array([classes.index(given[i]) for i in keep], dtype=np.int64)
     counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), int)
     checkable = np.ones(len(labels), dtype=bool)
-    if options.method != "pred_probs_file":
+    if method != "pred_probs_file":
         small = [c for c in np.flatnonzero(counts) if counts[c] < options.n_folds]
         if small:
             say.append(f"classes with fewer samples than n_folds={options.n_folds}: "
@@ -287,7 +332,7 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
                   f"{len(labels)} usable samples of {present or 'no class'}; no label issues were searched.")
         return _skip(run, result, say, reason)
     pred_probs, has_row, features, folds, result["features"] = compute_pred_probs(run, options, ids, fps, labels,
-                                                                                   classes)
+                                                                                   classes, method)
     result["folds"] = folds
     if not has_row.all():
         say.append(f"{int((~has_row).sum())} samples have no row in {options.pred_probs_file} "
@@ -309,7 +354,7 @@ def run_stage(run: Any, options: LabelNoiseOptions) -> dict[str, Any]:
         result["datalab"] = run_datalab(ds, [ids[i] for i in sel], labels[sel], pred_probs[sel],
                                         None if features is None else features[sel], say)
     result.update(_summary(classes, ids, fps, splits, labels, pred_probs, has_row, sel, is_issue, quality, options))
-    weak = weak_model_warning(result["oof_accuracy"], result["issue_rate"], len(classes))
+    weak = weak_model_warning(result["oof_accuracy"], result["issue_rate"], result["chance_agreement"])
     if weak:
         say.append(weak)
     result["pred_probs_file"] = str(saved)
@@ -333,6 +378,8 @@ def _skip(run: Any, result: dict[str, Any], say: list[str], reason: str) -> dict
 def _summary(classes, ids, fps, splits, labels, pred_probs, has_row, sel, is_issue, quality, options) -> dict:
     pred = pred_probs.argmax(axis=1)
     oof_acc = float((pred[has_row] == labels[has_row]).mean()) if has_row.any() else float("nan")
+    chance = chance_agreement(labels[has_row], pred[has_row], len(classes))
+    kappa = (oof_acc - chance) / (1 - chance) if chance < 1 else float("nan")
     flagged = sel[is_issue]
     per_class = {c: {"checked": int((labels[sel] == k).sum()), "issues": int((labels[flagged] == k).sum())}
                  for k, c in enumerate(classes)}
@@ -345,7 +392,7 @@ def _summary(classes, ids, fps, splits, labels, pred_probs, has_row, sel, is_iss
     n_checked, n_issues = int(len(sel)), int(len(flagged))
     rate = n_issues / n_checked if n_checked else 0.0
     return {"num_checked": n_checked, "num_issues": n_issues, "issue_rate": rate, "oof_accuracy": oof_acc,
-            "per_class": per_class, "top_issues": top,
+            "chance_agreement": chance, "oof_kappa": kappa, "per_class": per_class, "top_issues": top,
             "flips": [{"given": g, "suggested": s, "count": n} for (g, s), n in flips.most_common(10)],
             "metrics": {"label_issues": n_issues, "label_issue_rate": rate, "oof_accuracy": oof_acc,
                         "label_checked": n_checked}}

@@ -1,0 +1,99 @@
+"""``method: auto``: embeddings when a backbone with trained weights is at hand, K-fold otherwise.
+
+Nothing downloads: conftest sets HF_HUB_OFFLINE=1 and an empty HF_HUB_CACHE; the
+pretrained case lays out timm's ``test_resnet.r160_in1k`` in a Hugging Face cache folder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from label_noise_data import flip_labels, imagefolder_rows, recall_precision, run_stages, write_manifest
+from test_weights import lay_out_hf_cache
+
+from vetset.plugins.label_noise.choose import choose_method
+from vetset.plugins.label_noise.options import LabelNoiseOptions
+
+EMBED_BLOCK = {"backbone": {"model_name": "resnet50", "source": "pretrained"}}
+
+
+@pytest.fixture
+def hub_offline_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_auto_picks_kfold_without_trained_weights_and_says_why(tmp_path):
+    method, why = choose_method(LabelNoiseOptions(), None, tmp_path)
+    assert method == "kfold"
+    assert why.startswith("method kfold (auto): no backbone with trained weights (no embed stage features in this "
+                          "run; no pretrained weights of resnet10t here; no train/best.pt in the run folder), so 5 "
+                          "fold models train from scratch")
+    assert why.count(". ") == 0 and why.endswith(".")  # one sentence
+
+
+def test_auto_picks_embeddings_for_each_source_of_trained_weights(tmp_path, hub_offline_cache):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")  # only its name matters to the choice
+    o = LabelNoiseOptions(embeddings={"weights": str(weights)})
+    assert choose_method(o, None, tmp_path) == ("embeddings", f"method embeddings (auto): the weights file {weights} "
+                                                "(stages.label_noise.embeddings.weights) describe image content, so a "
+                                                "cross-validated logistic regression on them gives the pred_probs in "
+                                                "seconds instead of 5 trainings from scratch.")
+    method, why = choose_method(LabelNoiseOptions(), EMBED_BLOCK, tmp_path)
+    assert method == "embeddings" and "the embed stage's stored features (resnet50, pretrained weights)" in why
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "best.pt").write_bytes(b"")
+    method, why = choose_method(LabelNoiseOptions(), None, tmp_path)
+    assert method == "embeddings" and f"this run's checkpoint {tmp_path / 'train' / 'best.pt'}" in why
+    lay_out_hf_cache(hub_offline_cache)
+    method, why = choose_method(LabelNoiseOptions(embeddings={"model_name": "test_resnet"}), None, tmp_path)
+    assert method == "embeddings" and "the pretrained weights of test_resnet.r160_in1k (cached in " in why
+    # no source is looked at when it is switched off
+    o = LabelNoiseOptions(embeddings={"model_name": "test_resnet", "pretrained": False, "use_run_checkpoint": False})
+    assert choose_method(o, None, tmp_path)[0] == "kfold"
+
+
+def test_explicit_choices_are_kept(tmp_path):
+    assert choose_method(LabelNoiseOptions(method="kfold"), EMBED_BLOCK, tmp_path) == (
+        "kfold", "method kfold, as stages.label_noise.method asks.")
+    assert choose_method(LabelNoiseOptions(method="embeddings"), None, tmp_path)[0] == "embeddings"
+    o = LabelNoiseOptions(pred_probs_file=str(tmp_path / "pp.npz"))
+    assert choose_method(o, EMBED_BLOCK, tmp_path)[0] == "pred_probs_file"
+
+
+def test_auto_embeds_with_this_runs_checkpoint(digits_dir, tmp_path):
+    """A recipe that trains first: label_noise's default method uses the run's best.pt, with no K-fold training."""
+    rows = imagefolder_rows(digits_dir, per_class=40)
+    flipped = flip_labels(rows, 20, seed=2)
+    train = {"model_name": "resnet10t", "img_size": 32, "epochs": 6, "lr": 3e-3, "batch_size": 32, "workers": 0,
+             "device": "cpu", "warmup_epochs": 0}
+    logs: list[str] = []
+    run = run_stages({"train": train, "label_noise": {}}, write_manifest(rows, tmp_path / "noisy.csv"), "ln-auto-ckpt",
+                     tmp_path / "out", logs=logs)
+    block = run.results["label_noise"]
+    ckpt = tmp_path / "out" / "train" / "best.pt"
+    assert block["method"] == "embeddings" and block["folds"] == []
+    assert f"this run's checkpoint {ckpt}" in block["method_reason"]
+    assert f"[label_noise] {block['method_reason']}" in logs
+    assert block["features"]["weights"] == "checkpoint" and block["features"]["weights_file"] == str(ckpt)
+    assert block["features"]["flip"] is True and block["features"]["dim"] == 512
+    flagged = set(run.dataset.match_tags("label_issue").values("filepath"))
+    recall, precision = recall_precision(flagged, flipped)
+    assert recall >= 0.5 and precision >= 3 * 20 / 400, (recall, precision)  # chance precision 0.05
+
+
+def test_auto_embeds_with_cached_pretrained_weights(digits_dir, tmp_path, hub_offline_cache):
+    lay_out_hf_cache(hub_offline_cache)
+    rows = imagefolder_rows(digits_dir, per_class=20)
+    stage = {"embeddings": {"model_name": "test_resnet", "img_size": 32}}
+    run = run_stages({"label_noise": stage}, write_manifest(rows, tmp_path / "m.csv"), "ln-auto-pre", tmp_path / "out")
+    block = run.results["label_noise"]
+    assert block["method"] == "embeddings" and "pretrained weights of test_resnet.r160_in1k" in block["method_reason"]
+    assert block["features"]["weights"] == "pretrained" and block["features"]["model_name"] == "test_resnet"
+    assert block["num_checked"] == 200 and np.isfinite(block["oof_kappa"])
