@@ -111,16 +111,18 @@ def train_transform(augment: str) -> dict | None:
     return light_augmentation() if augment == "light" else None
 
 
-def embedding_features(fps: list[str], epochs: int, batch_size: int) -> np.ndarray:
-    """Flip-invariant features of the embed stage's pass, from the backbone of ``_backbone.py``."""
+def embedding_features(fps: list[str], epochs: int, per_class: int, batch_size: int) -> tuple[np.ndarray, str]:
+    """Flip-invariant features of the stage's pass (``embed_with_backbone``, as ``method: embeddings``
+    computes them), from the backbone of ``_backbone.py``; and the backbone's description."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _backbone import cifar_test_backbone
 
     from vetset.plugins.embed.backbone import load_backbone_file
-    from vetset.plugins.embed.compute import embed_batches
+    from vetset.plugins.label_noise.pred_probs import embed_with_backbone
 
-    backbone = load_backbone_file(cifar_test_backbone(epochs=epochs), None)
-    return np.concatenate([f for _s, f, _ok in embed_batches(backbone, fps, batch_size, flip=True)])
+    ckpt = cifar_test_backbone(epochs=epochs, per_class=per_class)
+    backbone = load_backbone_file(ckpt, None)
+    return embed_with_backbone(backbone, fps, batch_size, flip=True), f"{backbone.describe()}, {ckpt.parent.name}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,32 +142,36 @@ def main(argv: list[str] | None = None) -> int:
                     help="K-fold runs with different seeds (fold split, init, augmentation); pred_probs are their mean")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (train option threads); default: torch's")
     ap.add_argument("--filter-by", default=None, choices=FILTERS,
-                    help="the filter reported as cleanlab; default: the stage's default filter_by")
+                    help="the filter reported as cleanlab; default: the stage's default filter_by for each method")
     ap.add_argument("--test-errors", action="store_true", help="also score the CIFAR-10 test set (54 known errors)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--method", default="kfold", choices=("kfold", "embeddings"),
-                    help="pred_probs: kfold (the stage's default: timm fold models) or embeddings (the stage's "
-                         "method embeddings: flip-invariant features of a backbone vetset trained on the CIFAR-10 "
-                         "test files, benchmarks/_backbone.py, + 5-fold logistic regression)")
-    ap.add_argument("--backbone-epochs", type=int, default=3, help="epochs of the embeddings method's backbone")
+    ap.add_argument("--method", default="kfold",
+                    help="comma-separated pred_probs sources, each measured on the same files: kfold (timm fold "
+                         "models; the options above) and/or embeddings (the stage's method embeddings: flip-invariant "
+                         "features of a backbone vetset trained on the CIFAR-10 test files, benchmarks/_backbone.py, "
+                         "+ 5-fold logistic regression)")
+    ap.add_argument("--backbone-epochs", type=int, default=10, help="epochs of the embeddings method's backbone")
+    ap.add_argument("--backbone-per-class", type=int, default=1000,
+                    help="CIFAR-10 test files per class the embeddings method's backbone trains on (1000: all)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None,
                     help="folder for <label set>.npz with each seed's pred_probs and the given/clean labels")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vetset-bench-cifar10")
     args = ap.parse_args(argv)
-    if args.method == "embeddings" and args.test_errors:
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    if not methods or set(methods) - {"kfold", "embeddings"}:
+        ap.error(f"--method: kfold and/or embeddings, not {args.method!r}")
+    if "kfold" not in methods and args.test_errors:
         ap.error("--test-errors scores the test set with the fold models: it needs --method kfold")
 
     if not (SHARED / "train.tar.gz").exists():
         print(f"skipped: {SHARED}/train.tar.gz is absent (shared data is only in the project's checkouts)")
         return 0
-    from vetset.plugins.label_noise.options import LabelNoiseOptions
+    from vetset.plugins.label_noise.options import LabelNoiseOptions, default_filter_by
     from vetset.plugins.label_noise.pred_probs import embedding_pred_probs, kfold_pred_probs
-    from vetset.plugins.label_noise.stage import find_issues
+    from vetset.plugins.label_noise.stage import chance_agreement, find_issues, weak_model_warning
     from vetset.plugins.train.stage import predict
-
-    args.filter_by = args.filter_by or LabelNoiseOptions().filter_by
 
     work = unpack(args.work, "train")
     with open(SHARED / "cifar10n_train_labels.csv", newline="") as f:
@@ -189,77 +195,90 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.folds} folds x {args.epochs} epochs x {args.seeds} seed(s), augmentation {args.augment}, "
           f"device {args.device}, torch threads {args.threads or __import__('torch').get_num_threads()}")
     summary, details = [], []
-    feats = None
-    if args.method == "embeddings":
-        print("pred_probs: method embeddings (flip-invariant features of a backbone trained on the CIFAR-10 test files, "
-              "5-fold logistic regression); the K-fold options above are not used")
+    feats, feats_seconds = None, 0.0
+    if "embeddings" in methods:
+        print("method embeddings: flip-invariant features of a backbone trained on the CIFAR-10 test files "
+              f"({args.backbone_per_class} per class, {args.backbone_epochs} epochs), 5-fold logistic regression")
     for label_set in [s.strip() for s in args.label_sets.split(",") if s.strip()]:
         given = np.array([classes.index(r[label_set]) for r in rows])
         truth = given != clean
-        test_probs, speeds = [], []
+        for method in methods:
+            test_probs, speeds = [], []
 
-        def on_fold(fold, out, opts, speeds=speeds, test_probs=test_probs):  # bound to this label set
-            speeds.extend(h["images_per_s"] for h in out.history if h.get("images_per_s"))
-            if test is not None:
-                test_probs.append(predict(out.model, test["fps"], out.data_config, opts)[0])
+            def on_fold(fold, out, opts, speeds=speeds, test_probs=test_probs):  # bound to this label set
+                speeds.extend(h["images_per_s"] for h in out.history if h.get("images_per_s"))
+                if test is not None:
+                    test_probs.append(predict(out.model, test["fps"], out.data_config, opts)[0])
 
-        t0 = time.perf_counter()
+            t0 = time.perf_counter()
 
-        # fold starts go to stderr, with the time since the label set began
-        def log(msg: str, t0: float = t0, label_set: str = label_set) -> None:
-            if msg.startswith("[label_noise] fold"):
-                print(f"{time.perf_counter() - t0:7.0f} s  {label_set}: {msg}", file=sys.stderr, flush=True)
+            # fold starts go to stderr, with the time since the label set began
+            def log(msg: str, t0: float = t0, label_set: str = label_set) -> None:
+                if msg.startswith("[label_noise] fold"):
+                    print(f"{time.perf_counter() - t0:7.0f} s  {label_set}: {msg}", file=sys.stderr, flush=True)
 
-        runs = []
-        if args.method == "embeddings":
-            if feats is None:  # one feature pass for every label set; its time counts for the first
-                feats = embedding_features(fps, args.backbone_epochs, args.batch_size)
-            runs.append(embedding_pred_probs(feats, given, len(classes), 5, args.seed))
-        for extra in range(args.seeds if args.method == "kfold" else 0):
-            opts = {**train_opts, "seed": args.seed + extra}
-            runs.append(kfold_pred_probs(fps, given, classes, opts, args.folds, args.seed + extra, log=log,
-                                         on_fold=on_fold)[0])
-        pred_probs = np.mean(runs, axis=0)
-        if args.save is not None:
-            args.save.mkdir(parents=True, exist_ok=True)
-            np.savez(args.save / f"{label_set}.npz", pred_probs=np.array(runs), given=given, clean=clean,
-                     filepaths=np.array([r["filepath"] for r in rows]))
-        seconds = time.perf_counter() - t0
-        pred = pred_probs.argmax(1)
-        base = prf(pred != given, truth)
-        row = {"label_set": label_set, "noise": truth.mean(), "size": len(rows), "seconds": seconds,
-               "oof_acc_clean": (pred == clean).mean(), "oof_acc_given": (pred == given).mean(),
-               "img_s": float(np.median(speeds)) if speeds else float("nan")}
-        for fb in FILTERS:
-            is_issue, _, _ = find_issues(given, pred_probs, LabelNoiseOptions(filter_by=fb))
-            p, r, f1 = prf(is_issue, truth)
-            details.append((label_set, fb, int(is_issue.sum()), p, r, f1, f1 - base[2]))
-            if fb == args.filter_by:
-                row.update(flagged=int(is_issue.sum()), p=p, r=r, f1=f1)
-        row.update(bp=base[0], br=base[1], bf1=base[2])
-        if test is not None:
-            tp = np.mean(test_probs, axis=0)
-            _, quality, _ = find_issues(test["labels"], tp, LabelNoiseOptions())
-            worst = np.argsort(quality, kind="stable")[: len(quality) // 100]
-            row["test_acc"] = (tp.argmax(1) == test["labels"]).mean()
-            row["test_hits"] = int(test["known"][worst].sum())
-        summary.append(row)
+            runs = []
+            if method == "embeddings":
+                if feats is None:  # one feature pass for every label set; its time counts for each
+                    feats, described = embedding_features(fps, args.backbone_epochs, args.backbone_per_class,
+                                                          args.batch_size)
+                    feats_seconds = time.perf_counter() - t0
+                    print(f"features: {described}; {feats_seconds:.0f} s for {len(fps)} files", flush=True)
+                    t0 = time.perf_counter()
+                runs.append(embedding_pred_probs(feats, given, len(classes), 5, args.seed))
+            for extra in range(args.seeds if method == "kfold" else 0):
+                opts = {**train_opts, "seed": args.seed + extra}
+                runs.append(kfold_pred_probs(fps, given, classes, opts, args.folds, args.seed + extra, log=log,
+                                             on_fold=on_fold)[0])
+            pred_probs = np.mean(runs, axis=0)
+            seconds = time.perf_counter() - t0 + (feats_seconds if method == "embeddings" else 0.0)
+            if args.save is not None:
+                args.save.mkdir(parents=True, exist_ok=True)
+                np.savez(args.save / f"{label_set}-{method}.npz", pred_probs=np.array(runs), given=given, clean=clean,
+                         filepaths=np.array([r["filepath"] for r in rows]))
+            pred = pred_probs.argmax(1)
+            base = prf(pred != given, truth)
+            chance = chance_agreement(given, pred, len(classes))
+            default_fb = args.filter_by or default_filter_by(method)
+            row = {"label_set": label_set, "method": method, "noise": truth.mean(), "size": len(rows),
+                   "seconds": seconds, "oof_acc_clean": (pred == clean).mean(), "oof_acc_given": (pred == given).mean(),
+                   "kappa": ((pred == given).mean() - chance) / (1 - chance), "filter_by": default_fb,
+                   "img_s": float(np.median(speeds)) if speeds else float("nan")}
+            for fb in FILTERS:
+                is_issue, _, _ = find_issues(given, pred_probs, LabelNoiseOptions(filter_by=fb))
+                p, r, f1 = prf(is_issue, truth)
+                details.append((label_set, method, fb, int(is_issue.sum()), p, r, f1, f1 - base[2]))
+                if fb == default_fb:
+                    row.update(flagged=int(is_issue.sum()), p=p, r=r, f1=f1)
+            row.update(bp=base[0], br=base[1], bf1=base[2])
+            row["warned"] = weak_model_warning(row["oof_acc_given"], row["flagged"] / len(rows), chance) is not None
+            if test is not None and test_probs:
+                tp = np.mean(test_probs, axis=0)
+                _, quality, _ = find_issues(test["labels"], tp, LabelNoiseOptions())
+                worst = np.argsort(quality, kind="stable")[: len(quality) // 100]
+                row["test_acc"] = (tp.argmax(1) == test["labels"]).mean()
+                row["test_hits"] = int(test["known"][worst].sum())
+            summary.append(row)
 
-    print(f"\nper label set (cleanlab = find_label_issues(filter_by={args.filter_by!r}); baseline = argmax != given)")
-    head = (f"{'labels':8} {'noise':>6} {'size':>6} {'time s':>7} {'train img/s':>11} {'oof acc clean':>13} {'oof acc given':>13} "
-            f"{'flagged':>7} {'P':>5} {'R':>5} {'F1':>5} | {'base P':>6} {'base R':>6} {'base F1':>7} {'dF1':>6}")
+    print("\nper label set and method (cleanlab = find_label_issues with the stage's filter_by for the method, or "
+          "--filter-by; baseline = argmax != given; kappa: Cohen's, of the out-of-sample predictions and the given "
+          "labels; weak: the stage's weak-model warning fires)")
+    head = (f"{'labels':8} {'method':10} {'filter_by':20} {'noise':>6} {'size':>6} {'time s':>7} {'train img/s':>11} "
+            f"{'oof acc clean':>13} {'oof acc given':>13} {'kappa':>5} {'weak':>4} {'flagged':>7} {'P':>5} {'R':>5} "
+            f"{'F1':>5} | {'base P':>6} {'base R':>6} {'base F1':>7} {'dF1':>6}")
     print(head + (f" | {'test acc':>8} {'known errs in worst 1%':>22}" if test is not None else ""))
     for r in summary:
-        line = (f"{r['label_set']:8} {r['noise']:6.3f} {r['size']:6d} {r['seconds']:7.0f} {r['img_s']:11.0f} {r['oof_acc_clean']:13.3f} "
-                f"{r['oof_acc_given']:13.3f} {r['flagged']:7d} {r['p']:5.2f} {r['r']:5.2f} {r['f1']:5.2f} | "
-                f"{r['bp']:6.2f} {r['br']:6.2f} {r['bf1']:7.2f} {r['f1'] - r['bf1']:+6.2f}")
-        if test is not None:
+        line = (f"{r['label_set']:8} {r['method']:10} {r['filter_by']:20} {r['noise']:6.3f} {r['size']:6d} "
+                f"{r['seconds']:7.0f} {r['img_s']:11.0f} {r['oof_acc_clean']:13.3f} {r['oof_acc_given']:13.3f} "
+                f"{r['kappa']:5.2f} {'yes' if r['warned'] else 'no':>4} {r['flagged']:7d} {r['p']:5.2f} {r['r']:5.2f} "
+                f"{r['f1']:5.2f} | {r['bp']:6.2f} {r['br']:6.2f} {r['bf1']:7.2f} {r['f1'] - r['bf1']:+6.2f}")
+        if "test_acc" in r:
             line += f" | {r['test_acc']:8.3f} {r['test_hits']:>14d} of 54"
         print(line)
     print("\nevery cleanlab filter_by on the same pred_probs")
-    print(f"{'labels':8} {'filter_by':22} {'flagged':>7} {'P':>5} {'R':>5} {'F1':>5} {'F1 - baseline':>13}")
-    for ls, fb, n, p, r, f1, d in details:
-        print(f"{ls:8} {fb:22} {n:7d} {p:5.2f} {r:5.2f} {f1:5.2f} {d:+13.2f}")
+    print(f"{'labels':8} {'method':10} {'filter_by':22} {'flagged':>7} {'P':>5} {'R':>5} {'F1':>5} {'F1 - baseline':>13}")
+    for ls, m, fb, n, p, r, f1, d in details:
+        print(f"{ls:8} {m:10} {fb:22} {n:7d} {p:5.2f} {r:5.2f} {f1:5.2f} {d:+13.2f}")
     return 0
 
 

@@ -94,6 +94,13 @@ def show(name: str = typer.Argument(..., help="Recipe name or YAML file.")) -> N
     dumped = recipe.dump()
     dumped.pop("source", None)
     console.print(yaml.safe_dump(dumped, sort_keys=False, width=1000), markup=False, highlight=False)
+    if "label_noise" in recipe.stage_names():  # its fold models' options merge three layers: show the result
+        from vetset.plugins.label_noise.folds import fold_options_for_show
+
+        folds = fold_options_for_show(recipe)
+        console.print(f"# label_noise, method kfold: {folds['summary']}", style="dim", soft_wrap=True)
+        console.print(yaml.safe_dump({"fold_model_train_options": folds["options"]}, sort_keys=False, width=1000),
+                      markup=False, highlight=False)
 
 
 @app.command("validate")

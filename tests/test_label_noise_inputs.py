@@ -160,7 +160,8 @@ def test_find_issues_uses_the_cleanlab_options(digits_rows):
     classes = sorted({r["label"] for r in rows})
     probs = pixel_pred_probs([r["filepath"] for r in rows], [r["label"] for r in rows], classes)
     labels = np.array([classes.index(r["label"]) for r in rows])
-    low_sc, q_sc, _ = find_issues(labels, probs, LabelNoiseOptions())
+    low_sc, q_sc, _ = find_issues(labels, probs, LabelNoiseOptions(), "kfold")
+    auto_file, _, _ = find_issues(labels, probs, LabelNoiseOptions(), "pred_probs_file")
     cl, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="confident_learning"))
     base, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="prune_by_noise_rate"))
     neq, _, _ = find_issues(labels, probs, LabelNoiseOptions(filter_by="predicted_neq_given"))
@@ -170,8 +171,11 @@ def test_find_issues_uses_the_cleanlab_options(digits_rows):
     assert half.sum() < base.sum() and not (half & ~base).any()
     np.testing.assert_allclose(q_sc, probs[np.arange(len(labels)), labels], rtol=1e-6)
     assert not np.allclose(q_sc, q_nm)
-    # the default, low_self_confidence: confident learning's count, lowest self-confidence first
+    # filter_by auto for kfold, low_self_confidence: confident learning's count, lowest self-confidence first
     assert low_sc.sum() == cl.sum() > 0 and q_sc[low_sc].max() <= q_sc[~low_sc].min()
+    # ... and for a pred_probs file, cleanlab's default prune_by_noise_rate
+    np.testing.assert_array_equal(auto_file, base)
+    assert not np.array_equal(auto_file, low_sc)
 
 
 def test_fold_models_get_the_light_augmentation_unless_a_train_transform_is_set(hooks):

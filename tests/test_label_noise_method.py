@@ -97,3 +97,54 @@ def test_auto_embeds_with_cached_pretrained_weights(digits_dir, tmp_path, hub_of
     assert block["method"] == "embeddings" and "pretrained weights of test_resnet.r160_in1k" in block["method_reason"]
     assert block["features"]["weights"] == "pretrained" and block["features"]["model_name"] == "test_resnet"
     assert block["num_checked"] == 200 and np.isfinite(block["oof_kappa"])
+
+
+def _fold_options(hooks, stages):
+    from vetset.core.recipe import parse_recipe
+    from vetset.plugins.label_noise.folds import fold_train_options
+
+    recipe = parse_recipe({"name": "t", "stages": stages}, hooks.stages)
+    return fold_train_options(recipe, recipe.options("label_noise"))[0]
+
+
+def test_fold_model_defaults_and_what_overrides_them(hooks):
+    """K-fold defaults sized for 2,500 photos on 2 CPU cores; a model someone names keeps its own options."""
+    from vetset.plugins.label_noise.folds import describe_fold_options
+    from vetset.plugins.label_noise.options import light_augmentation
+
+    o = _fold_options(hooks, {"label_noise": {}})
+    assert (o.model_name, o.img_size, o.epochs, o.lr, o.label_smoothing, o.pretrained) == (
+        "test_resnet", 64, 12, 2e-3, 0.0, False)
+    assert o.train_transform == light_augmentation()
+    assert describe_fold_options(o, LabelNoiseOptions(), 2500) == (
+        "5 fold models: test_resnet from scratch at 64 px, 12 epochs, batch 64, lr 0.002, light augmentation (flip, "
+        "shift); 5 x 2,000 images x 12 epochs = 120,000 training passes (stages.label_noise.train changes them; "
+        "`recipes show` prints them all).")
+    o = _fold_options(hooks, {"label_noise": {"train": {"epochs": 3, "img_size": 32}}})
+    assert (o.model_name, o.img_size, o.epochs) == ("test_resnet", 32, 3)
+    # the full recipe's train stage names a model: its options, not the fold defaults
+    full_train = {"model_name": "resnet10t", "pretrained": "auto", "max_img_size": 64, "epochs": 5}
+    o = _fold_options(hooks, {"train": full_train, "label_noise": {}})
+    assert (o.model_name, o.pretrained, o.img_size, o.max_img_size, o.epochs, o.lr) == (
+        "resnet10t", "auto", None, 64, 5, 1e-3)
+    assert "resnet10t pretrained weights when they can be had at the data's size up to 64 px, 5 epochs" in \
+        describe_fold_options(o, LabelNoiseOptions())
+    o = _fold_options(hooks, {"train": {"epochs": 4}, "label_noise": {"train": {"model_name": "resnet18"}}})
+    assert (o.model_name, o.img_size, o.max_img_size, o.epochs) == ("resnet18", None, 224, 4)
+
+
+def test_recipes_show_prints_the_fold_models_effective_options(tmp_path):
+    from conftest import run_cli
+
+    res = run_cli("show", "label_noise")
+    assert res.returncode == 0, res.stderr
+    shown = res.stdout.split("fold_model_train_options:")[1]
+    for line in ("model_name: test_resnet", "pretrained: false", "img_size: 64", "epochs: 12", "lr: 0.002",
+                 "train_transform: 'fold_augmentation light: HorizontalFlip(p=0.5)"):
+        assert f"\n  {line}" in shown, line
+    assert "# label_noise, method kfold: 5 fold models: test_resnet from scratch at 64 px, 12 epochs" in res.stdout
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nstages:\n  train: {model_name: resnet18, epochs: 3}\n  label_noise: {n_folds: 3}\n")
+    shown = run_cli("show", str(recipe)).stdout.split("fold_model_train_options:")[1]
+    for line in ("model_name: resnet18", "img_size: null", "max_img_size: 224", "epochs: 3"):
+        assert f"\n  {line}" in shown, line

@@ -17,6 +17,22 @@ FilterBy = Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_l
                    "predicted_neq_given", "low_normalized_margin", "low_self_confidence"]
 RankBy = Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"]
 
+#: ``filter_by: auto`` per ``pred_probs`` source, measured with
+#: ``benchmarks/label_noise_cifar10n.py`` (CIFAR-10N ``random1``, real human noise, 17%
+#: wrong) and on good pretrained-feature pred_probs (issue #20: 2,000 held-out photos, 25%
+#: wrong labels, through ``pred_probs_file``): see README, "Label noise". K-fold models trained
+#: from scratch give weak, over-confident ``pred_probs``: there ``low_self_confidence`` had
+#: the best F1 (0.62 against 0.59 for ``prune_by_noise_rate``). Good pretrained-feature
+#: ``pred_probs`` favour cleanlab's default ``prune_by_noise_rate`` (F1 0.942 against 0.845).
+FILTER_BY_FOR_METHOD: dict[str, str] = {"kfold": "low_self_confidence", "embeddings": "prune_by_noise_rate",
+                                        "pred_probs_file": "prune_by_noise_rate"}
+
+
+def default_filter_by(method: str | None) -> str:
+    """The ``filter_by`` that ``auto`` means for ``method`` (:data:`FILTER_BY_FOR_METHOD`;
+    cleanlab's own default, ``prune_by_noise_rate``, for an unknown or missing method)."""
+    return FILTER_BY_FOR_METHOD.get(method or "", "prune_by_noise_rate")
+
 
 def light_augmentation() -> dict[str, Any]:
     """The ``fold_augmentation: light`` pipeline in ``A.to_dict`` format.
@@ -93,17 +109,15 @@ class LabelNoiseOptions(BaseModel):
         include_augmented: also check samples tagged ``augmented`` (copies written by the
             augment stage). Off by default: a copy and its source in different folds would
             let a model see the label it scores.
-        filter_by: ``cleanlab.filter.find_label_issues(filter_by=...)``. Default
-            ``low_self_confidence``: as many samples as confident learning counts off the
-            diagonal of the confident joint (``cleanlab.count.num_label_issues``), taken
-            in order of lowest self-confidence (the given label's probability). On real
-            human label noise (CIFAR-10N, ``benchmarks/label_noise_cifar10n.py``, 20,000
-            files, out-of-fold accuracy 0.70) it had the best F1 of cleanlab's filters:
-            ``random1`` (17% wrong) 0.61 (precision 0.56, recall 0.68) vs 0.59 for
-            cleanlab's default ``prune_by_noise_rate`` (0.49/0.74), 0.61 ``both``, 0.55
-            for "prediction differs from the label"; ``aggre`` (9% wrong) 0.48 vs 0.43,
-            0.46 and 0.37. ``prune_by_noise_rate``/``prune_by_class`` flag more samples
-            (higher recall, lower precision); ``both`` flags their intersection.
+        filter_by: ``cleanlab.filter.find_label_issues(filter_by=...)``, or ``auto`` (the
+            default): the filter measured best for the method that made the ``pred_probs``
+            (:data:`FILTER_BY_FOR_METHOD`, :func:`default_filter_by`).
+            ``low_self_confidence`` takes as many samples as confident learning counts off
+            the diagonal of the confident joint (``cleanlab.count.num_label_issues``), in
+            order of lowest self-confidence (the given label's probability);
+            ``prune_by_noise_rate`` (cleanlab's default) removes, per off-diagonal cell of the
+            confident joint, that many samples by largest margin of the other class;
+            ``both`` flags the intersection of ``prune_by_noise_rate`` and ``prune_by_class``.
         frac_noise: ``find_label_issues(frac_noise=...)``; only for the ``prune_by_*`` and
             ``both`` filters. 1.0 (cleanlab's default) returns every confident issue.
         min_examples_per_class: ``find_label_issues(min_examples_per_class=...)``.
@@ -144,7 +158,7 @@ class LabelNoiseOptions(BaseModel):
     splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val", "test"],
                                                           min_length=1)
     include_augmented: bool = False
-    filter_by: FilterBy = "low_self_confidence"
+    filter_by: FilterBy | Literal["auto"] = "auto"
     frac_noise: float = Field(1.0, gt=0, le=1)
     min_examples_per_class: Count = Field(1, ge=0)
     rank_by: RankBy = "self_confidence"
@@ -176,7 +190,7 @@ class LabelNoiseOptions(BaseModel):
     def _file_for_file_method(self) -> LabelNoiseOptions:
         if self.method == "pred_probs_file" and not self.pred_probs_file:
             raise ValueError("method pred_probs_file needs the pred_probs_file option (a .npy or .npz path)")
-        if self.frac_noise != 1.0 and self.filter_by not in ("prune_by_noise_rate", "prune_by_class", "both"):
+        if self.frac_noise != 1.0 and self.filter_by not in ("auto", "prune_by_noise_rate", "prune_by_class", "both"):
             raise ValueError(f"frac_noise works only with filter_by prune_by_noise_rate, prune_by_class or both, "
                              f"not {self.filter_by}")
         return self

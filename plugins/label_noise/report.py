@@ -26,12 +26,14 @@ def render(result: dict[str, Any], ctx: ReportContext) -> str | None:
     block = (result.get("stages") or {}).get("label_noise")
     if not isinstance(block, dict):
         return None
+    filter_by = block.get("filter_by") or block.get("options", {}).get("filter_by")
     parts = [f'<p class="muted">pred_probs from {esc(METHODS.get(block.get("method"), block.get("method")))}'
              + (f', {block.get("n_folds")} folds' if block.get("method") != "pred_probs_file" else "")
-             + f'; cleanlab <code>find_label_issues(filter_by="{esc(block.get("options", {}).get("filter_by"))}")</code>'
+             + f'; cleanlab <code>find_label_issues(filter_by="{esc(filter_by)}")</code>'
              f', label quality by <code>{esc(block.get("options", {}).get("rank_by"))}</code>.</p>']
-    if block.get("method_reason"):
-        parts.append(f'<p class="muted">{esc(block["method_reason"])}</p>')
+    for key in ("method_reason", "fold_train"):
+        if block.get(key):
+            parts.append(f'<p class="muted">{esc(block[key])}</p>')
     feats = block.get("features")
     if feats:
         origin = {"embed stage": "the embed stage's stored features", "stages.label_noise.embeddings": "a pass of "

@@ -18,12 +18,13 @@ never touch those tags.
 
 Result block ``run.results["label_noise"]``::
 
-    {"method", "method_reason", "n_folds", "classes", "num_candidates", "num_checked", "num_issues",
+    {"method", "method_reason", "filter_by", "n_folds", "classes", "num_candidates", "num_checked", "num_issues",
      "issue_rate", "oof_accuracy", "chance_agreement", "oof_kappa", "per_class": {class: {"checked", "issues"}},
      "flips": [{"given", "suggested", "count"}], "top_issues": [{"id", "filepath",
      "split", "given", "suggested", "suggested_prob", "label_quality"}], "folds": [...],
      "warnings": [sentence, ...], "skipped": None | sentence, "pred_probs_file",
      "options", "datalab": {...} | None, "features": {"source", "model_name", "weights", ...} | None,
+     "fold_train": sentence (method kfold: the fold models' options),
      "metrics": {"label_issues", "label_issue_rate", "oof_accuracy", "label_checked"}}
 """
 
@@ -37,11 +38,12 @@ import numpy as np
 
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage, ViewSpec
-from vetset.plugins.label_noise.options import LabelNoiseOptions
+from vetset.plugins.label_noise.options import LabelNoiseOptions, default_filter_by
 from vetset.plugins.label_noise.review import CONFIRMED_TAG
 
 if TYPE_CHECKING:
     from vetset.core.run import Run
+    from vetset.plugins.train.options import TrainOptions
 
 STAGE = "label_noise"
 QUALITY_FIELD = "label_quality"
@@ -50,8 +52,8 @@ ISSUE_TAG = "label_issue"
 VIEW_NAME = "label_issues"
 
 
-def find_issues(labels: np.ndarray, pred_probs: np.ndarray, options: LabelNoiseOptions | None = None
-                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def find_issues(labels: np.ndarray, pred_probs: np.ndarray, options: LabelNoiseOptions | None = None,
+                method: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """cleanlab's label issues and label quality scores for one set of ``pred_probs``.
 
     Args:
@@ -60,6 +62,9 @@ def find_issues(labels: np.ndarray, pred_probs: np.ndarray, options: LabelNoiseO
         options: the stage options (``filter_by``, ``frac_noise``,
             ``min_examples_per_class``, ``rank_by``, ``adjust_pred_probs``); defaults are
             cleanlab's.
+        method: the ``pred_probs`` source (``kfold``, ``embeddings``, ``pred_probs_file``),
+            which ``filter_by: auto`` resolves by
+            (:func:`vetset.plugins.label_noise.options.default_filter_by`).
 
     Returns:
         ``(is_issue, label_quality, notes)``: ``bool`` ``(N,)`` from
@@ -76,11 +81,12 @@ def find_issues(labels: np.ndarray, pred_probs: np.ndarray, options: LabelNoiseO
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kwargs: dict[str, Any] = {}
-        if o.filter_by in ("prune_by_noise_rate", "prune_by_class", "both"):
+        filter_by = default_filter_by(method) if o.filter_by == "auto" else o.filter_by
+        if filter_by in ("prune_by_noise_rate", "prune_by_class", "both"):
             kwargs["frac_noise"] = o.frac_noise
         # n_jobs=1: cleanlab's pool would fork next to FiftyOne's MongoDB client; for
         # N*K below 1e8 the single-process path takes well under a second.
-        is_issue = find_label_issues(labels, pred_probs, filter_by=o.filter_by,
+        is_issue = find_label_issues(labels, pred_probs, filter_by=filter_by,
                                      min_examples_per_class=o.min_examples_per_class, n_jobs=1, **kwargs)
         quality = get_label_quality_scores(labels, pred_probs, method=o.rank_by,
                                            adjust_pred_probs=o.adjust_pred_probs)
@@ -96,30 +102,13 @@ def candidate_view(dataset: Any, options: LabelNoiseOptions) -> Any:
     return view
 
 
-def _train_options(run: Run, options: LabelNoiseOptions) -> Any:
-    from vetset.core.errors import RecipeError
-    from vetset.plugins.train.options import as_options, check_model_name, load_train_transform
+def _train_options(run: Run, options: LabelNoiseOptions) -> TrainOptions:
+    """The fold models' options (:func:`vetset.plugins.label_noise.folds.fold_train_options`); notes go to the log."""
+    from vetset.plugins.label_noise.folds import fold_train_options
 
-    base: dict[str, Any] = {}
-    user_set = set(options.train)
-    if "train" in run.recipe.stages:
-        recipe_train = run.recipe.options("train")
-        base = recipe_train.model_dump()
-        user_set |= recipe_train.model_fields_set
-    base.update(options.train)
-    if options.fold_augmentation == "light" and "train_transform" not in user_set:
-        from vetset.plugins.label_noise.options import light_augmentation
-
-        base["train_transform"] = light_augmentation()
-    if (base.get("nproc") or 1) > 1:  # K small fold models: one process each, in turn
-        run.log(f"[label_noise] fold models train in this process; nproc {base['nproc']} applies to the train stage only")
-        base["nproc"] = 1
-    try:
-        opts = as_options(base)
-        check_model_name(opts.model_name)
-        load_train_transform(opts.train_transform)
-    except RecipeError as exc:
-        raise RecipeError(str(exc).replace("stages.train.", "stages.label_noise.train.")) from None
+    opts, notes = fold_train_options(run.recipe, options)
+    for note in notes:
+        run.log(f"[label_noise] {note}")
     return opts
 
 
@@ -189,7 +178,11 @@ def compute_pred_probs(run: Run, options: LabelNoiseOptions, ids: list[str], fps
         return probs, has_row, feats, [], info
     if method != "kfold":
         raise ValueError(f"compute_pred_probs: method {method!r} is not kfold, embeddings or pred_probs_file")
-    probs, folds = oof.kfold_pred_probs(fps, labels, classes, _train_options(run, options), options.n_folds,
+    from vetset.plugins.label_noise.folds import describe_fold_options
+
+    train_opts = _train_options(run, options)
+    run.log(f"[label_noise] {describe_fold_options(train_opts, options, len(fps))}")
+    probs, folds = oof.kfold_pred_probs(fps, labels, classes, train_opts, options.n_folds,
                                         options.seed, out_dir=run.stage_dir(STAGE) / "folds", log=run.log,
                                         resume=run.resume)
     return probs, has_row, None, folds, None
@@ -331,6 +324,10 @@ def run_stage(run: Run, options: LabelNoiseOptions) -> dict[str, Any]:
         reason = (f"label_noise needs at least 2 classes with enough labelled samples to check; found "
                   f"{len(labels)} usable samples of {present or 'no class'}; no label issues were searched.")
         return _skip(run, result, say, reason)
+    if method == "kfold":
+        from vetset.plugins.label_noise.folds import describe_fold_options, fold_train_options
+
+        result["fold_train"] = describe_fold_options(fold_train_options(run.recipe, options)[0], options, len(fps))
     pred_probs, has_row, features, folds, result["features"] = compute_pred_probs(run, options, ids, fps, labels,
                                                                                    classes, method)
     result["folds"] = folds
@@ -345,7 +342,8 @@ def run_stage(run: Run, options: LabelNoiseOptions) -> dict[str, Any]:
     if len(np.unique(labels[sel])) < 2:
         reason = ("label_noise: fewer than 2 classes have rows in the pred_probs file; nothing was flagged.")
         return _skip(run, result, say, reason)
-    is_issue, quality, notes = find_issues(labels[sel], pred_probs[sel], options)
+    is_issue, quality, notes = find_issues(labels[sel], pred_probs[sel], options, method)
+    result["filter_by"] = default_filter_by(method) if options.filter_by == "auto" else options.filter_by
     say.extend(f"cleanlab: {n}" for n in notes)
     issue_ids = [ids[i] for i, flag in zip(sel, is_issue) if flag]
     write_fields(ds, [s for s, h in zip(ids, has_row) if h], classes, pred_probs[has_row],
