@@ -137,7 +137,9 @@ def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
             for j in np.flatnonzero(col[start:stop]).tolist():
                 staged[j].append(t)
         ids = ctx.ids[start:stop]
-        stored = stored_fields(ds, ids, [*names, "tags"]) if not new else None  # new fields: every sample changes
+        # compared with what is stored, unless every field is new (a first audit: every sample changes);
+        # a field declared now reads as None where no value is stored
+        stored = stored_fields(ds, ids, [*names, "tags"]) if len(new) < len(names) else None
         docs, changed = [], []
         for j, k in enumerate(range(start, stop)):
             doc = {n: c[j] for n, c in zip(names, cols)}
