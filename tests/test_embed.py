@@ -225,6 +225,43 @@ def test_embed_without_trained_weights_is_skipped(embed_data, tmp_path):
     assert block["backbone"] is None and block["duplicates"] is None
     assert "random weights describe no image content" in block["skipped"]
     assert "no trained checkpoint" in block["skipped"] and "resnet10t" in block["skipped"]
+    assert block["num_images"] == 163
+    ds = run.dataset
+    assert not [v for v in ds.list_saved_views() if v.startswith("embed/")]  # no empty views named in the summary
+    assert "outlier_score" not in ds.get_field_schema() and not ds.list_brain_runs()
+
+
+def test_skip_decided_without_torch(tmp_path):
+    """Deciding that there is no backbone imports neither torch nor timm (it took ~30 s on a loaded machine)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vetset.plugins.embed.backbone import resolve_backbone; "
+            "from vetset.plugins.embed.options import EmbedOptions; "
+            f"bb, why = resolve_backbone(EmbedOptions(model_name='resnet10t'), {str(tmp_path)!r}); "
+            "print(bb, 'torch' in sys.modules, 'timm' in sys.modules); print(why)")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.splitlines()[0] == "None False False", out
+    assert "'resnet10t' (pretrained: auto, but HF_HUB_OFFLINE is set and they are not cached)" in out
+
+
+def test_tsne_map_prints_nothing(capfd):
+    import fiftyone as fo
+
+    from vetset.plugins.embed.brain import VISUALIZATION_KEY, register_visualization
+
+    ds = fo.Dataset()
+    try:
+        ds.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.jpg") for i in range(40)])
+        feats = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+        capfd.readouterr()
+        register_visualization(ds, feats, "tsne")
+        printed = capfd.readouterr()
+        assert ds.load_brain_results(VISUALIZATION_KEY).points.shape == (40, 2)
+        assert "Iteration" not in printed.out + printed.err, printed
+    finally:
+        ds.delete()
 
 
 def test_label_noise_reuses_embed_features(embed_run, embed_data, backbone_ckpt, tmp_path):

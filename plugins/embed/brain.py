@@ -47,11 +47,24 @@ def register_similarity(view: Any, embeddings: np.ndarray) -> str:
 
 
 def register_visualization(view: Any, embeddings: np.ndarray, method: str, seed: int = 0) -> str:
-    """Compute the 2-d map of ``embeddings`` with ``method`` as brain key :data:`VISUALIZATION_KEY`; returns the key."""
+    """Compute the 2-d map of ``embeddings`` (``(len(view), D)``) with ``method`` (``umap``, ``tsne``,
+    ``pca``) as brain key :data:`VISUALIZATION_KEY`, printing nothing; returns the key.
+
+    t-SNE: perplexity ``min(30, (n - 1) / 3)`` (sklearn's default 30 needs more than 30
+    samples) and the PCA pre-reduction to 50 dimensions only when ``min(n, D) > 50``.
+    """
     import fiftyone.brain as fob
 
     _replace(view, VISUALIZATION_KEY)
     kwargs: dict[str, Any] = {"seed": seed}
+    if method in ("tsne", "umap"):  # their configs log every iteration batch to stdout by default
+        kwargs["verbose"] = False
+    n, dim = np.shape(embeddings)
+    if method == "tsne":
+        # fob's t-SNE first reduces to pca_dims=50 with PCA, which needs min(n, D) >= 50; and
+        # sklearn's TSNE needs perplexity < n (default 30)
+        kwargs["pca_dims"] = 50 if min(n, dim) > 50 else None
+        kwargs["perplexity"] = min(30.0, max(1.0, (n - 1) / 3))
     fob.compute_visualization(view, embeddings=np.asarray(embeddings, np.float32), method=method,
                               brain_key=VISUALIZATION_KEY, progress=False, **kwargs)
     return VISUALIZATION_KEY

@@ -53,6 +53,7 @@ GROUP_FIELD = "embed_group"
 GROUP_SIM_FIELD = "embed_group_similarity"
 OUTLIER_FIELD = "outlier_score"
 TAGS = ("embed_duplicate", "embed_leakage", "embed_label_conflict", "outlier")
+VIEW_NAMES = ("embed/duplicates", "embed/leakage", "embed/label_conflicts", "embed/outliers")
 HASH_FIELD = "file_hash"
 
 
@@ -145,6 +146,24 @@ def _clear(ds: Any) -> None:
         ds.untag_samples(list(TAGS))
 
 
+def _forget(ds: Any) -> None:
+    """Remove what an earlier run of the stage left (fields, tags, saved views, brain runs):
+    a skipped stage must not leave stale results that look current."""
+    from vetset.plugins.embed.brain import SIMILARITY_KEY, VISUALIZATION_KEY
+
+    stale = [f for f in (GROUP_FIELD, GROUP_SIM_FIELD, OUTLIER_FIELD) if f in ds.get_field_schema()]
+    if stale:
+        ds.delete_sample_fields(stale)
+    if set(TAGS) & set(ds.count_sample_tags()):
+        ds.untag_samples(list(TAGS))
+    for name in ds.list_saved_views():
+        if name in VIEW_NAMES:
+            ds.delete_saved_view(name)
+    for key in (SIMILARITY_KEY, VISUALIZATION_KEY):
+        if key in ds.list_brain_runs():
+            ds.delete_brain_run(key)
+
+
 def _write(ds: Any, ids: list[str], values: dict[str, list], tags: dict[str, np.ndarray]) -> None:
     for field, vals in values.items():
         ds.set_values(field, dict(zip(ids, vals)), key_field="id")
@@ -214,18 +233,19 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
     from vetset.plugins.embed.store import FeatureStore
 
     ds = run.dataset
-    _clear(ds)
     view = ds.match_tags(["augmented", "unreadable"], bool=False)
     say: list[str] = []
     block: dict[str, Any] = {"skipped": None, "backbone": None, "num_images": None, "num_embedded": 0,
                              "failed": [], "store": None, "duplicates": None, "outliers": None,
                              "brain_keys": {}, "warnings": say, "options": options.model_dump(mode="json"),
                              "metrics": {"embedded": 0}}
-    backbone, reason = resolve_backbone(options, run.out_dir)
+    backbone, reason = resolve_backbone(options, run.out_dir)  # first: a skip costs no column read, no torch import
     if backbone is None:
         run.log(f"[embed] skipped: {reason}")
         block.update(skipped=reason, num_images=view.count())  # a count, not every sample's columns
+        _forget(ds)
         return block
+    _clear(ds)
     ids, fps, labels, splits, _tags = read_columns(view)
     block["num_images"] = len(ids)
     run.log(f"[embed] backbone {backbone.describe()}")
@@ -257,6 +277,7 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
     if len(ids) < 3:
         block["skipped"] = f"only {len(ids)} images have features; near duplicates and outliers need at least 3."
         run.log(f"[embed] {block['skipped']}")
+        _forget(ds)
         return block
     feats = store.get(hashes)
     unit = unit_rows(feats, options.center)
@@ -324,10 +345,12 @@ def features_for(block: dict[str, Any], filepaths: Sequence[str], known_hashes: 
     return store.get(hashes)
 
 
-def _tag_view(tag: str, sort: str | None = None, reverse: bool = False):
+def _tag_view(tag: str, sort: str, reverse: bool = False):
+    """The view builder: ``None`` (no view saved) when the stage wrote no results (it was
+    skipped, so ``sort``, one of its fields, does not exist)."""
     def build(dataset: Any) -> Any:
-        if sort is None or sort not in dataset.get_field_schema():
-            return dataset.match_tags(tag)
+        if sort not in dataset.get_field_schema():
+            return None
         return dataset.match_tags(tag).sort_by(sort, reverse=reverse)
     return build
 
