@@ -82,6 +82,11 @@ class EmbedOptions(BaseModel):
             config, or ``timm.data.resolve_data_config``).
         batch_size: images per forward pass.
         device: ``auto`` (the GPU when there is one), ``cpu`` or a torch device name.
+        workers: the CPU pass on worker processes (``local`` executor: this many, when 2
+            or more) or Ray tasks (``ray`` executor: ``null`` = the instance's CPUs), each
+            with its own model copy and one torch thread; ``null`` with the local executor
+            runs in-process, where torch's threads already use every core. A GPU pass
+            always runs in-process (:mod:`vetset.plugins.embed.workers`).
         flip: features are the mean of the image's and its left-right mirror's (twice the
             compute); mirrored copies then look alike (see ``benchmarks/near_duplicates.py``).
         center: subtract the dataset's mean feature before cosine similarity (pooled ReLU
@@ -109,6 +114,7 @@ class EmbedOptions(BaseModel):
     img_size: Count | None = Field(None, ge=8, le=1024)
     batch_size: Count = Field(32, ge=1)
     device: str = "auto"
+    workers: Count | None = Field(None, ge=0)
     flip: bool = True
     center: bool = True
     shard_size: Count = Field(4096, ge=16)

@@ -89,11 +89,16 @@ def compute_features(backbone: Backbone, options: EmbedOptions, store: Any, path
                      hashes: Sequence[str], log: Any = print) -> tuple[int, list[str], float]:
     """Embed the images whose content hash the store lacks; append them in shards.
 
+    Runs in-process (on the GPU when there is one) or on the run's executor
+    (:func:`vetset.plugins.embed.workers.pass_executor`); either way the features reach
+    the store shard by shard, never all at once in this process.
+
     Returns:
         ``(computed, failed paths, seconds)``.
     """
     from vetset.core.progress import track
     from vetset.plugins.embed.compute import embed_batches
+    from vetset.plugins.embed.workers import CHUNK_BATCHES, embed_on_executor, pass_executor
 
     have = store.has(hashes)
     todo: dict[str, str] = {}
@@ -108,10 +113,16 @@ def compute_features(backbone: Backbone, options: EmbedOptions, store: Any, path
     buf_h: list[str] = []
     buf_f: list[np.ndarray] = []
     failed: list[str] = []
-    batches = embed_batches(backbone, todo_paths, options.batch_size, options.flip, options.device)
-    n_batches = -(-len(todo_paths) // options.batch_size)
+    executor = pass_executor(options)
+    if executor is None:  # the GPU, or in-process on CPU (see vetset.plugins.embed.workers)
+        batches = embed_batches(backbone, todo_paths, options.batch_size, options.flip, options.device)
+        n_batches, unit = -(-len(todo_paths) // options.batch_size), "batch"
+    else:
+        batches = embed_on_executor(executor, backbone, options, todo_paths)
+        n_batches, unit = -(-len(todo_paths) // (CHUNK_BATCHES * options.batch_size)), "chunk"
+        log(f"[embed] on the {executor.name} executor ({executor.workers} workers)")
     done = 0
-    for start, feats, ok in track(batches, total=n_batches, description="embedding", unit="batch"):
+    for start, feats, ok in track(batches, total=n_batches, description="embedding", unit=unit):
         for j in range(len(ok)):
             if ok[j]:
                 buf_h.append(todo_hashes[start + j])
