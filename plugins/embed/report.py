@@ -82,6 +82,21 @@ def render_duplicates(result: dict[str, Any], ctx: Any) -> str | None:
     return "".join(parts)
 
 
+def _score_words(out: dict[str, Any]) -> str:
+    which = "the image's own class" if out.get("classes") == "given" else "the nearest class"
+    method = out.get("method", "knn")
+    if method == "class_mean":
+        return (f"squared Euclidean distance of an image's features to the mean of {which} (nearest class mean; "
+                "Lee et al. 2018 with identity covariance)")
+    if method == "centroid":
+        return f"cosine distance of an image's centred features to the centroid of {which} (0 to 2)"
+    if method == "mahalanobis":
+        return (f"squared Mahalanobis distance to the mean of {which} (Lee et al. 2018; shared Ledoit-Wolf "
+                "covariance)")
+    return (f"mean cosine distance of an image's centred features to its {out.get('k')} nearest neighbours "
+            "(cleanlab's feature-based outlier score)")
+
+
 def render_outliers(result: dict[str, Any], ctx: Any) -> str | None:
     """Outlier count, per-class table and the most unusual images."""
     block = _block(result)
@@ -90,8 +105,7 @@ def render_outliers(result: dict[str, Any], ctx: Any) -> str | None:
         return None
     parts = [stat_cards([("outliers", out.get("count", 0), "embed.metrics.outliers"),
                          ("median score", out.get("median_score")), ("fence", out.get("fence"))])]
-    parts.append(f'<p class="muted">Score: mean cosine distance of an image\'s centred features to its {out.get("k")} '
-                 f'nearest neighbours (cleanlab\'s feature-based outlier score); flagged above Q3 + (1/{out.get("threshold")}'
+    parts.append(f'<p class="muted">Score: {_score_words(out)}; flagged above Q3 + (1/{out.get("threshold")}'
                  " - 1) x IQR of all scores (Datalab's outlier rule).</p>")
     per = out.get("per_class") or {}
     if per:

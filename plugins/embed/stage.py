@@ -14,8 +14,9 @@ not have yet (:mod:`vetset.plugins.embed.store`, keyed by content hash), then on
   conflicting labels): field ``embed_group`` (``emb-NNNNN``), ``embed_group_similarity``
   (cosine to the group's first image), tags ``embed_duplicate``, ``embed_leakage``,
   ``embed_label_conflict``;
-* outliers: field ``outlier_score`` (mean cosine distance to the k nearest neighbours;
-  higher = more unusual), tag ``outlier``;
+* outliers: field ``outlier_score`` (by default the squared Euclidean distance to the
+  nearest class mean, :mod:`vetset.plugins.embed.class_distance`; higher = more unusual),
+  tag ``outlier``;
 
 and the FiftyOne brain runs ``vetset_similarity`` and ``vetset_embeddings`` for the App.
 Samples tagged ``augmented`` or ``unreadable`` are left out.
@@ -211,11 +212,33 @@ def _duplicates(unit, sim, idx, options, ids, fps, labels, splits, phash) -> tup
     return block, values, tags
 
 
-def _outliers(sim, options, ids, fps, labels, splits, classes) -> tuple[dict, dict, dict]:
-    from vetset.plugins.embed.neighbours import outlier_fence, outlier_scores
+def outlier_score(options: EmbedOptions, feats: np.ndarray, unit: np.ndarray, sim: np.ndarray,
+                  labels: Sequence[str | None]) -> np.ndarray:
+    """``float64`` ``(N,)``: the ``outliers.method`` score of each row (higher = more unusual).
+
+    Args:
+        feats: ``float32`` ``(N, D)`` raw features; ``unit``: the same as centred unit rows;
+        sim: ``(N, k)`` kNN cosine similarities (:func:`~vetset.plugins.embed.neighbours.knn`);
+        labels: class name per row (``None``: unlabelled).
+    """
+    from vetset.plugins.embed.class_distance import centroid_scores, label_codes, mahalanobis_scores
+    from vetset.plugins.embed.neighbours import outlier_scores
 
     o = options.outliers
-    scores = outlier_scores(sim, o.k)
+    if o.method == "knn":
+        return outlier_scores(sim, o.k)
+    codes = label_codes(labels)
+    if o.method == "mahalanobis":
+        return mahalanobis_scores(feats, codes, o.classes)
+    if o.method == "class_mean":
+        return centroid_scores(feats, codes, o.classes, metric="euclidean")
+    return centroid_scores(unit, codes, o.classes, metric="cosine")
+
+
+def _outliers(scores, options, ids, fps, labels, splits, classes) -> tuple[dict, dict, dict]:
+    from vetset.plugins.embed.neighbours import outlier_fence
+
+    o = options.outliers
     fence = outlier_fence(scores, o.threshold)
     flagged = scores > fence
     order = np.argsort(-scores, kind="stable")
@@ -227,7 +250,7 @@ def _outliers(sim, options, ids, fps, labels, splits, classes) -> tuple[dict, di
         if m.any():
             per_class[c] = {"images": int(m.sum()), "outliers": int((flagged & m).sum()),
                             "median_score": round(float(np.median(scores[m])), 4)}
-    block = {"k": o.k, "threshold": o.threshold, "fence": round(fence, 4),
+    block = {"method": o.method, "classes": o.classes, "k": o.k, "threshold": o.threshold, "fence": round(fence, 4),
              "median_score": round(float(np.median(scores)), 4) if len(scores) else None,
              "count": int(flagged.sum()), "top": top, "per_class": per_class,
              "metrics": {"outliers": int(flagged.sum()), "outlier_fraction": round(float(flagged.mean()), 4)
@@ -292,7 +315,8 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
         return block
     feats = store.get(hashes)
     unit = unit_rows(feats, options.center)
-    k = max(options.duplicates.k if options.duplicates.enabled else 1, options.outliers.k if options.outliers.enabled else 1)
+    k = max(options.duplicates.k if options.duplicates.enabled else 1,
+            options.outliers.k if options.outliers.enabled and options.outliers.method == "knn" else 1)
     sim, idx = knn(unit, k)
     values: dict[str, list] = {}
     tags: dict[str, np.ndarray] = {}
@@ -304,7 +328,8 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
         values.update(v)
         tags.update(t)
     if options.outliers.enabled:
-        out, v, t = _outliers(sim, options, ids, fps, labels, splits, run.classes)
+        scores = outlier_score(options, feats, unit, sim, labels)
+        out, v, t = _outliers(scores, options, ids, fps, labels, splits, run.classes)
         block["outliers"] = out
         block["metrics"].update(out["metrics"])
         values.update(v)
@@ -381,7 +406,7 @@ def vetset_register_views(register):
     register(ViewSpec("embed/label_conflicts", STAGE, _tag_view("embed_label_conflict", GROUP_FIELD),
                       "embedding near-duplicate groups whose images carry different labels"))
     register(ViewSpec("embed/outliers", STAGE, _tag_view("outlier", OUTLIER_FIELD, reverse=True),
-                      "images unlike the rest (kNN cosine distance), most unusual first"))
+                      "images unlike the rest (outlier_score: distance to the nearest class mean by default), most unusual first"))
 
 
 @hookimpl
