@@ -23,8 +23,10 @@ Targets (issue 19): first run at least 4x faster than CleanVision end to end; un
 rerun at most 3 s; +100 files at most 4 s; the 16-image folder within 1.5 s of
 ``import fiftyone`` once the database is up; ``recipes list`` at most 0.5 s. Absolute numbers
 depend on the machine and on what else runs on it; the ratios within one run count. Each
-command's CPU seconds (user + system, its child processes included; not the database
-server's) are printed too: on a shared machine they grow far less with the load than wall time.
+command's CPU seconds (user + system of the processes it waited for: not the database
+server's, and not those of worker processes a multiprocessing forkserver started, so the
+audit's image pass is undercounted) are printed too: on a shared machine they grow far less
+with the load than wall time, which makes them the better before/after measure there.
 """
 
 from __future__ import annotations
