@@ -152,7 +152,7 @@ def main() -> None:
             last = it["rounds"][-1]
             rows.append((key, seed, len(y), cmp["accuracy"]["old"], cmp["accuracy"]["new"], cmp["accuracy"]["ci"],
                          cmp["macro_f1"]["old"], cmp["macro_f1"]["new"], cmp["macro_f1"]["ci"],
-                         it["best_round"], r1["compare"]["verdict"] if r1 else it["stopped"], t_single, t_loop,
+                         it["best_round"], r1["compare"]["verdict"] if r1 else "no round 1", t_single, t_loop,
                          last["accuracy"], last["macro_f1"]))
             if key == "planted":
                 sl = loop["result"]["stages"]["validate"]["slices"]

@@ -7,7 +7,9 @@ the model those stages trained and validated. Each round then
    (:func:`slice_targets`: slices on a coverage property a policy can add, i.e.
    ``orientation``, ``colour_mode``, ``clarity``, become per-class targets of the augment
    planner, ``AugmentOptions.class_targets``, at the slice's share of the class's val
-   images), writing the images under ``<out>/iterate/round-<r>/images``;
+   images), writing the images under ``<out>/iterate/round-<r>/images`` (with no such
+   slice, ``no_target: train`` fine-tunes on the recipe's augmentation alone, ``stop``
+   ends the loop);
 2. trains with the train stage's options (same epochs, model and seed: each round's budget
    is the train stage's ``epochs``) into ``<out>/iterate/round-<r>/train``. With
    ``start: kept`` (the default) the round fine-tunes the kept (best so far) model: its
@@ -92,6 +94,11 @@ class IterateOptions(BaseModel):
         keep: ``higher``: a round that is not clearly better stops the loop but is kept when
             its ``primary`` metric is higher (verdict ``no clear difference``);
             ``clearly_better``: only a ``better`` round is kept.
+        no_target: a round finding no failing slice a policy can add: ``train`` (with
+            ``start: kept``) still fine-tunes the kept model for its budget, with the
+            recipe's augmentation only, so the loop spends the epochs it was given and the
+            stopping rule decides; ``stop`` ends the loop there (as ``start: scratch``
+            always does: the same data and seed would give the same model).
         start: ``kept``: each round fine-tunes the kept (best so far) checkpoint for the
             train stage's ``epochs`` (module docstring); ``scratch``: each round trains from
             the random initialisation of the train stage's ``seed``.
@@ -109,6 +116,7 @@ class IterateOptions(BaseModel):
     seed: int = 0
     start: Literal["kept", "scratch"] = "kept"
     keep: Literal["higher", "clearly_better"] = "higher"
+    no_target: Literal["train", "stop"] = "train"
 
 
 def slice_targets(slices: dict[str, Any], options: IterateOptions,
@@ -277,10 +285,14 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
         addable = {(str(p), str(b)) for pol in run.hooks.policies.values() for p, b in pol.targets}
         targets, aimed = slice_targets(best["slices"], options, addable)
         if not targets:
-            stopped = (f"round {r}: no failing slice in a bin an augmentation policy adds "
-                       "(orientation, colour_mode, clarity bins with a policy)")
-            break
-        run.log(f"[iterate] round {r}: aiming augmentation at " + "; ".join(a["label"] for a in aimed))
+            why = (f"round {r}: no failing slice in a bin an augmentation policy adds "
+                   "(orientation, colour_mode, clarity bins with a policy)")
+            if options.no_target == "stop" or options.start == "scratch":
+                stopped = why
+                break
+            run.log(f"[iterate] {why}; fine-tuning with the recipe's augmentation only (no_target: train)")
+        else:
+            run.log(f"[iterate] round {r}: aiming augmentation at " + "; ".join(a["label"] for a in aimed))
         rdir = run.stage_dir("iterate") / f"round-{r}"
         aug_opts = AugmentOptions(**{**aug_base.model_dump(), "class_targets": targets,
                                      "output_dir": rdir / "images", "reaudit": False})
