@@ -17,6 +17,7 @@ from rich.table import Table
 
 from vetset.core.database import current_lease, ensure_server
 from vetset.core.errors import ChecksFailed, DataError, VetsetError
+from vetset.plugins.report.console import diagnosis_lines
 
 app = typer.Typer(
     name="recipes",
@@ -250,6 +251,8 @@ def _print_where(the_run) -> None:
 
 
 def _print_summary(result: dict) -> None:
+    for line in diagnosis_lines(result):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"done in {result.get('duration_s', 0):.1f} s: " +
                   ", ".join(f"{k} {v:.1f} s" for k, v in result.get("stage_times_s", {}).items()),
                   markup=False, highlight=False)

@@ -198,6 +198,13 @@ def test_slices_in_result_views_report_and_console(digits_diagnosed):
     html = (run.out_dir / "report.html").read_text(encoding="utf-8")
     assert 'id="sec-failure_slices"' in html and sl["by_class"][0]["label"].split(",")[0] in html
     assert 'id="sec-drift"' in html
+    # the console summary at the end of `recipes run` names the worst slice and the drift verdict
+    from vetset.plugins.report.console import diagnosis_lines
+
+    lines = diagnosis_lines(result)
+    w = sl["worst"]
+    assert lines[0].startswith(f"worst val slice: {w['label']}: {w['errors']} of {w['n']} wrong ({w['error_rate']:.0%}")
+    assert "drift: none between train and val" in lines  # a random split of one folder (test_drift_stage_on_digits)
 
 
 def test_drift_stage_on_digits(digits_diagnosed):

@@ -156,3 +156,43 @@ def test_slices_on_the_test_split(leaky):
     assert any(x.startswith("[validate] worst test slice: ") for x in logs)
     errs = np.array([p != g for p, g in zip(*test.values(["predictions.label", "ground_truth.label"]))])
     assert block["test"]["accuracy"] == pytest.approx(1 - errs.mean(), abs=1e-4)
+
+
+def test_test_slices_in_result_report_console_and_panel(leaky, capsys):
+    from test_app_operators import _props, make_ctx
+
+    from vetset.core.result_schema import validate_result
+    from vetset.plugins.fiftyone_app.panel import AuditPanel
+    from vetset.plugins.report.console import diagnosis_lines
+    from vetset.recipes.cli import _print_summary
+
+    run, result, _, _ = leaky
+    validate_result(result)
+    from vetset.core.result import read_result
+
+    assert read_result(run.out_dir)["stages"]["validate"]["test_slices"] == result["stages"]["validate"]["test_slices"]
+    ts, sl = result["stages"]["validate"]["test_slices"], result["stages"]["validate"]["slices"]
+    # console: the worst val and test slices, the drift verdicts, at the end of `recipes run`
+    lines = diagnosis_lines(result)
+    assert lines[0].startswith(f"worst val slice: {sl['worst']['label']}: {sl['worst']['errors']} of {sl['worst']['n']}")
+    assert lines[1].startswith(f"worst test slice: {ts['worst']['label']}: {ts['worst']['errors']} of {ts['worst']['n']}")
+    assert any(x.startswith("drift: ") for x in lines)
+    _print_summary(result)
+    printed = capsys.readouterr().out
+    assert "worst test slice: " in printed and "done in " in printed
+    # report: the test split's table under the failure slices
+    html = (run.out_dir / "report.html").read_text(encoding="utf-8")
+    section = html.split('id="sec-failure_slices"', 1)[1]
+    assert "<h3>Test split</h3>" in section and "test samples" in section
+    assert ts["by_class"][0]["label"].split(",")[0] in section.split("<h3>Test split</h3>", 1)[1]
+    # App panel: a table of the test split's slices whose Open loads the slice's saved view
+    panel = AuditPanel()
+    ctx = make_ctx(run.dataset, panel_state={})
+    panel.on_load(ctx)
+    rows = ctx.panel_state["test_slices"]
+    assert rows[0]["slice"] == ts["by_class"][0]["label"] and "test_slices" in _props(panel.render(ctx))
+    i = next(i for i, r in enumerate(rows) if r["view"])
+    ctx = make_ctx(run.dataset, {"row": i}, panel_state=ctx.panel_state)
+    panel.open_test_slice(ctx)
+    ctx.ops.set_view.assert_called_once_with(name=rows[i]["view"])
+    assert rows[i]["view"].startswith("test_errors/slice/")

@@ -236,8 +236,9 @@ def audit_summary(dataset_name: str, hooks: Any = None) -> dict[str, Any]:
         ``{"dataset", "num_samples", "out_dir", "result_json", "has_audit" (bool),
         "stages_run" ([names]), "finished_at", "class_counts" ({split: {class: int}}),
         "coverage" ({split: {property: {class: {bin: int}}}}), "metrics" (audit metrics),
-        "issues" (:func:`vetset_views` rows), "slices" (the validate stage's failure slices
-        or ``{}``), "drift" (the drift stage's block or ``{}``)}``.
+        "issues" (:func:`vetset_views` rows), "slices" / "test_slices" (the validate stage's
+        failure slices of val / test or ``{}``), "drift" (the drift stage's block or ``{}``),
+        "iterate" (the iterate stage's block or ``{}``)}``.
 
     Raises:
         DataError: the dataset does not exist.
@@ -261,7 +262,9 @@ def audit_summary(dataset_name: str, hooks: Any = None) -> dict[str, Any]:
         "metrics": audit.get("metrics") or {},
         "issues": vetset_views(dataset, hooks),
         "slices": ((result.get("stages") or {}).get("validate") or {}).get("slices") or {},
+        "test_slices": ((result.get("stages") or {}).get("validate") or {}).get("test_slices") or {},
         "drift": (result.get("stages") or {}).get("drift") or {},
+        "iterate": (result.get("stages") or {}).get("iterate") or {},
     }
 
 

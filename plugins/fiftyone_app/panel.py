@@ -62,6 +62,8 @@ class AuditPanel(foo.Panel):
                                   for r in rows]
         ctx.panel.state.metrics = summary["metrics"]
         ctx.panel.state.slices = slice_rows(summary.get("slices") or {})
+        ctx.panel.state.test_slices = slice_rows(summary.get("test_slices") or {}, limit=5)
+        ctx.panel.state.rounds = round_rows(summary.get("iterate") or {})
         ctx.panel.state.drift = [r["verdict"] for r in (summary.get("drift") or {}).get("drifted") or []][:8]
         ctx.panel.state.brain_keys = [k for k in ctx.dataset.list_brain_runs()
                                       if k in ("vetset_similarity", "vetset_embeddings")]
@@ -87,11 +89,19 @@ class AuditPanel(foo.Panel):
 
     def open_slice(self, ctx):
         """Row action of the failure-slices table: load that slice's saved view of errors."""
-        rows = ctx.panel.state.slices or []
-        row = ctx.params.get("row")
-        if row is None or not (0 <= int(row) < len(rows)) or not rows[int(row)].get("view"):
-            return
-        ctx.ops.set_view(name=rows[int(row)]["view"])
+        _open_row(ctx, ctx.panel.state.slices, "view")
+
+    def open_test_slice(self, ctx):
+        """Row action of the test split's failure-slices table."""
+        _open_row(ctx, ctx.panel.state.test_slices, "view")
+
+    def open_fixed(self, ctx):
+        """Row action of the rounds table: the val images that round fixed (``iterate/round<r>/fixed``)."""
+        _open_row(ctx, ctx.panel.state.rounds, "fixed_view")
+
+    def open_broken(self, ctx):
+        """Row action of the rounds table: the val images that round broke (``iterate/round<r>/broken``)."""
+        _open_row(ctx, ctx.panel.state.rounds, "broken_view")
 
     def run_audit(self, ctx):
         ctx.prompt("@vetset/vetset/run_audit", on_success=self.refresh)
@@ -169,6 +179,29 @@ class AuditPanel(foo.Panel):
             table.add_row_action("open_slice", on_click=self.open_slice, label="Open", icon="open_in_new",
                                  tooltip="Load this slice's saved view of errors")
             panel.list("slices", types.Object(), view=table)
+        if state.test_slices:
+            panel.md("**Failure slices on the test split** (Open loads the slice's test errors)",
+                     name="test_slices_title")
+            table = types.TableView()
+            for key, label in (("slice", "slice"), ("errors", "errors / n"), ("rate", "error rate (95% CI)"),
+                               ("rest", "rest of class")):
+                table.add_column(key, label=label)
+            table.add_row_action("open_test_slice", on_click=self.open_test_slice, label="Open", icon="open_in_new",
+                                 tooltip="Load this slice's saved view of test errors")
+            panel.list("test_slices", types.Object(), view=table)
+        if state.rounds:
+            panel.md("**Retraining rounds** (each against the model it was compared with on the same val "
+                     "images; paired bootstrap 95% interval of the difference)", name="rounds_title")
+            table = types.TableView()
+            for key, label in (("round", "round"), ("accuracy", "val accuracy"), ("macro_f1", "macro F1"),
+                               ("diff", "accuracy diff [CI]"), ("verdict", "verdict"), ("changed", "fixed / broken"),
+                               ("kept", "kept")):
+                table.add_column(key, label=label)
+            table.add_row_action("open_fixed", on_click=self.open_fixed, label="Fixed", icon="check",
+                                 tooltip="Load the val images this round fixed")
+            table.add_row_action("open_broken", on_click=self.open_broken, label="Broken", icon="close",
+                                 tooltip="Load the val images this round broke")
+            panel.list("rounds", types.Object(), view=table)
         brain = state.brain_keys or []
         if brain:  # written by the embed stage
             lines = []
@@ -193,6 +226,35 @@ def slice_rows(slices: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
                      "rate": f"{r['error_rate']:.0%} ({lo:.0%}-{hi:.0%})",
                      "rest": "-" if rest is None else f"{rest:.0%}", "view": r.get("view")})
     return rows
+
+
+def round_rows(it: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the panel's rounds table from the iterate block: one per round (round 0 the
+    validated model); ``fixed_view`` / ``broken_view`` are the saved views (``None`` for round 0)."""
+    rows = []
+    for r in it.get("rounds") or []:
+        c = r.get("compare") or {}
+        acc = c.get("accuracy") or {}
+        f1 = r.get("macro_f1")
+        views = [v for v in r.get("views") or {}]
+        rows.append({"round": r["round"], "accuracy": f"{r['accuracy']:.3f}",
+                     "macro_f1": "-" if f1 is None else f"{f1:.3f}",
+                     "diff": f"{acc['diff']:+.3f} [{acc['ci'][0]:+.3f}, {acc['ci'][1]:+.3f}]" if acc else "-",
+                     "verdict": f"{c['verdict']} (vs round {c['against_round']})" if c else "baseline",
+                     "changed": f"{c.get('fixed')} / {c.get('broken')}" if c else "-",
+                     "kept": "yes" if r["round"] == it.get("best_round") else "",
+                     "fixed_view": next((v for v in views if v.endswith("/fixed")), None),
+                     "broken_view": next((v for v in views if v.endswith("/broken")), None)})
+    return rows
+
+
+def _open_row(ctx: Any, rows: list[dict[str, Any]] | None, key: str) -> None:
+    """Load the saved view named in ``rows[ctx.params["row"]][key]`` (nothing when absent)."""
+    rows = rows or []
+    row = ctx.params.get("row")
+    if row is None or not (0 <= int(row) < len(rows)) or not rows[int(row)].get(key):
+        return
+    ctx.ops.set_view(name=rows[int(row)][key])
 
 
 def _balance_plot(class_counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:

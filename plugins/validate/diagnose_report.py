@@ -27,21 +27,31 @@ def _slice_rows(rows: list[dict[str, Any]], limit: int) -> list[tuple[Any, ...]]
 
 
 def render_slices(result: dict[str, Any], ctx: ReportContext) -> str | None:
-    """Ranked failure-slice tables (by class, across classes) and thumbnails of the worst slices' errors."""
+    """Ranked failure-slice tables (by class, across classes) and thumbnails of the worst slices' errors,
+    for the val split and, when there is one, the test split."""
     val = (result.get("stages") or {}).get("validate") or {}
     sl = val.get("slices")
     if not isinstance(sl, dict):
         return None
-    headers = ["slice", "val samples", "errors", "error rate", f"{int(100 * sl.get('confidence', 0.95))}% interval",
+    out = _render_split(sl, ctx, "val")
+    test = val.get("test_slices")
+    if isinstance(test, dict):
+        out += "<h3>Test split</h3>" + _render_split(test, ctx, "test")
+    return out
+
+
+def _render_split(sl: dict[str, Any], ctx: ReportContext, split: str) -> str:
+    headers = ["slice", f"{split} samples", "errors", "error rate", f"{int(100 * sl.get('confidence', 0.95))}% interval",
                "rest of class", "excess", "saved view"]
-    out = [f"<p>Error rate of the val split ({sl.get('num_samples', 0):,} samples) in each class x property bin, "
-           "the properties being the audit's fields and issue tags. Slices with at least "
+    out = [f"<p>Error rate of the {split} split ({sl.get('num_samples', 0):,} samples) in each class x property bin, "
+           "the properties being the audit's fields, the issue tags of the audit, embed and label_noise stages, and "
+           "being a near duplicate of a train image. Slices with at least "
            f"{sl.get('min_support')} samples are ranked by how far their error rate exceeds the rest of their "
            "class; a bold excess is clear: the slice's interval lies above the rest's rate "
            "(Wilson score intervals, Wilson 1927).</p>"]
     by_class, across = sl.get("by_class") or [], sl.get("across_classes") or []
     if not by_class and not across:
-        out.append(note(f"No slice has {sl.get('min_support')} val samples or more; lower "
+        out.append(note(f"No slice has {sl.get('min_support')} {split} samples or more; lower "
                         "<code>stages.validate.slices.min_support</code> to rank smaller slices.", "info"))
         return "".join(out)
     worst = sl.get("worst")
@@ -53,7 +63,7 @@ def render_slices(result: dict[str, Any], ctx: ReportContext) -> str | None:
     if by_class:
         out.append("<h4>By class</h4>" + table(headers, _slice_rows(by_class, 15)))
     if across:
-        h = headers[:5] + ["rest of val"] + headers[6:]
+        h = headers[:5] + [f"rest of {split}"] + headers[6:]
         out.append("<h4>Across classes</h4>" + table(h, _slice_rows(across, 10)))
     for r in [r for r in by_class + across if r.get("examples")][:4]:
         items = [(e["filepath"], f"predicted {e['prediction']}") for e in r["examples"]]

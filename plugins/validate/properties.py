@@ -22,7 +22,8 @@ fields and tags become slices and drift rows without further code:
   ``embed_leakage``/``embed_duplicate``/``embed_label_conflict`` from ``embed``,
   ``near_duplicate`` from ``label_noise``'s Datalab checks). One property ``tag`` whose
   bins are the tags; a sample is in every bin whose tag it carries.
-* **derived** (bins ``true``/``false``), from the near-duplicate groups of the audit
+* **derived** (one bin, ``true``; the rest is every other sample, as for a tag), from the
+  near-duplicate groups of the audit
   (``duplicate_group``) and of the ``embed`` stage (``embed_group``):
   ``near_duplicate_of_train``: the sample shares a group with an (original) train image;
   ``augmented_source``: it shares a group with a train image that augmented images of the
@@ -208,7 +209,7 @@ def derived_properties(dataset: Any, exclude: Iterable[str] = ()) -> list[Proper
         exclude: property names to leave out.
 
     Returns:
-        0 to 2 properties of kind ``derived`` with bins ``["true", "false"]``.
+        0 to 2 properties of kind ``derived`` with the one bin ``["true"]``.
     """
     skip = set(exclude)
     schema = dataset.get_field_schema()
@@ -223,7 +224,7 @@ def derived_properties(dataset: Any, exclude: Iterable[str] = ()) -> list[Proper
     if NEAR_DUP_TRAIN not in skip:
         groups = {f: sorted({g for g in cols[f] if g}) for f in fields}
         if any(groups.values()):
-            out.append(Property(NEAR_DUP_TRAIN, DERIVED, ["true", "false"], source="shares a near-duplicate group ("
+            out.append(Property(NEAR_DUP_TRAIN, DERIVED, ["true"], source="shares a near-duplicate group ("
                                 + ", ".join(fields) + ") with a train image", groups=groups))
     if AUG_SOURCE not in skip and "source_filepath" in schema:
         aug = training_view(dataset)[0].match_tags("augmented")
@@ -232,7 +233,7 @@ def derived_properties(dataset: Any, exclude: Iterable[str] = ()) -> list[Proper
             chosen = [i for i, fp in enumerate(cols["filepath"]) if fp in sources]
             groups = {f: sorted({cols[f][i] for i in chosen if cols[f][i]}) for f in fields}
             if any(groups.values()):
-                out.append(Property(AUG_SOURCE, DERIVED, ["true", "false"],
+                out.append(Property(AUG_SOURCE, DERIVED, ["true"],
                                     source="shares a near-duplicate group with a train image that augmented "
                                            "training images were made from", groups=groups))
     return out

@@ -126,7 +126,8 @@ def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Pro
     by_class, across, candidates = [], [], 0
     class_masks = {c: labels == c for c in classes}
     for prop, member in members:
-        has = np.ones(len(labels), dtype=bool) if prop.kind == "tag" else member.any(axis=1)
+        # a tag or derived flag: every sample has the property, those without it are the rest
+        has = np.ones(len(labels), dtype=bool) if prop.kind in ("tag", "derived") else member.any(axis=1)
         for j, b in enumerate(prop.bins):
             inside = member[:, j]
             if not inside.any():
