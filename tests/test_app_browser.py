@@ -1,7 +1,7 @@
 """End to end in a real browser: ``recipes app`` serves a validated dataset to headless Chromium.
 
-Checks that the App loads the dataset, lists the saved views, opens ``validation_errors``
-with the expected sample count, shows vetset's operators in the operator browser, and
+Checks that the App loads the dataset, lists the saved views, opens ``validation_errors``,
+a failure slice's view and a retraining round's view with the expected sample counts, shows vetset's operators in the operator browser, and
 renders the audit panel. Screenshots go to the test's temp folder; browser console errors
 are reported (failed fetches of fonts/analytics from the internet are expected offline and
 ignored; any other error fails the test).
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_data import DATASET, validated_dataset
+from app_data import DATASET, VALIDATE, validated_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 #: Console messages that are expected on a machine without internet access.
@@ -122,12 +122,36 @@ def _wait_done(doc_id: str, timeout: float = 120) -> object:
     return dos.get(doc_id)
 
 
+def _iterated_clone(ds, out: Path):
+    """A copy of the validated dataset, with failure slices (support 3: 10 val photos per class)
+    and one retraining round, run in its own folder ``out`` (the session's dataset stays as it is)."""
+    import fiftyone as fo
+
+    from vetset.plugins.fiftyone_app.api import out_dir_of, run_stages
+
+    name = f"{ds.name}-iterate"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    clone = ds.clone(name)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out_dir_of(ds) / "result.json", out / "result.json")  # the train block the round starts from
+    info = dict(clone.info or {})
+    info["vetset"] = {**(info.get("vetset") or {}), "out_dir": str(out)}
+    clone.info = info
+    clone.save()
+    run_stages(name, {"validate": {**VALIDATE, "slices": {"min_support": 3}},
+                      "iterate": {"max_rounds": 1, "n_boot": 200}}, log=lambda m: None)
+    clone.reload()
+    return clone
+
+
 @pytest.mark.browser
 def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkeypatch):
     if not Path(CHROMIUM).exists():
         pytest.skip("no Chromium installed (apt-get install chromium; .ci/run does it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
     import fiftyone as fo
+    from fiftyone.core.utils import to_slug
 
     from vetset.core.result import read_result
     from vetset.plugins.fiftyone_app.api import out_dir_of
@@ -135,11 +159,17 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
 
     name = validated_dataset(hymenoptera_dir, session_tmp)
     ds = fo.load_dataset(name)
+    iterated = _iterated_clone(ds, tmp_path / "iterate-run")
+    slice_view, slice_count = next((v, len(iterated.load_saved_view(v))) for v in iterated.list_saved_views()
+                                   if v.startswith("validation_errors/slice/"))
+    round_views = {v: len(iterated.load_saved_view(v)) for v in ("iterate/round1/fixed", "iterate/round1/broken")}
+    round_view = max(round_views, key=round_views.get)
     n_errors = len(ds.load_saved_view("validation_errors"))
     saved = ds.list_saved_views()
     # an issue view whose size differs from validation_errors, to see the click-through land
     issue_view, issue_count = next((v, len(ds.load_saved_view(v))) for v in saved
-                                   if v.startswith("validation_errors/") and 0 < len(ds.load_saved_view(v)) != n_errors)
+                                   if v.startswith("validation_errors/") and not v.startswith("validation_errors/slice/")
+                                   and 0 < len(ds.load_saved_view(v)) != n_errors)
 
     plugins = tmp_path / "plugins"
     install_plugin(plugins)
@@ -185,6 +215,7 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
             sync_api.expect(page.locator('[data-cy="looker"]')).to_have_count(n_errors, timeout=30_000)
             page.screenshot(path=str(shots / "3-validation-errors.png"))
 
+
             # vetset's operators are in the operator browser
             page.keyboard.press("`")
             page.get_by_placeholder("Search operations by name...").fill("vetset")
@@ -222,6 +253,24 @@ def test_app_in_headless_chromium(hymenoptera_dir, session_tmp, tmp_path, monkey
             page.get_by_text(_count(issue_count), exact=True).wait_for(timeout=30_000)
             sync_api.expect(page.locator('[data-cy="looker"]')).to_have_count(issue_count, timeout=30_000)
             page.screenshot(path=str(shots / "8-issue-view.png"))
+
+            # on the iterated copy: a failure slice's view and a retraining round's view open with
+            # their sample counts, and the panel shows the slice and round tables
+            base = url.rsplit("/datasets/", 1)[0] + f"/datasets/{iterated.name}"
+            for i, (view, count) in enumerate(((slice_view, slice_count), (round_view, round_views[round_view]))):
+                page.goto(f"{base}?view={to_slug(view)}", wait_until="load", timeout=60_000)
+                page.get_by_text(view, exact=True).first.wait_for(timeout=30_000)  # the view selector names it
+                if count:
+                    page.get_by_text(_count(count), exact=True).wait_for(timeout=30_000)
+                sync_api.expect(page.locator('[data-cy="looker"]')).to_have_count(count, timeout=30_000)
+                page.screenshot(path=str(shots / f"9{'ab'[i]}-{view.replace('/', '_')}.png"))
+            page.keyboard.press("Escape")
+            page.keyboard.press("`")
+            page.get_by_placeholder("Search operations by name...").fill("vetset")
+            page.get_by_text("vetset: open the audit panel", exact=True).click()
+            for title in ("Failure slices", "Retraining rounds"):
+                page.get_by_text(title, exact=False).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "9c-panel-slices-rounds.png"))
             browser.close()
     finally:
         _stop(proc, server_log)

@@ -118,6 +118,29 @@ def test_one_round_on_the_planted_case(cifar_test_dir, tmp_path):
     assert any(m.startswith("[iterate] round 1 vs round 0: accuracy") for m in logs)
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert 'id="sec-iterate"' in html and "Retraining rounds" in html
+    section = html.split('id="sec-iterate"', 1)[1]
+    assert "trained from" in section and "round 0, 3 more epochs" in section and f"{c['accuracy']['diff']:+.3f}" in section
+    # console summary: the round against round 0, with the numbers of result.json
+    from vetset.plugins.report.console import diagnosis_lines
+
+    lines = diagnosis_lines(result)
+    m = c["accuracy"]
+    assert f"round 1 vs round 0: accuracy {m['old']:.3f} -> {m['new']:.3f} ({m['diff']:+.3f}" in "\n".join(lines)
+    assert any(x.startswith(f"kept round {it['best_round']}: ") for x in lines)
+    # App panel: the rounds table; Fixed / Broken load the round's saved views
+    from test_app_operators import _props, make_ctx
+
+    from vetset.plugins.fiftyone_app.panel import AuditPanel
+
+    panel = AuditPanel()
+    ctx = make_ctx(ds, panel_state={})
+    panel.on_load(ctx)
+    rows = ctx.panel_state["rounds"]
+    assert [r["round"] for r in rows] == [0, 1] and "rounds" in _props(panel.render(ctx))
+    assert rows[1]["changed"] == f"{c['fixed']} / {c['broken']}" and rows[1]["verdict"].startswith(c["verdict"])
+    ctx = make_ctx(ds, {"row": 1}, panel_state=ctx.panel_state)
+    panel.open_fixed(ctx)
+    ctx.ops.set_view.assert_called_once_with(name="iterate/round1/fixed")
 
 
 def test_round_fine_tunes_the_kept_checkpoint(cifar_test_dir, tmp_path):

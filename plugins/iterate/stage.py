@@ -261,13 +261,26 @@ def _set_augment_folder(dataset: Any, folder: str | None) -> None:
     dataset.save()
 
 
+def _augment_base(run: Run) -> AugmentOptions:
+    """The augmentation every round starts from: the recipe's ``augment`` options, else those of the
+    augment stage that ran before (its result block, e.g. a run started from the App), else none
+    (``min_count`` 0, no coverage targets: a round writes only the images aimed at its slices)."""
+    if "augment" in run.recipe.stages:
+        return run.recipe.options("augment")
+    earlier = (run.results.get("augment") or {}).get("options")
+    if earlier:
+        keep = {k: v for k, v in earlier.items() if k in AugmentOptions.model_fields and k != "output_dir"}
+        return AugmentOptions(**keep)
+    return AugmentOptions(min_count=0, coverage_targets={})
+
+
 def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
     train_block, val_block = run.results.get("train"), run.results.get("validate")
     if not train_block or not val_block or not val_block.get("slices"):
         raise VetsetError("The iterate stage needs the train and validate stages (with slices) before it in the recipe.")
     ds, classes = run.dataset, list(val_block["classes"])
     train_opts = as_options(run.recipe.options("train") if "train" in run.recipe.stages else train_block["options"])
-    aug_base = run.recipe.options("augment") if "augment" in run.recipe.stages else AugmentOptions()
+    aug_base = _augment_base(run)
     base_folder = ((ds.info or {}).get("vetset") or {}).get(AUGMENT_FOLDER_KEY)
     val = split_view(ds, "val")
     ds.clone_sample_field("predictions", "predictions_round0") if "predictions_round0" not in \
