@@ -21,6 +21,14 @@ def _check_full_run(res, out, name, n_samples_min):
     assert f"dataset: {name}" in res.stdout
     assert str(out / "result.json") in res.stdout
     assert "checkpoint" in res.stdout and "report html" in res.stdout
+    # the closing summary names the worst failure slice and the drift verdict (tags of embed, which runs first, included)
+    worst = result["stages"]["validate"]["slices"]["worst"]
+    if worst:
+        assert f"worst val slice: {worst['label']}: {worst['errors']} of {worst['n']} wrong" in res.stdout
+    assert "\ndrift: " in res.stdout
+    if result["stages"]["embed"]["outliers"]["count"]:
+        props = {p["name"]: p for p in result["stages"]["validate"]["slices"]["properties"]}
+        assert "outlier" in props["tag"]["bins"]
     import fiftyone as fo
 
     ds = fo.load_dataset(name)
