@@ -314,3 +314,37 @@ def test_label_noise_reuses_embed_features(embed_run, embed_data, backbone_ckpt,
     assert ln["features"]["source"] == "embed stage" and ln["features"]["model_name"] == "resnet10t"
     assert run.results["embed"]["store"]["computed"] == 0
     assert ln["num_checked"] == 163 and ln["oof_accuracy"] > 0.5
+
+
+def test_crop_views_average_the_backbone_features(backbone_ckpt, embed_data):
+    """``crops``: features are the mean over the input, its centre crops resized back, and their mirrors."""
+    import torch
+    import torch.nn.functional as F
+    from timm.data import create_transform
+
+    from vetset.plugins.embed.backbone import load_backbone_file
+    from vetset.plugins.embed.compute import embed_batches
+    from vetset.plugins.embed.options import EmbedOptions
+    from vetset.plugins.embed.stage import store_meta
+
+    bb = load_backbone_file(backbone_ckpt, None)
+    paths = [str(p) for p in sorted((embed_data / "train" / "cat").glob("*.jpg"))[:3]]
+    got = np.concatenate([f for _s, f, _ok in embed_batches(bb, paths, 2, flip=True, device="cpu", crops=(0.75,))])
+    tf = create_transform(**bb.data_config, is_training=False)
+    x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+    h = x.shape[-1]
+    c = round(h * 0.75)
+    o = (h - c) // 2
+    crop = F.interpolate(x[..., o:o + c, o:o + c], size=(h, h), mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        views = [x, crop, x.flip(dims=[3]), crop.flip(dims=[3])]
+        want = torch.stack([bb.model.eval()(v) for v in views]).mean(0).numpy()
+    assert got.shape == (3, bb.model.num_features)
+    assert np.allclose(got, want, atol=1e-4)
+    plain = np.concatenate([f for _s, f, _ok in embed_batches(bb, paths, 2, flip=True, device="cpu")])
+    assert not np.allclose(got, plain, atol=1e-3)
+    # the store key tells the two apart; stores written without crops keep their key
+    assert "crops" not in store_meta(bb, EmbedOptions())
+    assert store_meta(bb, EmbedOptions(crops=[0.75]))["crops"] == [0.75]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        EmbedOptions(crops=[1.2])

@@ -9,7 +9,10 @@ one is available (``device: auto``).
 
 With ``flip=True`` a batch also goes through the model mirrored left-right and the two
 feature vectors are averaged: a mirrored copy then gets the same features as its original
-(up to the resampling of the crop).
+(up to the resampling of the crop). With ``crops``, each image's central fraction (of the
+preprocessed input, resized back to the input size) goes through the model too, and all
+views' features are averaged: a cropped copy then shares views with its original (the
+multi-crop test-time averaging of image retrieval; e.g. Gordo et al., IJCV 2017).
 """
 
 from __future__ import annotations
@@ -44,8 +47,23 @@ def _load(path: str, transform: Any, max_side: int) -> Any:
     return transform(Image.fromarray(img.array))
 
 
+def _views(x: Any, flip: bool, crops: Sequence[float]) -> list[Any]:
+    """The input batch ``x`` (``(B, C, H, W)``), its centre crops resized back, and their mirrors."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    out = [x]
+    for c in crops:
+        ch, cw = max(1, round(h * c)), max(1, round(w * c))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        out.append(F.interpolate(x[..., top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
+                                 align_corners=False))
+    return out + [v.flip(dims=[3]) for v in out] if flip else out
+
+
 def embed_batches(backbone: Backbone, paths: Sequence[str], batch_size: int = 32, flip: bool = False,
-                  device: str = "auto", threads: int = 2) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+                  device: str = "auto", threads: int = 2,
+                  crops: Sequence[float] = ()) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(start, features, ok)`` per batch of ``paths``, in order.
 
     Args:
@@ -55,6 +73,8 @@ def embed_batches(backbone: Backbone, paths: Sequence[str], batch_size: int = 32
         flip: average each image's features with its left-right mirror's.
         device: ``auto`` (GPU when available), ``cpu``, ``cuda``, ``cuda:1``...
         threads: decoding threads (Pillow and OpenCV release the GIL).
+        crops: central fractions in (0, 1) of the preprocessed input whose features are
+            averaged in too (each resized back bilinearly; with ``flip``, mirrored as well).
 
     Yields:
         ``start`` (index of the batch's first path), ``features`` ``float32``
@@ -83,8 +103,7 @@ def embed_batches(backbone: Backbone, paths: Sequence[str], batch_size: int = 32
             feats = np.full((len(tensors), dim), np.nan, dtype=np.float32)
             if ok.any():
                 x = torch.stack([t for t in tensors if t is not None]).to(dev)
-                f = model(x).float()
-                if flip:
-                    f = (f + model(torch.flip(x, dims=[3])).float()) / 2
+                views = _views(x, flip, crops)
+                f = sum(model(v).float() for v in views) / len(views)
                 feats[ok] = f.cpu().numpy()
             yield start, feats, ok

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from vetset.core.recipe import Count
 
@@ -113,6 +113,10 @@ class EmbedOptions(BaseModel):
             always runs in-process (:mod:`vetset.plugins.embed.workers`).
         flip: features are the mean of the image's and its left-right mirror's (twice the
             compute); mirrored copies then look alike (see ``benchmarks/near_duplicates.py``).
+        crops: central fractions of the preprocessed input (each in (0, 1), e.g. ``[0.8]``)
+            whose features are averaged in too (mirrored as well with ``flip``): cropped
+            copies then look more alike, at the cost of one more pass (two with ``flip``)
+            per fraction; see ``benchmarks/near_duplicates.py``.
         center: subtract the dataset's mean feature before cosine similarity (pooled ReLU
             features share a large common component; FiftyOne brain's sklearn backend
             centres too).
@@ -140,6 +144,7 @@ class EmbedOptions(BaseModel):
     device: str = "auto"
     workers: Count | None = Field(None, ge=0)
     flip: bool = True
+    crops: list[float] = Field(default_factory=list, max_length=4)
     center: bool = True
     shard_size: Count = Field(4096, ge=16)
     duplicates: SimilarDuplicateOptions = SimilarDuplicateOptions()
@@ -147,3 +152,11 @@ class EmbedOptions(BaseModel):
     similarity_index: bool = True
     visualization: bool = True
     visualization_max_tsne: Count = Field(5000, ge=0)
+
+    @field_validator("crops")
+    @classmethod
+    def _crops_in_range(cls, v: list[float]) -> list[float]:
+        bad = [c for c in v if not 0.0 < c < 1.0]
+        if bad:
+            raise ValueError(f"each crop fraction must be between 0 and 1 (exclusive), got {bad}")
+        return v

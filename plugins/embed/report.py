@@ -24,6 +24,8 @@ def _backbone_line(block: dict[str, Any]) -> str:
     origin = {"weights": "weights file", "pretrained": "pretrained weights", "checkpoint": "this run's checkpoint"}
     size = (bb.get("data_config") or {}).get("input_size", [0, 0, 0])[-1]
     flip = ", mean of image and mirror" if bb.get("flip") else ""
+    if bb.get("crops"):
+        flip += " and of centre crops " + ", ".join(f"{c:g}" for c in bb["crops"])
     return (f'<p class="muted">Features: {esc(bb.get("model_name"))} ({esc(origin.get(bb.get("source"), bb.get("source")))}'
             f' <code>{esc(bb.get("weights_file"))}</code>), {bb.get("num_features")}-d pooled features at {size} px{flip}; '
             f'{block.get("num_embedded", 0)} images, {(block.get("store") or {}).get("computed", 0)} computed now.</p>')

@@ -82,8 +82,11 @@ def content_hashes(filepaths: Sequence[str], known: Sequence[str | None]) -> lis
 
 def store_meta(backbone: Backbone, options: EmbedOptions) -> dict[str, Any]:
     """What identifies the features (the store key's content)."""
-    return {"model_name": backbone.model_name, "weights_digest": backbone.weights_digest,
+    meta = {"model_name": backbone.model_name, "weights_digest": backbone.weights_digest,
             "data_config": backbone.data_config, "flip": options.flip, "dim": int(backbone.model.num_features)}
+    if options.crops:  # only when set, so stores written without crops keep their key
+        meta["crops"] = [float(c) for c in options.crops]
+    return meta
 
 
 def compute_features(backbone: Backbone, options: EmbedOptions, store: Any, paths: Sequence[str],
@@ -116,7 +119,8 @@ def compute_features(backbone: Backbone, options: EmbedOptions, store: Any, path
     failed: list[str] = []
     executor = pass_executor(options)
     if executor is None:  # the GPU, or in-process on CPU (see vetset.plugins.embed.workers)
-        batches = embed_batches(backbone, todo_paths, options.batch_size, options.flip, options.device)
+        batches = embed_batches(backbone, todo_paths, options.batch_size, options.flip, options.device,
+                                crops=options.crops)
         n_batches, unit = -(-len(todo_paths) // options.batch_size), "batch"
     else:
         batches = embed_on_executor(executor, backbone, options, todo_paths)
@@ -286,7 +290,8 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
     block["backbone"] = {"model_name": backbone.model_name, "source": backbone.source,
                          "weights_file": backbone.weights_file, "weights_digest": backbone.weights_digest,
                          "data_config": backbone.data_config, "num_features": int(backbone.model.num_features),
-                         "trained_on": backbone.trained_on, "flip": options.flip}
+                         "trained_on": backbone.trained_on, "flip": options.flip,
+                         "crops": list(options.crops)}
     known = view.values(HASH_FIELD) if HASH_FIELD in ds.get_field_schema() else [None] * len(ids)
     hashes = content_hashes(fps, known)
     unreadable = [i for i, h in enumerate(hashes) if h is None]

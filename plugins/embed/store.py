@@ -3,13 +3,13 @@
 Layout under the run folder::
 
     <out>/embed/features/<key>/
-        meta.json                 # model name, weights digest, data config, flip, dim
+        meta.json                 # model name, weights digest, data config, flip (and crops), dim
         shard-00000.npy           # float32 (n_0, D), written whole then renamed
         shard-00000.hashes.npy    # the n_0 content hashes (SHA-256 hex) of its rows
         shard-00001.npy ...
 
 ``key`` is the first 16 hex of the SHA-256 of ``meta.json``'s content: model name, weights
-digest, preprocessing (the timm data config) and the flip setting. A row is identified by
+digest, preprocessing (the timm data config), the flip setting and any crops. A row is identified by
 the image's content hash (the audit's ``file_hash`` field: SHA-256 of the file bytes), so
 a renamed or moved file keeps its features, and a changed file gets new ones.
 

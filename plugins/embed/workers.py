@@ -116,6 +116,7 @@ class EmbedChunk:
     spec: BackboneSpec
     batch_size: int
     flip: bool
+    crops: tuple[float, ...] = ()
 
     def __call__(self, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         from vetset.plugins.embed.compute import embed_batches
@@ -123,7 +124,8 @@ class EmbedChunk:
         setup_worker_once(_one_torch_thread)
         bb = rebuild(self.spec)
         feats, oks = [], []
-        for _start, f, ok in embed_batches(bb, paths, self.batch_size, self.flip, "cpu", threads=1):
+        for _start, f, ok in embed_batches(bb, paths, self.batch_size, self.flip, "cpu", threads=1,
+                                               crops=self.crops):
             feats.append(f)
             oks.append(ok)
         return np.concatenate(feats), np.concatenate(oks)
@@ -157,6 +159,7 @@ def embed_on_executor(executor: Executor, backbone: Backbone, options: EmbedOpti
     """
     size = CHUNK_BATCHES * options.batch_size
     chunks = [list(paths[i:i + size]) for i in range(0, len(paths), size)]
-    fn = EmbedChunk(BackboneSpec.of(backbone, options.img_size), options.batch_size, options.flip)
+    fn = EmbedChunk(BackboneSpec.of(backbone, options.img_size), options.batch_size, options.flip,
+                    tuple(options.crops))
     for k, (feats, ok) in enumerate(executor.map(fn, chunks, chunksize=1)):
         yield k * size, feats, ok
