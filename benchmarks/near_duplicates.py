@@ -11,14 +11,15 @@ copies for each of four modifications, each made from a different original:
 
 Features come from a timm backbone that vetset's trainer fitted on the CIFAR-10 *test*
 files (``_backbone.py``: disjoint images, no train labels), through the embed stage's own
-code (``vetset.plugins.embed``: backbone loader, batched pass, centred cosine kNN), once
-plain and once flip-invariant (mean of image and mirror features). pHash is the audit's
+code (``vetset.plugins.embed``: backbone loader, batched pass, centred cosine kNN), in four
+variants (``VARIANTS``): plain, flip-invariant (mean of image and mirror features), and
+flip-invariant with one or two centre crops averaged in (the stage's ``crops``). pHash is the audit's
 (``imagehash.phash`` within 4 bits, multi-index hashing).
 
 Printed: recall per modification (a copy is found when the pair copy-source is reported)
 and false pairs (pairs of two originals, and pairs of a copy with an original it was not
-made from), for pHash, embeddings (threshold rule and mutual-nearest-neighbour rule, plain
-and flip-invariant) and pHash + embeddings, then the trade-off curve over thresholds.
+made from), for pHash, each variant (threshold rule and mutual-nearest-neighbour rule) and
+pHash + the stage's default, then the trade-off curve over thresholds per variant.
 
 Usage::
 

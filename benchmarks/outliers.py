@@ -12,7 +12,7 @@ foreign folder merged into one class); one case also gives 10% of the originals 
 Features come from the backbone vetset trained on the CIFAR-10 *test* files (``_backbone.py``),
 through the embed stage's code (flip-invariant). Scores, side by side on the same features:
 
-* kNN: mean cosine distance of centred features to the k nearest neighbours (k = 10, 50,
+* kNN: mean cosine distance of centred features to the k nearest neighbours (k = 10 and
   100), the statistic of cleanlab's ``OutOfDistribution`` and Datalab's outlier manager;
   cleanlab's ``OutOfDistribution`` itself (k = 10) beside it;
 * class-conditional Mahalanobis distance (Lee et al., NeurIPS 2018): class means from the

@@ -14,18 +14,17 @@ class SimilarDuplicateOptions(BaseModel):
 
     Attributes:
         threshold: two images are near duplicates when the cosine similarity of their
-            centred features (the dataset mean subtracted) is at least this. Default 0.94,
-            chosen on ``benchmarks/near_duplicates.py`` (2,000 CIFAR-10 train photos, 400
-            planted copies, a resnet10t vetset trained on 3,000 CIFAR-10 test files,
-            flip-invariant features, ``mutual`` rule): the lowest threshold with fewer false
-            pairs among the originals (28) than a peer with ImageNet features makes (43 per
-            2,000 photos, issue #20), every mirrored copy and 0.95 of the JPEG q40 copies
-            found. A stronger backbone separates better: lower it when yours is pretrained,
-            and read the benchmark's trade-off table.
+            centred features (the dataset mean subtracted) is at least this. Default 0.94:
+            on ``benchmarks/near_duplicates.py`` (planted copies among CIFAR-10 photos,
+            a backbone vetset trained on other images, the default ``flip`` and ``crops``,
+            ``mutual`` rule) the lowest threshold of its trade-off table whose false pairs
+            among the originals stay under what a peer with ImageNet features makes
+            (issue #20); figures in the README. A pretrained backbone separates better:
+            read the benchmark's trade-off table before lowering it.
         rule: ``mutual`` (pairs over the threshold that are each other's nearest neighbour;
-            on the benchmark above at 0.9: 88 false pairs where the plain threshold gave
-            477, for the same mirror recall) or ``threshold`` (every pair over the threshold
-            among each image's ``k`` nearest neighbours; finds groups of three or more).
+            a fraction of the plain rule's false pairs for the same recall on the
+            benchmark) or ``threshold`` (every pair over the threshold among each image's
+            ``k`` nearest neighbours; finds groups of three or more).
         k: neighbours searched per image (sklearn ``NearestNeighbors``; memory grows with
             N x k, never N x N). Groups larger than ``k + 1`` may be split.
         max_groups_listed: groups written into the run result (leakage and label conflicts
@@ -113,10 +112,12 @@ class EmbedOptions(BaseModel):
             always runs in-process (:mod:`vetset.plugins.embed.workers`).
         flip: features are the mean of the image's and its left-right mirror's (twice the
             compute); mirrored copies then look alike (see ``benchmarks/near_duplicates.py``).
-        crops: central fractions of the preprocessed input (each in (0, 1), e.g. ``[0.8]``)
-            whose features are averaged in too (mirrored as well with ``flip``): cropped
-            copies then look more alike, at the cost of one more pass (two with ``flip``)
-            per fraction; see ``benchmarks/near_duplicates.py``.
+        crops: central fractions of the preprocessed input (each in (0, 1)) whose features
+            are averaged in too (mirrored as well with ``flip``): cropped copies then look
+            more alike. Default ``[0.8]``, chosen on ``benchmarks/near_duplicates.py`` (more
+            crops and re-encodes found at fewer false pairs than ``flip`` alone; ``[0.9,
+            0.8]`` added little); each fraction costs one more pass (two with ``flip``);
+            ``[]`` turns it off.
         center: subtract the dataset's mean feature before cosine similarity (pooled ReLU
             features share a large common component; FiftyOne brain's sklearn backend
             centres too).
@@ -144,7 +145,7 @@ class EmbedOptions(BaseModel):
     device: str = "auto"
     workers: Count | None = Field(None, ge=0)
     flip: bool = True
-    crops: list[float] = Field(default_factory=list, max_length=4)
+    crops: list[float] = Field(default_factory=lambda: [0.8], max_length=4)
     center: bool = True
     shard_size: Count = Field(4096, ge=16)
     duplicates: SimilarDuplicateOptions = SimilarDuplicateOptions()

@@ -84,7 +84,7 @@ def store_meta(backbone: Backbone, options: EmbedOptions) -> dict[str, Any]:
     """What identifies the features (the store key's content)."""
     meta = {"model_name": backbone.model_name, "weights_digest": backbone.weights_digest,
             "data_config": backbone.data_config, "flip": options.flip, "dim": int(backbone.model.num_features)}
-    if options.crops:  # only when set, so stores written without crops keep their key
+    if options.crops:  # only when set, so stores written with crops: [] keep their key
         meta["crops"] = [float(c) for c in options.crops]
     return meta
 
