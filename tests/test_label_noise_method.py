@@ -82,6 +82,7 @@ def test_auto_embeds_with_this_runs_checkpoint(digits_dir, tmp_path):
     assert f"this run's checkpoint {ckpt}" in block["method_reason"]
     assert f"[label_noise] {block['method_reason']}" in logs
     assert block["features"]["weights"] == "checkpoint" and block["features"]["weights_file"] == str(ckpt)
+    assert block["filter_by"] == "low_self_confidence"  # filter_by auto: a backbone trained here
     assert block["features"]["flip"] is True and block["features"]["dim"] == 512
     flagged = set(run.dataset.match_tags("label_issue").values("filepath"))
     recall, precision = recall_precision(flagged, flipped)
@@ -96,6 +97,7 @@ def test_auto_embeds_with_cached_pretrained_weights(digits_dir, tmp_path, hub_of
     block = run.results["label_noise"]
     assert block["method"] == "embeddings" and "pretrained weights of test_resnet.r160_in1k" in block["method_reason"]
     assert block["features"]["weights"] == "pretrained" and block["features"]["model_name"] == "test_resnet"
+    assert block["filter_by"] == "prune_by_noise_rate"  # filter_by auto: pretrained features
     assert block["num_checked"] == 200 and np.isfinite(block["oof_kappa"])
 
 
@@ -168,3 +170,13 @@ def test_weak_model_warning_fires_on_the_ants_bees_photos(hymenoptera_dir, tmp_p
     assert block["issue_rate"] < 0.5 and block["oof_kappa"] < 0.35, block["oof_kappa"]
     weak = [w for w in block["warnings"] if "the pred_probs come from a weak model" in w]
     assert len(weak) == 1 and f"Cohen's kappa, {block['oof_kappa']:.2f}" in weak[0]
+
+
+def test_filter_by_auto_follows_how_the_pred_probs_were_made():
+    from vetset.plugins.label_noise.options import default_filter_by
+
+    assert default_filter_by("kfold") == "low_self_confidence"
+    for weights in ("weights file", "checkpoint", "random", None):
+        assert default_filter_by("embeddings", weights) == "low_self_confidence"
+    assert default_filter_by("embeddings", "pretrained") == "prune_by_noise_rate"
+    assert default_filter_by("pred_probs_file") == default_filter_by(None) == "prune_by_noise_rate"

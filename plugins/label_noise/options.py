@@ -17,37 +17,30 @@ FilterBy = Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_l
                    "predicted_neq_given", "low_normalized_margin", "low_self_confidence"]
 RankBy = Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"]
 
-#: ``filter_by: auto`` per ``pred_probs`` source, measured with
-#: ``benchmarks/label_noise_cifar10n.py`` (CIFAR-10N ``random1``, real human noise, 17%
-#: wrong) and on good pretrained-feature pred_probs (issue #20: 2,000 held-out photos, 25%
-#: wrong labels, through ``pred_probs_file``): see README, "Label noise". K-fold models trained
-#: from scratch give weak, over-confident ``pred_probs``: there ``low_self_confidence`` had
-#: the best F1 (0.62 against 0.59 for ``prune_by_noise_rate``). Good pretrained-feature
-#: ``pred_probs`` favour cleanlab's default ``prune_by_noise_rate`` (F1 0.942 against 0.845).
-FILTER_BY_FOR_METHOD: dict[str, str] = {"kfold": "low_self_confidence", "embeddings": "prune_by_noise_rate",
+#: ``filter_by: auto`` by how the ``pred_probs`` were made. Models trained on few images
+#: (K-fold models from scratch; a backbone vetset trained, e.g. on 10,000 CIFAR-10 test files)
+#: give pred_probs of moderate accuracy, where ``low_self_confidence`` had the best F1 on
+#: CIFAR-10N ``random1`` (``benchmarks/label_noise_cifar10n.py``; real human noise, 17%
+#: wrong): K-fold 0.62 against 0.59 for ``prune_by_noise_rate``; embeddings of such a
+#: backbone 0.60 against 0.58. Pretrained-feature pred_probs (issue #20: 2,000 held-out photos,
+#: 25% wrong labels) favour cleanlab's default ``prune_by_noise_rate``: 0.942 against 0.845;
+#: it is also the choice for a ``pred_probs_file`` from the user's own (presumably strong) model.
+FILTER_BY_FOR_SOURCE: dict[str, str] = {"kfold": "low_self_confidence", "embeddings": "low_self_confidence",
+                                        "embeddings/pretrained": "prune_by_noise_rate",
                                         "pred_probs_file": "prune_by_noise_rate"}
 
 
-def default_filter_by(method: str | None) -> str:
-    """The ``filter_by`` that ``auto`` means for ``method`` (:data:`FILTER_BY_FOR_METHOD`;
-    cleanlab's own default, ``prune_by_noise_rate``, for an unknown or missing method)."""
-    return FILTER_BY_FOR_METHOD.get(method or "", "prune_by_noise_rate")
+def default_filter_by(method: str | None, weights: str | None = None) -> str:
+    """The ``filter_by`` that ``auto`` means (:data:`FILTER_BY_FOR_SOURCE`).
 
-
-def light_augmentation() -> dict[str, Any]:
-    """The ``fold_augmentation: light`` pipeline in ``A.to_dict`` format.
-
-    ``HorizontalFlip(p=0.5)`` and ``Affine(translate_percent=±0.125)`` with reflected
-    borders: the standard CIFAR augmentation (flip, pad 4 of 32 px, random 32 px crop;
-    He et al. 2016, "Deep Residual Learning", section 4.2), scaled to any input size.
+    Args:
+        method: ``kfold``, ``embeddings`` or ``pred_probs_file`` (cleanlab's own default,
+            ``prune_by_noise_rate``, for anything else).
+        weights: for ``embeddings``, where the backbone's weights came from (the result's
+            ``features.weights``: ``pretrained``, ``weights file``, ``checkpoint``, ``random``).
     """
-    import albumentations as A
-    import cv2
-
-    shift = (-0.125, 0.125)
-    return A.to_dict(A.Compose([A.HorizontalFlip(p=0.5),
-                                A.Affine(translate_percent={"x": shift, "y": shift}, border_mode=cv2.BORDER_REFLECT_101,
-                                         p=1.0)]))
+    key = f"{method}/{weights}" if method == "embeddings" and weights == "pretrained" else method or ""
+    return FILTER_BY_FOR_SOURCE.get(key, "prune_by_noise_rate")
 
 
 class EmbeddingOptions(BaseModel):
@@ -110,8 +103,10 @@ class LabelNoiseOptions(BaseModel):
             augment stage). Off by default: a copy and its source in different folds would
             let a model see the label it scores.
         filter_by: ``cleanlab.filter.find_label_issues(filter_by=...)``, or ``auto`` (the
-            default): the filter measured best for the method that made the ``pred_probs``
-            (:data:`FILTER_BY_FOR_METHOD`, :func:`default_filter_by`).
+            default): the filter measured best for how the ``pred_probs`` were made
+            (:data:`FILTER_BY_FOR_SOURCE`, :func:`default_filter_by`): ``low_self_confidence``
+            for K-fold models and for embeddings of a backbone that is not pretrained,
+            ``prune_by_noise_rate`` for pretrained features and a ``pred_probs_file``.
             ``low_self_confidence`` takes as many samples as confident learning counts off
             the diagonal of the confident joint (``cleanlab.count.num_label_issues``), in
             order of lowest self-confidence (the given label's probability);

@@ -64,7 +64,8 @@ def find_issues(labels: np.ndarray, pred_probs: np.ndarray, options: LabelNoiseO
             cleanlab's.
         method: the ``pred_probs`` source (``kfold``, ``embeddings``, ``pred_probs_file``),
             which ``filter_by: auto`` resolves by
-            (:func:`vetset.plugins.label_noise.options.default_filter_by`).
+            (:func:`vetset.plugins.label_noise.options.default_filter_by`; the stage also
+            passes the backbone's weights source).
 
     Returns:
         ``(is_issue, label_quality, notes)``: ``bool`` ``(N,)`` from
@@ -342,8 +343,10 @@ def run_stage(run: Run, options: LabelNoiseOptions) -> dict[str, Any]:
     if len(np.unique(labels[sel])) < 2:
         reason = ("label_noise: fewer than 2 classes have rows in the pred_probs file; nothing was flagged.")
         return _skip(run, result, say, reason)
-    is_issue, quality, notes = find_issues(labels[sel], pred_probs[sel], options, method)
-    result["filter_by"] = default_filter_by(method) if options.filter_by == "auto" else options.filter_by
+    result["filter_by"] = (default_filter_by(method, (result["features"] or {}).get("weights"))
+                           if options.filter_by == "auto" else options.filter_by)
+    is_issue, quality, notes = find_issues(labels[sel], pred_probs[sel],
+                                           options.model_copy(update={"filter_by": result["filter_by"]}))
     say.extend(f"cleanlab: {n}" for n in notes)
     issue_ids = [ids[i] for i, flag in zip(sel, is_issue) if flag]
     write_fields(ds, [s for s, h in zip(ids, has_row) if h], classes, pred_probs[has_row],
