@@ -114,8 +114,10 @@ def test_rerun_does_not_duplicate_and_keeps_review_tags(noisy_digits, tmp_path):
     first = sorted(ds.match_tags("label_issue").values("id"))
     reviewed = first[0]
     ds.select(reviewed).tag_samples("label_confirmed")
-    # rerun from the saved pred_probs file: the same samples are flagged, tagged once
-    saved = {"method": "pred_probs_file", "pred_probs_file": run.results["label_noise"]["pred_probs_file"]}
+    # rerun from the saved pred_probs file with the same filter (filter_by auto picks by method): the same
+    # samples are flagged, tagged once
+    saved = {"method": "pred_probs_file", "pred_probs_file": run.results["label_noise"]["pred_probs_file"],
+             "filter_by": run.results["label_noise"]["filter_by"]}
     again = run_stages({"label_noise": saved}, None, "ln-digits", tmp_path / "again")
     assert again.dataset.name == ds.name
     ds.reload()
