@@ -43,6 +43,22 @@ def default_filter_by(method: str | None, weights: str | None = None) -> str:
     return FILTER_BY_FOR_SOURCE.get(key, "prune_by_noise_rate")
 
 
+def light_augmentation() -> dict[str, Any]:
+    """The ``fold_augmentation: light`` pipeline in ``A.to_dict`` format.
+
+    ``HorizontalFlip(p=0.5)`` and ``Affine(translate_percent=±0.125)`` with reflected
+    borders: the standard CIFAR augmentation (flip, pad 4 of 32 px, random 32 px crop;
+    He et al. 2016, "Deep Residual Learning", section 4.2), scaled to any input size.
+    """
+    import albumentations as A
+    import cv2
+
+    shift = (-0.125, 0.125)
+    return A.to_dict(A.Compose([A.HorizontalFlip(p=0.5),
+                                A.Affine(translate_percent={"x": shift, "y": shift}, border_mode=cv2.BORDER_REFLECT_101,
+                                         p=1.0)]))
+
+
 class EmbeddingOptions(BaseModel):
     """``stages.label_noise.embeddings``: the fast mode (timm features + logistic regression).
 
