@@ -100,9 +100,9 @@ def test_datalab_on_same_pred_probs(noisy_digits):
     types = {s["issue_type"]: s["num_issues"] for s in block["summary"]}
     assert set(types) == {"outlier", "near_duplicate"}
     ds = run.dataset
-    assert len(ds.match_tags("outlier")) == types["outlier"]
-    assert len(ds.match_tags("near_duplicate")) == types["near_duplicate"]
-    scores = [s for s in ds.values("outlier_score") if s is not None]
+    assert len(ds.match_tags("datalab_outlier")) == types["outlier"]
+    assert len(ds.match_tags("datalab_near_duplicate")) == types["near_duplicate"]
+    scores = [s for s in ds.values("datalab_outlier_score") if s is not None]
     assert len(scores) == 10 * N_PER_CLASS
     listed = [o["outlier_score"] for o in block["outliers"]]
     assert listed == sorted(listed)

@@ -2,8 +2,9 @@
 
 Runs ``Datalab.find_issues`` on the same out-of-sample ``pred_probs`` (and on the
 embeddings when the ``embeddings`` method computed them: near duplicates need features).
-Writes ``outlier_score`` (float in [0, 1], lower = more atypical, cleanlab's score) and the
-tags ``outlier`` / ``near_duplicate`` in bulk. Datalab needs the ``datasets`` package
+Writes ``datalab_outlier_score`` (float in [0, 1], lower = more atypical, cleanlab's score) and the
+tags ``datalab_outlier`` / ``datalab_near_duplicate`` in bulk: prefixed, because the ``embed`` stage
+writes ``outlier_score`` (higher = more unusual) and ``outlier``, and the audit ``near_duplicate``. Datalab needs the ``datasets`` package
 (``pip install 'cleanlab[datalab]'``); without it the pass is skipped with a message.
 """
 
@@ -15,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-OUTLIER_FIELD = "outlier_score"
-OUTLIER_TAG = "outlier"
-NEAR_DUP_TAG = "near_duplicate"
+OUTLIER_FIELD = "datalab_outlier_score"
+OUTLIER_TAG = "datalab_outlier"
+NEAR_DUP_TAG = "datalab_near_duplicate"
 
 
 def datalab_issues(labels: np.ndarray, pred_probs: np.ndarray, features: np.ndarray | None = None

@@ -18,9 +18,9 @@ fields and tags become slices and drift rows without further code:
 * **tag** — the audit's issue tags (``dataset.info["vetset"]["audit_tags"]``: ``blurry``,
   ``dark``, ``leakage`` (near duplicate of an image in another split), ``exif_rotated``...)
   and the tags of later stages when present (:data:`EXTRA_TAGS`: ``label_issue`` (flagged
-  label issue) from ``label_noise``, ``outlier`` from ``embed`` or ``label_noise``,
+  label issue) from ``label_noise``, ``outlier`` from ``embed``,
   ``embed_leakage``/``embed_duplicate``/``embed_label_conflict`` from ``embed``,
-  ``near_duplicate`` from ``label_noise``'s Datalab checks). One property ``tag`` whose
+  ``datalab_outlier``/``datalab_near_duplicate`` from ``label_noise``'s Datalab checks). One property ``tag`` whose
   bins are the tags; a sample is in every bin whose tag it carries.
 * **derived** (one bin, ``true``; the rest is every other sample, as for a tag), from the
   near-duplicate groups of the audit
@@ -50,7 +50,8 @@ BUILTIN_FIELDS = {"orientation": "str", "colour_mode": "str", "clarity": "str", 
                   "aspect_ratio": "float", "sharpness": "float", "brightness": "float", "contrast": "float",
                   "entropy": "float"}
 #: Tags of other stages that make slices when present (label noise review).
-EXTRA_TAGS = ("label_issue", "outlier", "near_duplicate", "embed_leakage", "embed_duplicate", "embed_label_conflict")
+EXTRA_TAGS = ("label_issue", "outlier", "embed_leakage", "embed_duplicate", "embed_label_conflict",
+              "datalab_outlier", "datalab_near_duplicate")
 #: Near-duplicate group fields: the audit's duplicates check, the embed stage.
 GROUP_FIELDS = ("duplicate_group", "embed_group")
 NEAR_DUP_TRAIN = "near_duplicate_of_train"
