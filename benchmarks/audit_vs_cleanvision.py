@@ -23,6 +23,12 @@ Folders: the CIFAR-10 test set (10,000 32x32 JPEGs) and the hymenoptera photos (
 system temp dir), never into the repository. Targets (the audit issue): vetset at least
 10x CleanVision's images/s on both folders, and on CIFAR no slower than 1.5x the plain
 decode. Ratios measured in one run are what count; absolute numbers depend on the machine.
+
+Before the audit comparison, each folder's **embedding pass** (the ``embed`` stage's
+feature computation, :func:`vetset.plugins.embed.compute.embed_batches`, in-process as the
+stage runs it on one machine) is timed on the first ``--embed-images`` files with
+``--embed-model``, on the CPU and, when CUDA is available, on the GPU: its own table,
+images/s (``--embed-only`` prints just that).
 """
 
 from __future__ import annotations
@@ -93,8 +99,41 @@ def vetset_audit(root: Path, name: str, workers: int) -> tuple[float, float, dic
     return t_load, seconds, block, maxrss_mb() - rss0
 
 
+def embed_pass(paths: list[str], model_name: str, device: str, batch_size: int = 32) -> tuple[float, int]:
+    """Seconds of the embed stage's pass (decode, timm eval transform, pooled features averaged over
+    the stage's default views: flip and centre crops) over ``paths`` on ``device``, in-process as the
+    stage runs it; and the image count. Seeded random weights: the speed does not depend on them."""
+    import timm
+    import torch
+
+    from vetset.plugins.embed.backbone import Backbone, _data_config
+    from vetset.plugins.embed.compute import embed_batches
+    from vetset.plugins.embed.options import EmbedOptions
+
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, num_classes=0).eval()
+    bb = Backbone(model, model_name, "weights", "-", "-", _data_config(model, None, None))
+    opts = EmbedOptions()
+    list(embed_batches(bb, paths[:batch_size], batch_size, opts.flip, device, crops=opts.crops))  # warm-up
+    t = time.perf_counter()
+    n = sum(len(ok) for _s, _f, ok in embed_batches(bb, paths, batch_size, opts.flip, device, crops=opts.crops))
+    return time.perf_counter() - t, n
+
+
 def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fiftyone-public", action="store_true",
                     help="write the audit's fields through FiftyOne's public API (VETSET_FIFTYONE_PUBLIC=1: "
                          "set_values per field, add_sample_field per field), to see what vetset.core._fiftyone saves")
+    ap.add_argument("--embed-model", default="resnet50",
+                    help="timm model of the embedding-pass line (default resnet50, the embed stage's default architecture)")
+    ap.add_argument("--embed-images", type=int, default=256, help="images of each folder the embedding pass times (default 256)")
+    ap.add_argument("--embed-only", action="store_true", help="time only the embedding pass")
     args = ap.parse_args(argv)
     from _common import private_database
     private_database()
@@ -113,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     import vetset.core  # noqa: F401  (offline defaults)
 
     rows = []
+    embed_rows: list[tuple[str, str, int, float]] = []
     for key, (archive, inner) in DATASETS.items():
         if args.only and not key.startswith(args.only):
             continue
@@ -121,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         for p in paths:  # page cache, so nobody pays the disk
             Path(p).read_bytes()
         n = len(paths)
+        for device in ["cpu"] + (["cuda"] if _cuda() else []):
+            sec, m = embed_pass(paths[: args.embed_images], args.embed_model, device)
+            embed_rows.append((key, device, m, sec))
+            print(f"  embedding pass ({args.embed_model}, {device}): {m} images in {sec:.2f} s", flush=True)
+        if args.embed_only:
+            continue
         print(f"{key}: {n} files in {root}; plain decode ...", flush=True)
         t_plain = plain_decode(paths)
         print(f"  plain decode {t_plain:.2f} s; CleanVision ({args.workers} workers) ...", flush=True)
@@ -130,6 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  vetset {t_vs:.2f} s (FiftyOne load before it: {t_load:.2f} s); stages {block['seconds']}", flush=True)
         rows.append((key, n, t_plain, t_cv, t_vs, t_load, drss))
 
+    from vetset.plugins.embed.options import EmbedOptions
+
+    print()
+    print(f"Embedding pass (the embed stage, in-process; {args.embed_model}, its default input size, flip and crops "
+          f"{EmbedOptions().crops} averaged, batch 32; torch threads={_threads()}):")
+    print(f"{'folder':<14} {'device':>6} {'images':>7} {'seconds':>8} {'images/s':>9}")
+    for key, device, m, sec in embed_rows:
+        print(f"{key:<14} {device:>6} {m:>7} {sec:>8.2f} {m / sec:>9.1f}")
+    if args.embed_only:
+        print(f"load average={os.getloadavg()[0]:.1f}")
+        return 0
     print()
     head = (f"{'folder':<14} {'images':>7} {'plain decode':>14} {'CleanVision':>14} {'vetset audit':>14} "
             f"{'speed vs CV':>12} {'time vs plain':>14} {'RSS +MB':>8} {'targets':>24}")

@@ -348,3 +348,25 @@ def test_crop_views_average_the_backbone_features(backbone_ckpt, embed_data):
     assert store_meta(bb, EmbedOptions())["crops"] == [0.8]
     with pytest.raises(ValueError, match="between 0 and 1"):
         EmbedOptions(crops=[1.2])
+
+
+def test_similarity_index_in_lancedb(tmp_path):
+    """The embedded vector-search backend for 10^6-10^7 images (README): the same index API."""
+    pytest.importorskip("lancedb", reason="the lancedb extra is not installed")
+    import fiftyone as fo
+
+    from vetset.plugins.embed.brain import SIMILARITY_KEY, register_similarity
+
+    ds = fo.Dataset()
+    try:
+        ds.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.jpg") for i in range(60)])
+        feats = np.random.default_rng(0).normal(size=(60, 16)).astype(np.float32)
+        feats[42] = feats[7] + 0.01  # a near copy of sample 7
+        register_similarity(ds, feats, "lancedb", {"uri": str(tmp_path / "lancedb")})
+        assert ds.get_brain_info(SIMILARITY_KEY).config.method == "lancedb"
+        ids = ds.values("id")
+        nearest = ds.sort_by_similarity(ids[7], k=2, brain_key=SIMILARITY_KEY).values("id")
+        assert nearest == [ids[7], ids[42]]
+        assert any((tmp_path / "lancedb").iterdir())
+    finally:
+        ds.delete()

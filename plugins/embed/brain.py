@@ -35,14 +35,23 @@ def map_method(n: int, max_tsne: int) -> str:
         return "tsne" if n <= max_tsne else "pca"
 
 
-def register_similarity(view: Any, embeddings: np.ndarray) -> str:
+def register_similarity(view: Any, embeddings: np.ndarray, backend: str = "sklearn",
+                        config: dict[str, Any] | None = None) -> str:
     """Register ``embeddings`` (``(len(view), D)``, rows in the view's order) as brain key
-    :data:`SIMILARITY_KEY` (sklearn backend, cosine metric); returns the key."""
+    :data:`SIMILARITY_KEY` (cosine metric); returns the key.
+
+    Args:
+        backend: a FiftyOne brain similarity backend: ``sklearn`` (in the database; up to
+            about 10^5 images), ``lancedb`` (embedded, files under ``config["uri"]``),
+            ``qdrant`` or ``milvus`` (servers; ``config`` gives their ``url``/``uri``, and
+            optionally ``collection_name``). See README "Embeddings at scale".
+        config: keyword arguments of the backend's config (``fob.compute_similarity``).
+    """
     import fiftyone.brain as fob
 
     _replace(view, SIMILARITY_KEY)
-    fob.compute_similarity(view, embeddings=np.asarray(embeddings, np.float32), backend="sklearn", metric="cosine",
-                           brain_key=SIMILARITY_KEY, progress=False)
+    fob.compute_similarity(view, embeddings=np.asarray(embeddings, np.float32), backend=backend, metric="cosine",
+                           brain_key=SIMILARITY_KEY, progress=False, **(config or {}))
     return SIMILARITY_KEY
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -127,6 +127,12 @@ class EmbedOptions(BaseModel):
         similarity_index: register the features as a FiftyOne brain similarity index
             (brain key ``vetset_similarity``, sklearn backend) so the App can sort by
             similarity.
+        similarity_backend: FiftyOne brain backend of that index: ``sklearn`` (stored in the
+            database, exact search; fine to about 10^5 images), ``lancedb`` (embedded files,
+            ``pip install 'vetset[lancedb]'``), ``qdrant`` or ``milvus`` (servers) for
+            10^6-10^7 images (README, "Embeddings at scale").
+        similarity_config: the backend's config keywords (``fob.compute_similarity``), e.g.
+            ``{uri: /data/lancedb}`` (lancedb) or ``{url: http://qdrant:6333}`` (qdrant).
         visualization: compute a 2-d map of the features (brain key ``vetset_embeddings``)
             for the App's Embeddings panel: UMAP when ``umap-learn`` is installed, else
             t-SNE up to ``visualization_max_tsne`` images, else PCA.
@@ -151,6 +157,8 @@ class EmbedOptions(BaseModel):
     duplicates: SimilarDuplicateOptions = SimilarDuplicateOptions()
     outliers: OutlierOptions = OutlierOptions()
     similarity_index: bool = True
+    similarity_backend: Literal["sklearn", "lancedb", "qdrant", "milvus"] = "sklearn"
+    similarity_config: dict[str, Any] = {}
     visualization: bool = True
     visualization_max_tsne: Count = Field(5000, ge=0)
 

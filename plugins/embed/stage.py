@@ -344,7 +344,9 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
     if options.similarity_index:
         from vetset.plugins.embed.brain import register_similarity
 
-        block["brain_keys"]["similarity"] = register_similarity(chosen, feats)
+        block["brain_keys"]["similarity"] = register_similarity(chosen, feats, options.similarity_backend,
+                                                               options.similarity_config)
+        block["brain_keys"]["similarity_backend"] = options.similarity_backend
     if options.visualization:
         from vetset.plugins.embed.brain import map_method, register_visualization
 

@@ -206,11 +206,12 @@ class AuditPanel(foo.Panel):
         if brain:  # written by the embed stage
             lines = []
             if "vetset_similarity" in brain:
-                lines.append("- **Similar images**: select samples, then *Sort by similarity* "
-                             "(brain key `vetset_similarity`)")
+                lines.append("- **Similar images**: select samples, then *Sort by image similarity* in the grid's "
+                             "actions, *Show similar samples*, then *Show results* (brain key `vetset_similarity`)")
             if "vetset_embeddings" in brain:
                 lines.append("- **Embedding map**: open the *Embeddings* panel, brain key `vetset_embeddings`; "
-                             "colour by `ground_truth`, `outlier_score` or tags")
+                             "*Color by* `ground_truth.label`, `outlier_score`, `embed_group`, or `label_quality` / "
+                             "`prediction` when label_noise / validate ran")
             panel.md("**Embeddings** (the embed stage)\n" + "\n".join(lines), name="embeddings")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=1))
 
