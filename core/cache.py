@@ -23,18 +23,23 @@ def cache_dir() -> Path:
     return Path(base) / "vetset"
 
 
-def cached_text(name: str, compute: Callable[[], str]) -> str:
+def cached_text(name: str, compute: Callable[[], str], valid: Callable[[str], bool] | None = None) -> str:
     """The text stored as ``<cache_dir>/<name>``, computed by ``compute()`` and stored when missing.
 
     ``name`` must say everything the text depends on (e.g. a package version), since an
-    existing entry is returned as it is. A cache folder that cannot be written (read-only
-    home, full disk) only costs the time: the computed text is returned.
+    existing entry is returned as it is when ``valid(text)`` is true (or ``valid`` is
+    ``None``); an entry that fails ``valid`` (truncated, emptied or edited by hand) is
+    computed again and replaced. A cache folder that cannot be written (read-only home,
+    full disk) only costs the time: the computed text is returned.
     """
     path = cache_dir() / name
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         pass
+    else:
+        if valid is None or valid(text):
+            return text
     text = compute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import gzip
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +128,16 @@ def plotly_js_gzip_b64() -> str:
 
         return base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
 
-    return cached_text(f"plotly-{version('plotly')}.js.gz.b64", compress)
+    return cached_text(f"plotly-{version('plotly')}.js.gz.b64", compress, valid=_gzip_b64_ok)
+
+
+def _gzip_b64_ok(text: str) -> bool:
+    """Whether ``text`` is base64 of a complete gzip stream (a truncated or emptied cache
+    file would otherwise be embedded into every report and its plots never drawn)."""
+    try:
+        return bool(gzip.decompress(base64.b64decode(text, validate=True)))
+    except (ValueError, OSError, EOFError, zlib.error):
+        return False
 
 
 @functools.lru_cache(maxsize=1)

@@ -25,8 +25,8 @@ def timm_catalog() -> dict[str, frozenset[str]]:
 
     ``models`` are ``timm.list_models()`` names (architectures, no tag), ``pretrained``
     ``timm.list_pretrained()`` names (``<arch>.<tag>``), ``optimizers``
-    ``timm.optim.list_optimizers()``. Empty sets when timm is not installed or the cached
-    file is unreadable JSON (callers then ask timm).
+    ``timm.optim.list_optimizers()``. Empty sets when timm is not installed (callers then
+    ask timm); a cached file that is not the lists' JSON is rebuilt.
     """
     try:
         name = f"timm-{version('timm')}-names.json"
@@ -40,11 +40,26 @@ def timm_catalog() -> dict[str, frozenset[str]]:
         return json.dumps({"models": timm.list_models(), "pretrained": timm.list_pretrained(),
                            "optimizers": list(list_optimizers())})
 
+    lists = _parse(cached_text(name, build, valid=lambda text: _parse(text) is not None)) or {}
+    return {key: frozenset(lists.get(key) or ()) for key in _KEYS}
+
+
+_KEYS = ("models", "pretrained", "optimizers")
+
+
+def _parse(text: str) -> dict[str, list[str]] | None:
+    """The three name lists of a cached file; ``None`` when it is not the JSON object
+    :func:`timm_catalog` writes (truncated, emptied, edited by hand), which is then rebuilt."""
     try:
-        data = json.loads(cached_text(name, build))
+        data = json.loads(text)
     except ValueError:
-        data = {}
-    return {key: frozenset(data.get(key) or ()) for key in ("models", "pretrained", "optimizers")}
+        return None
+    if not isinstance(data, dict):
+        return None
+    lists = {key: data.get(key) for key in _KEYS}
+    if not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in lists.values()):
+        return None
+    return lists
 
 
 def known_model(name: str) -> bool:
