@@ -102,3 +102,20 @@ def test_every_problem_of_a_recipe_is_reported_at_once(stages):
         parse_recipe(data, stages, "r.yaml")
     assert str(info.value) == ("Recipe r.yaml: stages.trian is not a known stage; known stages: train, report. Also: "
                                "stages.train.epoch: unknown key; allowed keys: epochs, model_name.")
+
+
+def test_label_noise_filter_by_typo_is_one_sentence():
+    """`filter_by` accepts cleanlab's values or `auto`: a typo names them all in one message, not one
+    per member of a type union (`filter_by.literal['prune_by_noise_rate', ...]: ...; filter_by.literal['auto']: ...`)."""
+    from vetset.plugins.label_noise.options import LabelNoiseOptions
+
+    reg: Registry = Registry("stage")
+    reg.add("label_noise", Stage(name="label_noise", run=lambda r, o: {}, options=LabelNoiseOptions), "test")
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({"name": "r", "stages": {"label_noise": {"filter_by": "autoo"}}}, reg, "r.yaml")
+    assert str(err.value) == (
+        "Recipe r.yaml is invalid: stages.label_noise.filter_by: Input should be 'auto', 'prune_by_noise_rate', "
+        "'prune_by_class', 'both', 'confident_learning', 'predicted_neq_given', 'low_normalized_margin' or "
+        "'low_self_confidence' (got 'autoo').")
+    ok = parse_recipe({"name": "r", "stages": {"label_noise": {"filter_by": "both"}}}, reg, "r.yaml")
+    assert ok.options("label_noise").filter_by == "both"

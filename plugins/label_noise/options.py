@@ -169,7 +169,7 @@ class LabelNoiseOptions(BaseModel):
     splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val", "test"],
                                                           min_length=1)
     include_augmented: bool = False
-    filter_by: FilterBy | Literal["auto"] = "auto"
+    filter_by: Literal["auto", FilterBy] = "auto"  # one Literal: one error line naming every value
     frac_noise: float = Field(1.0, gt=0, le=1)
     min_examples_per_class: Count = Field(1, ge=0)
     rank_by: RankBy = "self_confidence"
