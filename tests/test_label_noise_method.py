@@ -180,3 +180,38 @@ def test_filter_by_auto_follows_how_the_pred_probs_were_made():
         assert default_filter_by("embeddings", weights) == "low_self_confidence"
     assert default_filter_by("embeddings", "pretrained") == "prune_by_noise_rate"
     assert default_filter_by("pred_probs_file") == default_filter_by(None) == "prune_by_noise_rate"
+
+
+def test_auto_embeds_images_the_embed_stages_store_lacks_with_its_backbone(digits_dir, tmp_path):
+    """A `--resume` after files were added skips the embed stage; label_noise (auto: embeddings, from the embed
+    stage's features) embedded every image with random weights when the store lacked some. Now the missing
+    images are embedded with the embed stage's own backbone into its store."""
+    from vetset.plugins.embed.store import FeatureStore
+
+    rows = imagefolder_rows(digits_dir, per_class=12)
+    train = {"model_name": "resnet10t", "img_size": 32, "epochs": 1, "batch_size": 32, "workers": 0, "device": "cpu",
+             "warmup_epochs": 0}
+    embed = {"crops": [], "visualization": False, "similarity_index": False}
+    first = run_stages({"train": train, "embed": embed, "label_noise": {}}, write_manifest(rows[::2], tmp_path / "a.csv"),
+                       "ln-auto-partial", tmp_path / "out")
+    store_dir = first.results["embed"]["store"]["dir"]
+    assert len(FeatureStore(tmp_path / "out" / "embed" / "features", _meta(store_dir))) == len(rows[::2])
+    logs: list[str] = []
+    again = run_stages({"train": train, "embed": embed, "label_noise": {"n_folds": 3}},
+                       write_manifest(rows, tmp_path / "all.csv"), "ln-auto-partial", tmp_path / "out", resume=True,
+                       logs=logs)
+    assert "[embed] already done" in " ".join(logs)  # skipped: its store lacks the new half
+    block = again.results["label_noise"]
+    assert block["num_checked"] == len(rows)
+    assert block["features"]["source"] == "embed stage", logs
+    assert block["features"]["weights_file"] == str(tmp_path / "out" / "train" / "best.pt")
+    assert not any("random weights" in m for m in logs)
+    assert "stored features (resnet10t, run checkpoint weights)" in block["method_reason"]
+    assert len(FeatureStore(tmp_path / "out" / "embed" / "features", _meta(store_dir))) == len(rows)
+
+
+def _meta(store_dir: str) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(store_dir) / "meta.json").read_text())

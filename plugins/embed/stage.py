@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vetset.core.errors import RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage, ViewSpec
 from vetset.plugins.embed.options import EmbedOptions
@@ -386,6 +387,37 @@ def features_for(block: dict[str, Any], filepaths: Sequence[str], known_hashes: 
     if any(h is None for h in hashes) or not store.has(hashes).all():
         return None
     return store.get(hashes)
+
+
+def complete_features(block: dict[str, Any], filepaths: Sequence[str], known_hashes: Sequence[str | None],
+                      out_dir: str | Path | None, log: Any = print) -> np.ndarray | None:
+    """Like :func:`features_for`, but images the store lacks (files added or edited since the
+    embed stage ran, e.g. a ``--resume`` that skipped it) are embedded first with the embed
+    stage's own backbone and options, into its store.
+
+    Returns ``None`` when the backbone cannot be rebuilt with the same weights (the file
+    changed or is gone) or some files cannot be read; the caller then needs other features.
+    """
+    from vetset.plugins.embed.backbone import resolve_backbone
+    from vetset.plugins.embed.store import FeatureStore
+
+    feats = features_for(block, filepaths, known_hashes)
+    if feats is not None or not (block or {}).get("store") or not block.get("options") or not block.get("backbone"):
+        return feats
+    options = EmbedOptions.model_validate(block["options"])
+    try:
+        backbone, _why = resolve_backbone(options, out_dir)
+    except RecipeError:
+        return None
+    if backbone is None or backbone.weights_digest != block["backbone"].get("weights_digest"):
+        return None
+    store = FeatureStore(Path(block["store"]["dir"]).parent, store_meta(backbone, options))
+    if store.key != block["store"].get("key"):
+        return None
+    hashes = content_hashes(filepaths, known_hashes)
+    readable = [i for i, h in enumerate(hashes) if h is not None]
+    compute_features(backbone, options, store, [filepaths[i] for i in readable], [hashes[i] for i in readable], log)
+    return features_for(block, filepaths, hashes)
 
 
 def _tag_view(tag: str, sort: str, reverse: bool = False):

@@ -46,7 +46,9 @@ def feature_source(options: LabelNoiseOptions, embed_block: dict[str, Any] | Non
     tried = []
     bb = (embed_block or {}).get("backbone")
     if bb:
-        return "embed stage", f"the embed stage's stored features ({bb['model_name']}, {bb['source']} weights)", []
+        src = {"weights": f"weights file {bb.get('weights_file')}", "checkpoint": "run checkpoint weights"}.get(
+            bb["source"], f"{bb['source']} weights")  # not "weights weights" for stages.embed.weights
+        return "embed stage", f"the embed stage's stored features ({bb['model_name']}, {src})", []
     tried.append("no embed stage features in this run")
     if e.pretrained:
         from vetset.plugins.train.weights import pretrained_status

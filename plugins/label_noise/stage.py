@@ -118,7 +118,7 @@ def _embedding_features(run: Run, options: LabelNoiseOptions, fps: list[str]) ->
 
     From the first source :func:`vetset.plugins.label_noise.choose.feature_source` finds:
     the ``embeddings.weights`` file, the ``embed`` stage's stored features (same images by
-    content hash; nothing is recomputed), pretrained weights of ``embeddings.model_name``,
+    content hash; images its store lacks are embedded with its backbone and added), pretrained weights of ``embeddings.model_name``,
     this run's ``train/best.pt``; with none of them, random weights (said in the log).
     """
     from vetset.plugins.label_noise import pred_probs as oof
@@ -128,7 +128,7 @@ def _embedding_features(run: Run, options: LabelNoiseOptions, fps: list[str]) ->
     block = run.results.get("embed") or {}
     kind, _what, _tried = feature_source(options, block, run.out_dir)
     if kind == "embed stage":
-        from vetset.plugins.embed.stage import HASH_FIELD, features_for
+        from vetset.plugins.embed.stage import HASH_FIELD, complete_features
 
         ds = run.dataset
         known = ([h for h in ds.match({"filepath": {"$in": fps}}).values(HASH_FIELD)] if HASH_FIELD in
@@ -136,12 +136,13 @@ def _embedding_features(run: Run, options: LabelNoiseOptions, fps: list[str]) ->
         if known is not None:  # values() follows the dataset's order: map them back to fps
             by_path = dict(zip(ds.match({"filepath": {"$in": fps}}).values("filepath"), known))
             known = [by_path.get(f) for f in fps]
-        feats = features_for(block, fps, known or [None] * len(fps))
+        feats = complete_features(block, fps, known or [None] * len(fps), run.out_dir, run.log)
         if feats is not None:
             bb = block["backbone"]
             return feats, {"source": "embed stage", "model_name": bb["model_name"], "weights": bb["source"],
                            "weights_file": bb["weights_file"], "flip": bb.get("flip"), "dim": int(feats.shape[1])}
-        run.log("[label_noise] the embed stage's store lacks some of these images; embedding them here")
+        run.log("[label_noise] the embed stage's store lacks some of these images and its backbone cannot be "
+                "rebuilt with the same weights; embedding them here")
         kind, _what, _tried = feature_source(options, None, run.out_dir)
     if kind is None:
         run.log(f"[label_noise] embeddings from {e.model_name} with random weights (no stages.label_noise."
