@@ -370,3 +370,26 @@ def test_similarity_index_in_lancedb(tmp_path):
         assert any((tmp_path / "lancedb").iterdir())
     finally:
         ds.delete()
+
+
+@pytest.mark.parametrize("backend, module", [("lancedb", "lancedb"), ("qdrant", "qdrant_client")])
+def test_similarity_backend_without_its_package_stops_before_the_pass(digits_dir, tmp_path, backend, module):
+    """A backend whose package is missing failed in FiftyOne with a PackageError traceback (exit 1), after
+    the whole embedding pass and the field writes; now one sentence, exit 2, before any feature."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nstages:\n  embed: {{weights: {tmp_path / 'none.pt'}, similarity_backend: {backend}}}\n")
+    proc = subprocess.run([str(Path(sys.executable).parent / "recipes"), "run", str(recipe), "--data",
+                           str(Path(digits_dir) / "train"), "--dataset", f"t-embed-{backend}", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (f"stages.embed.similarity_backend: {backend} needs the Python package {module}, which is not installed"
+            in proc.stderr)
+    assert not (tmp_path / "out" / "embed" / "features").exists()

@@ -12,9 +12,12 @@ backend instead (README, "Embeddings at scale").
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
+
+from vetset.core.errors import RecipeError
 
 SIMILARITY_KEY = "vetset_similarity"
 VISUALIZATION_KEY = "vetset_embeddings"
@@ -33,6 +36,22 @@ def map_method(n: int, max_tsne: int) -> str:
         return "umap"
     except ImportError:
         return "tsne" if n <= max_tsne else "pca"
+
+
+#: The package each non-sklearn backend needs (what ``fiftyone.brain``'s backend checks with
+#: ``fou.ensure_package``), as ``(import name, pip name)``.
+BACKEND_PACKAGES = {"lancedb": ("lancedb", "'vetset[lancedb]'"), "qdrant": ("qdrant_client", "qdrant-client"),
+                    "milvus": ("pymilvus", "pymilvus")}
+
+
+def check_backend(backend: str) -> None:
+    """Raise :class:`~vetset.core.errors.RecipeError` when ``backend``'s package is not installed
+    (found with ``importlib.util.find_spec``, nothing imported), so a run stops before the
+    embedding pass instead of with FiftyOne's traceback after it."""
+    module, pip_name = BACKEND_PACKAGES.get(backend, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        raise RecipeError(f"stages.embed.similarity_backend: {backend} needs the Python package {module}, which is "
+                          f"not installed (pip install {pip_name}); or use similarity_backend: sklearn.")
 
 
 def register_similarity(view: Any, embeddings: np.ndarray, backend: str = "sklearn",

@@ -278,6 +278,10 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
                              "failed": [], "store": None, "duplicates": None, "outliers": None,
                              "brain_keys": {}, "warnings": say, "options": options.model_dump(mode="json"),
                              "metrics": {"embedded": 0}}
+    if options.similarity_index:
+        from vetset.plugins.embed.brain import check_backend
+
+        check_backend(options.similarity_backend)  # before the pass, not after it
     backbone, reason = resolve_backbone(options, run.out_dir)  # first: a skip costs no column read, no torch import
     if backbone is None:
         run.log(f"[embed] skipped: {reason}")
