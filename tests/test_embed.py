@@ -393,3 +393,16 @@ def test_similarity_backend_without_its_package_stops_before_the_pass(digits_dir
     assert (f"stages.embed.similarity_backend: {backend} needs the Python package {module}, which is not installed"
             in proc.stderr)
     assert not (tmp_path / "out" / "embed" / "features").exists()
+
+
+def test_mahalanobis_with_one_image_per_class():
+    """One image per class (a tiny dataset) left no within-class spread: LedoitWolf's precision was not positive
+    definite and the embed stage died with numpy's LinAlgError. The identity covariance is used instead."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 8)).astype(np.float32)
+    codes = label_codes(["a", "b", "c", "d"])
+    given = mahalanobis_scores(x, codes, "given")
+    assert np.array_equal(given, np.zeros(4))  # each image is its class's mean
+    extra = np.vstack([x, x[0] + 1.0])
+    scores = mahalanobis_scores(extra, np.append(codes, -1))  # an unlabelled row: nearest class mean
+    assert scores[4] == pytest.approx(8.0) and np.array_equal(scores[:4], np.zeros(4))

@@ -138,7 +138,8 @@ def mahalanobis_scores(features: np.ndarray, labels: np.ndarray, mode: str = "ne
 
     Returns:
         ``float64`` ``(N,)``, >= 0; higher = less like the dataset's classes. Units: squared
-        standard deviations of the shrunk shared covariance.
+        standard deviations of the shrunk shared covariance; squared feature units when no
+        class has two distinct images (identity covariance).
 
     Raises:
         ValueError: ``features`` and ``labels`` differ in length, or ``mode`` is unknown.
@@ -166,10 +167,16 @@ def mahalanobis_scores(features: np.ndarray, labels: np.ndarray, mode: str = "ne
     if len(fit_rows) > MAX_FIT_ROWS:
         fit_rows = np.sort(np.random.default_rng(seed).choice(fit_rows, MAX_FIT_ROWS, replace=False))
     residual = np.asarray(features[fit_rows], dtype=np.float64) - means[slot[labels[fit_rows]]]
-    precision = LedoitWolf(assume_centered=True).fit(residual).precision_
-    # (x - mu)^T P (x - mu) = |(x - mu) L|^2 with P = L L^T: whiten once, then Euclidean
-    # distances to the whitened class means (BLAS, N x C) instead of one cdist per class.
-    whiten = np.linalg.cholesky((precision + precision.T) / 2)
+    if not np.any(residual):
+        # every labelled class is one image (or identical images): no within-class spread to
+        # fit, so the identity covariance, i.e. class_mean's squared Euclidean distance
+        # (LedoitWolf's covariance would be zero and its precision not positive definite)
+        whiten = np.eye(features.shape[1])
+    else:
+        precision = LedoitWolf(assume_centered=True).fit(residual).precision_
+        # (x - mu)^T P (x - mu) = |(x - mu) L|^2 with P = L L^T: whiten once, then Euclidean
+        # distances to the whitened class means (BLAS, N x C) instead of one cdist per class.
+        whiten = np.linalg.cholesky((precision + precision.T) / 2)
     centres = means @ whiten
     out = np.empty(n)
     for start in range(0, n, CHUNK_ROWS):
