@@ -406,3 +406,24 @@ def test_mahalanobis_with_one_image_per_class():
     extra = np.vstack([x, x[0] + 1.0])
     scores = mahalanobis_scores(extra, np.append(codes, -1))  # an unlabelled row: nearest class mean
     assert scores[4] == pytest.approx(8.0) and np.array_equal(scores[:4], np.zeros(4))
+
+
+def test_rerun_without_brain_runs_drops_the_old_ones(embed_data, backbone_ckpt, tmp_path):
+    """A rerun with similarity_index/visualization off left the earlier run's brain runs, built on other features,
+    in the App as if current."""
+    from vetset.core.manager import Hooks
+
+    stages = {"embed": {"weights": str(backbone_ckpt), "crops": []}}
+    run = _run(stages, embed_data, "t-embed-brain-off", tmp_path, Hooks())
+    assert set(run.dataset.list_brain_runs()) == {"vetset_similarity", "vetset_embeddings"}
+    off = {"embed": {"weights": str(backbone_ckpt), "crops": [], "similarity_index": False, "visualization": False}}
+    from vetset.core.recipe import parse_recipe
+    from vetset.core.run import Run
+
+    hooks = Hooks()
+    again = Run(parse_recipe({"name": "t", "stages": off}, hooks.stages), hooks, dataset="t-embed-brain-off",
+                out_dir=tmp_path, log=lambda m: None)
+    again.execute()
+    assert again.results["embed"]["store"]["computed"] == 0 and again.results["embed"]["brain_keys"] == {}
+    assert again.dataset.list_brain_runs() == []
+    assert again.dataset.count_values("tags") == run.dataset.count_values("tags")

@@ -181,6 +181,17 @@ def _forget(ds: Any) -> None:
             ds.delete_brain_run(key)
 
 
+def _drop_brain_runs(ds: Any, similarity: bool, visualization: bool) -> None:
+    """Delete an earlier run's similarity index / embedding map that this run does not rebuild
+    (``similarity_index: false`` or ``visualization: false``): they describe old features."""
+    from vetset.plugins.embed.brain import SIMILARITY_KEY, VISUALIZATION_KEY
+
+    runs = ds.list_brain_runs()
+    for key, drop in ((SIMILARITY_KEY, similarity), (VISUALIZATION_KEY, visualization)):
+        if drop and key in runs:
+            ds.delete_brain_run(key)
+
+
 def _write(ds: Any, ids: list[str], values: dict[str, list], tags: dict[str, np.ndarray]) -> None:
     for field, vals in values.items():
         ds.set_values(field, dict(zip(ids, vals)), key_field="id")
@@ -346,6 +357,7 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
         tags.update(t)
     _write(ds, ids, values, tags)
     chosen = view.select(ids)
+    _drop_brain_runs(ds, similarity=not options.similarity_index, visualization=not options.visualization)
     if options.similarity_index:
         from vetset.plugins.embed.brain import register_similarity
 
