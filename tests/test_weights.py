@@ -71,6 +71,7 @@ def hub_unreachable(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
     monkeypatch.setattr(weights, "_probe_cache", {})
+    monkeypatch.setattr(weights, "_probe_pending", {})
     yield cache
     silent.close()
 
@@ -142,6 +143,22 @@ def test_offline_with_nothing_cached_is_one_sentence_and_writes_nothing(tmp_path
     import fiftyone as fo
 
     assert not fo.dataset_exists("t-weights-none")
+
+
+def test_a_probe_started_early_is_waited_for_not_asked_again(hub_unreachable):
+    from vetset.plugins.train import weights
+
+    weights.start_hub_probe(timeout=1.0)
+    weights.start_hub_probe(timeout=1.0)  # one request under way: the second call adds none
+    assert len(weights._probe_pending) == 1
+    time.sleep(0.8)  # the caller's own work, while the request hangs
+    t0 = time.monotonic()
+    assert weights.hub_reachable(timeout=1.0) is False
+    assert time.monotonic() - t0 < 0.9  # only what was left of timeout + 0.5 s, not a new request
+    assert weights._probe_pending == {}
+    t0 = time.monotonic()
+    assert weights.hub_reachable(timeout=1.0) is False  # the cached answer
+    assert time.monotonic() - t0 < 0.1
 
 
 def test_an_unreachable_hub_is_decided_in_seconds_and_auto_falls_back(hub_unreachable):

@@ -470,3 +470,18 @@ def vetset_register_report_sections(register):
 
     register(ReportSection("embed_duplicates", "Near duplicates from embeddings", render_duplicates, order=45))
     register(ReportSection("outliers", "Outliers", render_outliers, order=47))
+
+
+@hookimpl
+def vetset_on_dataset_loaded(run: Run) -> None:
+    """Begin the Hugging Face Hub reachability request that :func:`resolve_backbone` asks
+    when no pretrained weights are cached, so it overlaps with the stages before this one."""
+    if STAGE not in run.recipe.stage_names():
+        return
+    options = run.recipe.options(STAGE)
+    if options.weights or not (options.pretrained and options.model_name):
+        return
+    from vetset.plugins.train.weights import hub_offline, start_hub_probe, weights_cached_somewhere
+
+    if not hub_offline() and not weights_cached_somewhere():
+        start_hub_probe()

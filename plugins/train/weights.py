@@ -62,6 +62,8 @@ HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 Pretrained = bool | Literal["auto"]
 _probe_cache: dict[str, tuple[float, bool]] = {}
+#: Requests :func:`start_hub_probe` began: endpoint -> (thread, its answer list, deadline).
+_probe_pending: dict[str, tuple[threading.Thread, list[bool], float]] = {}
 
 
 def _hub_constants() -> Any:
@@ -80,21 +82,21 @@ def hub_cache_dir() -> str:
     return str(_hub_constants().HF_HUB_CACHE)
 
 
-def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether the Hugging Face Hub answers an HTTP request within ``timeout`` seconds.
+def start_hub_probe(timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Begin :func:`hub_reachable`'s request now, in its daemon thread, without waiting for it.
 
-    ``False`` without asking when ``HF_HUB_OFFLINE`` is set. Any HTTP answer (even an error
-    status) counts as reachable; a DNS failure, refused connection, or no answer in time
-    does not. The request runs in a daemon thread, so a resolver that hangs cannot hold
-    the caller past ``timeout`` + 0.5 s. Answers are cached per endpoint for
-    :data:`PROBE_TTL_S` seconds.
+    A later :func:`hub_reachable` in this process takes the answer (waiting at most what is
+    left of ``timeout`` + 0.5 s), so the request overlaps with other work (the embed stage
+    starts it when the dataset is loaded, and needs the answer only after the audit). Does
+    nothing when ``HF_HUB_OFFLINE`` is set, when an answer is cached, or when a request is
+    already under way.
     """
     if hub_offline():
-        return False
+        return
     endpoint = str(_hub_constants().ENDPOINT)
     hit = _probe_cache.get(endpoint)
-    if hit is not None and time.monotonic() - hit[0] < PROBE_TTL_S:
-        return hit[1]
+    if (hit is not None and time.monotonic() - hit[0] < PROBE_TTL_S) or endpoint in _probe_pending:
+        return
     answer: list[bool] = []
 
     def probe() -> None:
@@ -107,8 +109,29 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
             answer.append(False)
 
     thread = threading.Thread(target=probe, name="vetset-hub-probe", daemon=True)
+    _probe_pending[endpoint] = (thread, answer, time.monotonic() + timeout + 0.5)
     thread.start()
-    thread.join(timeout + 0.5)
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face Hub answers an HTTP request within ``timeout`` seconds.
+
+    ``False`` without asking when ``HF_HUB_OFFLINE`` is set. Any HTTP answer (even an error
+    status) counts as reachable; a DNS failure, refused connection, or no answer in time
+    does not. The request runs in a daemon thread, so a resolver that hangs cannot hold
+    the caller past ``timeout`` + 0.5 s; a request :func:`start_hub_probe` began earlier is
+    waited for instead of asking again. Answers are cached per endpoint for
+    :data:`PROBE_TTL_S` seconds.
+    """
+    if hub_offline():
+        return False
+    endpoint = str(_hub_constants().ENDPOINT)
+    hit = _probe_cache.get(endpoint)
+    if hit is not None and time.monotonic() - hit[0] < PROBE_TTL_S:
+        return hit[1]
+    start_hub_probe(timeout)
+    thread, answer, deadline = _probe_pending.pop(endpoint)
+    thread.join(max(0.0, deadline - time.monotonic()))
     ok = bool(answer and answer[0])
     _probe_cache[endpoint] = (time.monotonic(), ok)
     return ok
@@ -202,17 +225,26 @@ def no_pretrained_weights_here(probe_timeout: float = PROBE_TIMEOUT_S) -> str | 
         are not cached"`` or ``"the Hugging Face Hub cannot be reached and they are not
         cached"``), or ``None``.
     """
-    with contextlib.suppress(OSError):
-        if any(p.name.startswith("models--") for p in Path(hub_cache_dir()).iterdir()):
-            return None
-    with contextlib.suppress(OSError):
-        if any((torch_hub_dir() / "checkpoints").iterdir()):
-            return None
+    if weights_cached_somewhere():
+        return None
     if hub_offline():
         return "HF_HUB_OFFLINE is set and they are not cached"
     if hub_reachable(probe_timeout):
         return None
     return "the Hugging Face Hub cannot be reached and they are not cached"
+
+
+def weights_cached_somewhere() -> bool:
+    """Whether the Hugging Face hub cache holds any ``models--*`` repository or torch hub's
+    ``checkpoints`` folder any file (:func:`no_pretrained_weights_here`'s first test; no
+    timm or torch import)."""
+    with contextlib.suppress(OSError):
+        if any(p.name.startswith("models--") for p in Path(hub_cache_dir()).iterdir()):
+            return True
+    with contextlib.suppress(OSError):
+        if any((torch_hub_dir() / "checkpoints").iterdir()):
+            return True
+    return False
 
 
 def pretrained_status(model_name: str, probe_timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
