@@ -170,3 +170,55 @@ def test_rerun_audit_decodes_only_new_and_changed_files(hymenoptera_dir, tmp_pat
     decoded.clear()
     fourth = audit(fresh_name, tmp_path / "out")
     assert [Path(p).name for p in decoded] == [victim.name] and fourth["images_reused"] == 41
+
+
+def test_unchanged_rerun_reads_no_stored_values_and_an_outside_edit_is_undone(hymenoptera_dir, tmp_path, fresh_name,
+                                                                              hooks, monkeypatch):
+    """The audit's write keeps a digest of the values it stored and the samples' latest
+    ``last_modified_at``: an unchanged rerun neither reads nor writes samples; a sample edited
+    through FiftyOne since (a field cleared, a tag removed) is compared and written again."""
+    from vetset.core.recipe import load_recipe
+    from vetset.core.run import Run
+    from vetset.plugins.audit import _staging
+    from vetset.plugins.audit import stage as audit_stage
+
+    root = tmp_path / "h"
+    for cls in ("ants", "bees"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((hymenoptera_dir / "train" / cls).iterdir())[:6]:
+            shutil.copy(f, root / cls / f.name)
+    reads: list[int] = []
+    real = _staging.stored_fields
+
+    def counting(ds, ids, names):
+        reads.append(len(ids))
+        return real(ds, ids, names)
+
+    monkeypatch.setattr(_staging, "stored_fields", counting)
+
+    def audit() -> tuple[dict, object]:
+        run = Run(load_recipe("audit", hooks), hooks, data=root, dataset=fresh_name, out_dir=tmp_path / "out",
+                  log=lambda m: None)
+        run.load()
+        block = audit_stage.run_audit(run.dataset, audit_stage.AuditOptions(workers=0), hooks, run=run,
+                                      log=lambda m: None, cache_dir=run.stage_dir("audit"))
+        return block, run.dataset
+
+    first, ds = audit()
+    assert first["samples_written"] == 12
+    state = ds.info["vetset"]["audit_write"]
+    assert len(state["digest"]) == 40 and state["last_modified_at"]
+    reads.clear()
+    again, ds = audit()
+    assert again["samples_written"] == 0 and reads == []  # nothing read back, nothing written
+    for key in ("class_counts", "coverage", "tags", "metrics", "num_readable"):
+        assert again[key] == first[key], key
+    # break-it: an edit through FiftyOne's public API since the last audit
+    sample = ds.first()
+    before = sample["brightness"]
+    assert before is not None
+    sample["brightness"] = None
+    sample.save()
+    third, ds = audit()
+    assert reads == [12] and third["samples_written"] == 1
+    assert ds[sample.filepath]["brightness"] == before

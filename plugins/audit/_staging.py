@@ -8,8 +8,10 @@ columns into one ``UpdateOne`` per sample, :data:`WRITE_BATCH` samples at a time
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterable, Mapping
+import pickle
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -90,21 +92,27 @@ def _field(kind: str) -> Any:
     return {"float": fo.FloatField, "int": fo.IntField, "bool": fo.BooleanField, "str": fo.StringField}[kind]()
 
 
-def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
+def write_all(ctx: Any, old_tags: Iterable[str], previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write every staged field and the new issue tags of ``ctx`` in bulk (one pass, batched).
 
     Each sample whose stored values differ gets one ``UpdateOne`` that sets all staged
     fields and its tags: the current tags minus ``old_tags`` (those earlier audits wrote)
     plus the staged ones. The stored values are read first
     (:func:`vetset.core._fiftyone.stored_fields`, one query per batch), so an unchanged
-    rerun writes nothing.
+    rerun writes nothing. Cheaper still, when ``previous`` (the ``state`` an earlier call
+    returned, kept in ``dataset.info``) holds the same digest of every sample's id and new
+    values, and no sample of the view was modified since (the view's largest
+    ``last_modified_at``, which FiftyOne and :func:`vetset.core._fiftyone.update_samples`
+    set on every write, is the one recorded then), the stored values are those values and
+    nothing is read or written.
     Missing fields are declared first, in one schema update
     (:func:`vetset.core._fiftyone.declare_sample_fields`); the updates go through
     :func:`vetset.core._fiftyone.update_samples`, and read back through the public API
     (``values``, ``match_tags``...).
 
     Returns:
-        ``{"fields": [...], "tags": {tag: count}, "seconds": float}``.
+        ``{"fields": [...], "tags": {tag: count}, "samples_written": int, "seconds": float,
+        "state": {"digest": SHA-1 hex, "last_modified_at": ISO time or None}}``.
 
     Raises:
         PluginError: a staged field exists in the dataset with another type.
@@ -128,31 +136,46 @@ def write_all(ctx: Any, old_tags: Iterable[str]) -> dict[str, Any]:
     names = list(ctx.fields)
     tag_names = list(ctx.tags)
     tag_cols = [ctx.tags[t] for t in tag_names]
-    written = 0
-    for start in range(0, ctx.n, WRITE_BATCH):
-        stop = min(ctx.n, start + WRITE_BATCH)
-        cols = [_batch(ctx.fields[n][0], ctx.fields[n][1], start, stop) for n in names]
-        staged: list[list[str]] = [[] for _ in range(stop - start)]  # each sample's new tags, in tag order
-        for t, col in zip(tag_names, tag_cols):
-            for j in np.flatnonzero(col[start:stop]).tolist():
-                staged[j].append(t)
-        ids = ctx.ids[start:stop]
-        # compared with what is stored, unless every field is new (a first audit: every sample changes);
-        # a field declared now reads as None where no value is stored
-        stored = stored_fields(ds, ids, [*names, "tags"]) if len(new) < len(names) else None
-        docs, changed = [], []
-        for j, k in enumerate(range(start, stop)):
-            doc = {n: c[j] for n, c in zip(names, cols)}
-            tags = [t for t in (current[k] or ()) if t not in drop]
-            tags += staged[j]
-            doc["tags"] = tags
-            if stored is None or not _same(doc, stored[j]):
+    def batches() -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+        for start in range(0, ctx.n, WRITE_BATCH):
+            stop = min(ctx.n, start + WRITE_BATCH)
+            cols = [_batch(ctx.fields[n][0], ctx.fields[n][1], start, stop) for n in names]
+            staged: list[list[str]] = [[] for _ in range(stop - start)]  # each sample's new tags, in tag order
+            for t, col in zip(tag_names, tag_cols):
+                for j in np.flatnonzero(col[start:stop]).tolist():
+                    staged[j].append(t)
+            docs = []
+            for j, k in enumerate(range(start, stop)):
+                doc = {n: c[j] for n, c in zip(names, cols)}
+                doc["tags"] = [t for t in (current[k] or ()) if t not in drop] + staged[j]
                 docs.append(doc)
-                changed.append(ids[j])
-        update_samples(ds, changed, docs)
-        written += len(changed)
+            yield ctx.ids[start:stop], docs
+
+    digest = hashlib.sha1(pickle.dumps(names, protocol=4))
+    for ids, docs in batches():
+        digest.update(pickle.dumps((ids, docs), protocol=4))
+    state = {"digest": digest.hexdigest(), "last_modified_at": None}
+    written = 0
+    if not (previous and not new and previous.get("digest") == state["digest"]
+            and previous.get("last_modified_at") is not None
+            and previous["last_modified_at"] == _last_modified(ctx.view)):
+        for ids, docs in batches():
+            # compared with what is stored, unless every field is new (a first audit: every sample changes);
+            # a field declared now reads as None where no value is stored
+            stored = stored_fields(ds, ids, [*names, "tags"]) if len(new) < len(names) else None
+            changed = [(i, doc) for j, (i, doc) in enumerate(zip(ids, docs))
+                       if stored is None or not _same(doc, stored[j])]
+            update_samples(ds, [i for i, _ in changed], [doc for _, doc in changed])
+            written += len(changed)
+    state["last_modified_at"] = _last_modified(ctx.view)
     return {"fields": names, "tags": {t: int(c.sum()) for t, c in ctx.tags.items()},
-            "samples_written": written, "seconds": round(time.perf_counter() - t0, 3)}
+            "samples_written": written, "seconds": round(time.perf_counter() - t0, 3), "state": state}
+
+
+def _last_modified(view: Any) -> str | None:
+    """The largest ``last_modified_at`` of the samples of ``view`` (ISO, UTC), ``None`` when empty."""
+    latest = view.max("last_modified_at")
+    return latest.isoformat() if latest is not None else None
 
 
 def _same(doc: dict[str, Any], stored: dict[str, Any]) -> bool:

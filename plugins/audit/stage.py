@@ -466,7 +466,8 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
 
     info = dict(ds.info or {})
     vinfo = dict(info.get("vetset") or {})
-    written = write_all(ctx, vinfo.get("audit_tags", []))
+    written = write_all(ctx, vinfo.get("audit_tags", []), vinfo.get("audit_write"))
+    vinfo["audit_write"] = written["state"]
     vinfo["audit_tags"] = sorted((set(vinfo.get("audit_tags", [])) | set(ctx.tags)) - {"unreadable"})
     # the fields each check wrote, by kind: failure slices and drift find their properties here
     vinfo["audit_fields"] = {**(vinfo.get("audit_fields") or {}),
