@@ -250,12 +250,12 @@ def read_columns(view: Any) -> tuple[list[str], list[str], list[str | None], lis
     Equal labels are one string object and equal tag sets one tuple, so these columns cost
     a list slot per sample rather than a string or a list each.
     """
-    ids, filepaths, tags = view.values(["id", "filepath", "tags"])
-    if GT_FIELD in view.get_field_schema():
-        labels = view.values(f"{GT_FIELD}.label")
+    if GT_FIELD in view.get_field_schema():  # one query for the four columns
+        ids, filepaths, tags, labels = view.values(["id", "filepath", "tags", f"{GT_FIELD}.label"])
         shared: dict[str, str] = {}
         labels = [None if lab is None else shared.setdefault(lab, lab) for lab in labels]
     else:
+        ids, filepaths, tags = view.values(["id", "filepath", "tags"])
         labels = [None] * len(ids)
     tag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
     splits = []
