@@ -316,7 +316,7 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
             run.log(f"[iterate] round {r}: fine-tuning the kept model (round {best['round']}, {best['checkpoint']}) "
                     f"for {round_opts.epochs} epochs, seed {round_opts.seed}")
         out = fit(items_of(train_view, classes), items_of(val, classes), classes, round_opts,
-                  out_dir=rdir / "train", log=run.log, recipe=run.recipe.dump())
+                  out_dir=rdir / "train", log=run.log, resume=run.resume, recipe=run.recipe.dump())
         ckpt = str(rdir / "train" / "best.pt")
         field, key = f"predictions_round{r}", f"eval_round{r}"
         _predict_round(run, ckpt, field, classes, train_opts)
