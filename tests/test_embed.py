@@ -284,7 +284,7 @@ def test_skip_decided_without_torch(tmp_path):
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.splitlines()[0] == "None False False", out
-    assert "'resnet10t' (pretrained: auto, but HF_HUB_OFFLINE is set and they are not cached)" in out
+    assert "'resnet10t' (pretrained: true, but HF_HUB_OFFLINE is set and they are not cached)" in out
 
 
 def test_tsne_map_prints_nothing(capfd):

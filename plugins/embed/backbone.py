@@ -176,7 +176,7 @@ def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple
 
         nowhere = no_pretrained_weights_here()  # decides without importing timm/torch (seconds) when it can
         if nowhere:
-            tried.append(f"no pretrained weights for {options.model_name!r} (pretrained: auto, but {nowhere})")
+            tried.append(f"no pretrained weights for {options.model_name!r} (pretrained: true, but {nowhere})")
         else:
             bb, why = _pretrained(options.model_name, options.img_size)
             if bb is not None:
@@ -189,5 +189,6 @@ def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple
         tried.append(f"no trained checkpoint at {ckpt}")
     reason = ("no backbone with trained weights (" + "; ".join(tried or ["none allowed by the options"])
               + "): random weights describe no image content, so the embedding checks were skipped; set "
-              "stages.embed.weights to a weights file or checkpoint, or put embed after train in the recipe.")
+              "stages.embed.weights to a weights file or checkpoint, copy a Hugging Face cache that holds the "
+              "pretrained weights (HF_HUB_CACHE), or add a train stage before embed in the recipe.")
     return None, reason
