@@ -147,6 +147,18 @@ def fresh_name(request) -> str:
 
 
 @pytest.fixture
+def hub_offline_cache(tmp_path, monkeypatch):
+    """huggingface_hub in this process: offline, reading a cache folder laid out by the test."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+@pytest.fixture
 def hooks():
     from vetset.core.manager import Hooks
 

@@ -7,7 +7,6 @@ pretrained case lays out timm's ``test_resnet.r160_in1k`` in a Hugging Face cach
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from label_noise_data import flip_labels, imagefolder_rows, recall_precision, run_stages, write_manifest
 from test_weights import lay_out_hf_cache
 
@@ -15,17 +14,6 @@ from vetset.plugins.label_noise.choose import choose_method
 from vetset.plugins.label_noise.options import LabelNoiseOptions
 
 EMBED_BLOCK = {"backbone": {"model_name": "resnet50", "source": "pretrained"}}
-
-
-@pytest.fixture
-def hub_offline_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_auto_picks_kfold_without_trained_weights_and_says_why(tmp_path):

@@ -41,18 +41,6 @@ def lay_out_hf_cache(cache: Path, tag: str = TAG, seed: int = 7) -> dict[str, to
 
 
 @pytest.fixture
-def hub_offline_cache(tmp_path, monkeypatch):
-    """huggingface_hub in this process: offline, reading a cache folder laid out by the test."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-@pytest.fixture
 def hub_unreachable(tmp_path, monkeypatch):
     """Online mode, but the Hub endpoint is a socket that accepts connections and never answers
     (what a black-holed network looks like to the client: the request hangs until its timeout)."""
