@@ -29,6 +29,18 @@ more than 10% there; the figures are in the benchmark's output, not here):
   re-binding of each ``Sample``. ``benchmarks/augment_throughput.py`` (the paired
   per-image bookkeeping: "sample insert").
 
+* :func:`import_fiftyone` -- which modules ``import fiftyone`` loads: scikit-learn (with
+  SciPy's statistics and pandas behind it, most of the import's time) is imported by
+  ``fiftyone.core.plots`` only to bind two module names that are used when a plot is
+  drawn; vetset's commands bind them to stand-ins that import the real module on first
+  use. ``benchmarks/command_latency.py`` (``import fiftyone`` against
+  ``vetset.core._fiftyone.import_fiftyone()``).
+
+* :func:`dataset_stamps` -- reads FiftyOne's database with pymongo, without importing
+  fiftyone: the dataset document (``datasets`` collection), its saved views (``views``) and
+  its samples' ``last_modified_at``, so that an unchanged rerun is recognised before the
+  import. ``benchmarks/command_latency.py`` (the unchanged rerun).
+
 The stored forms vetset builds itself (:func:`image_metadata_doc`, :func:`classification_doc`)
 and the timestamp FiftyOne stores (:func:`now`) are here too, with their contract tests,
 so that the documents written through this module match FiftyOne's in one place.
@@ -37,13 +49,74 @@ so that the documents written through this module match FiftyOne's in one place.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import fiftyone as fo
+
+
+#: Modules ``fiftyone.core.plots.utils`` imports only to bind their names (``import
+#: sklearn.linear_model as skl``, ``import sklearn.metrics as skm``); :func:`import_fiftyone`
+#: binds stand-ins for them. The contract test checks that this is still all FiftyOne
+#: needs of scikit-learn at import time.
+DEFERRED_IMPORTS = ("sklearn", "sklearn.linear_model", "sklearn.metrics")
+
+
+class _Deferred(types.ModuleType):
+    """A stand-in for a module that imports the real one on first attribute access.
+
+    It is in ``sys.modules`` only while :func:`import_fiftyone` runs ``import fiftyone``;
+    afterwards only the names FiftyOne bound to it refer to it, and every attribute read
+    through them is the real module's.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        _release()  # never import the real module while a stand-in holds its sys.modules slot
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def _release() -> None:
+    for name in DEFERRED_IMPORTS:
+        if isinstance(sys.modules.get(name), _Deferred):
+            del sys.modules[name]
+
+
+def import_fiftyone() -> types.ModuleType:
+    """Import ``fiftyone`` without the modules it imports but uses only to draw plots.
+
+    ``import fiftyone`` imports scikit-learn (and through it SciPy's statistics and pandas)
+    to bind two module names in ``fiftyone.core.plots.utils``; here they are bound to
+    stand-ins (:data:`DEFERRED_IMPORTS`) that import the real module when an attribute is
+    first read, so a FiftyOne plot still works and a later ``import sklearn`` is the real
+    one. When fiftyone or scikit-learn is already imported this is a plain import.
+    Call it from a command's process before anything else imports fiftyone (the ``recipes``
+    CLI does); ``VETSET_FIFTYONE_PUBLIC=1`` turns it into a plain import.
+
+    Returns:
+        The ``fiftyone`` module.
+    """
+    if "fiftyone" in sys.modules or any(n in sys.modules for n in DEFERRED_IMPORTS) \
+            or os.environ.get("VETSET_FIFTYONE_PUBLIC", "") not in ("", "0"):
+        import fiftyone
+
+        return fiftyone
+    stand_ins = {name: _Deferred(name) for name in DEFERRED_IMPORTS}
+    for name, module in stand_ins.items():
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(stand_ins[parent], child, module)  # ``import a.b as x`` reads ``a.b``
+    sys.modules.update(stand_ins)
+    try:
+        import fiftyone
+    finally:
+        _release()
+    return fiftyone
 
 
 def _internal(obj: Any, name: str) -> Any:
@@ -293,3 +366,54 @@ def image_metadata_doc(size_bytes: int, mime_type: str | None, width: int, heigh
 __all__ = ["classification_doc", "declare_sample_fields", "image_metadata_doc", "insert_samples", "now", "save_views",
            "stored_fields",
            "update_samples"]
+
+
+def dataset_stamps(uri: str, database: str, name: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
+    """What changes when anything stored for dataset ``name`` changes, read with pymongo
+    from FiftyOne's database without importing fiftyone.
+
+    FiftyOne keeps one document per dataset in the ``datasets`` collection (its fields,
+    info, classes, saved-view and run references, ``last_modified_at``), its saved views in
+    ``views`` and its samples in the collection the document names
+    (``sample_collection_name``), each sample with ``last_modified_at``, which every
+    FiftyOne write sets.
+
+    Args:
+        uri: the database URI (``FIFTYONE_DATABASE_URI``).
+        database: the database name (``fo.config.database_name``).
+        name: the dataset name.
+        timeout_s: how long to wait for the server.
+
+    Returns:
+        ``{"dataset": sha256 of the dataset document without last_loaded_at, "views": sha256
+        of its saved views, "samples": count, "samples_modified": ISO time of the latest
+        sample change or None}``, or ``None`` when there is no such dataset.
+
+    Raises:
+        pymongo.errors.PyMongoError: the server cannot be reached or refused the read.
+    """
+    import hashlib
+    import json
+
+    from pymongo import MongoClient
+
+    def digest(obj: Any) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+    client: Any = MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000), appname="vetset-stamps")
+    try:
+        db = client[database]
+        doc = db["datasets"].find_one({"name": name})
+        if doc is None:
+            return None
+        doc.pop("last_loaded_at", None)  # set by every fo.load_dataset, a read
+        views = sorted(db["views"].find({"_dataset_id": doc["_id"]}), key=lambda v: str(v["_id"]))
+        for v in views:
+            v.pop("last_loaded_at", None)
+        samples = list(db[doc["sample_collection_name"]].aggregate(
+            [{"$group": {"_id": None, "n": {"$sum": 1}, "last": {"$max": "$last_modified_at"}}}]))
+        count, last = (samples[0]["n"], samples[0]["last"]) if samples else (0, None)
+        return {"dataset": digest(doc), "views": digest(views), "samples": count,
+                "samples_modified": last.isoformat() if last is not None else None}
+    finally:
+        client.close()

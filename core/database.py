@@ -89,6 +89,12 @@ def configured_uri() -> str | None:
     return os.environ.get("FIFTYONE_DATABASE_URI") or _fiftyone_config_file().get("database_uri") or None
 
 
+def database_name() -> str:
+    """``fo.config.database_name``: ``FIFTYONE_DATABASE_NAME``, else the config file's
+    ``database_name``, else FiftyOne's default ``fiftyone``."""
+    return os.environ.get("FIFTYONE_DATABASE_NAME") or _fiftyone_config_file().get("database_name") or "fiftyone"
+
+
 #: Seconds :func:`check_uri_answers` waits for a TCP connection to each host of the URI.
 CONNECT_CHECK_S = 3.0
 

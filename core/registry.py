@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from vetset.core.errors import PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from vetset.core.manager import Hooks
     from vetset.core.report_kit import Action
 
@@ -65,6 +67,13 @@ class Stage:
             registries; :attr:`vetset.core.manager.Hooks.stages` holds its answer (the
             audit's options model gets every registered check's options under ``checks``,
             its ``worker_modules`` every check's ``compute`` module).
+        reuse_key: optional ``reuse_key(options, out_dir) -> JSON-able | None``: what,
+            besides the stage's options, the source files and the dataset, decides the
+            stage's result (``{}`` when nothing does), computed without importing FiftyOne or
+            torch; ``None`` when it cannot say. A run whose recipe has only stages with a
+            key reuses the previous result when nothing it read has changed
+            (:mod:`vetset.core.rerun`); a stage without one (training) makes its recipe run
+            in full every time.
     """
 
     name: str
@@ -73,6 +82,7 @@ class Stage:
     description: str = ""
     worker_modules: tuple[str, ...] = ()
     bind: Callable[[Stage, Hooks], Stage] | None = None
+    reuse_key: Callable[[Any, Path], Any] | None = None
 
 
 @dataclass(frozen=True)

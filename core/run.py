@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vetset.core import __version__
+from vetset.core import __version__, rerun
 from vetset.core._fiftyone import save_views
 from vetset.core.dataset import LoadSummary, load_dataset
 from vetset.core.errors import ChecksFailed, VetsetError
@@ -174,6 +174,10 @@ class Run:
         self.result["fail_on"] = evaluate_fail_on(self.result, self.recipe.fail_on)
         self.save()
         self.hooks.on_run_finished(self, self.result)
+        inputs = rerun.record(self.recipe, self.hooks, self.data, self.dataset.name, self.out_dir)
+        if inputs is not None:  # what the next run compares to reuse this result (vetset.core.rerun)
+            self.result["inputs"] = inputs
+            self.save()
         if self.result["fail_on"]["failures"]:
             raise ChecksFailed(self.result["fail_on"]["failures"])
         return self.result

@@ -52,10 +52,14 @@ def _check_inputs(data: Path | None, dataset: str | None) -> None:
 def _database(preload: bool = True) -> None:
     """Point FiftyOne at the shared database server before fiftyone is imported (starting
     the server in the background when none runs: see :mod:`vetset.core.database`), import
-    fiftyone while ``mongod`` starts, then wait until it accepts connections."""
+    fiftyone (without what it imports only to draw plots:
+    :func:`vetset.core._fiftyone.import_fiftyone`) while ``mongod`` starts, then wait until
+    it accepts connections."""
     lease = ensure_server(wait=False)
-    if preload and lease is not None and lease._thread is not None:
-        import fiftyone  # noqa: F401  (about 3 s of imports, overlapping mongod's start)
+    if preload:  # the imports overlap mongod's start when it was not running
+        from vetset.core._fiftyone import import_fiftyone
+
+        import_fiftyone()
     if lease is not None:
         lease.wait()
 
@@ -125,6 +129,8 @@ def run(
     dataset: str | None = typer.Option(None, "--dataset", help="FiftyOne dataset name (default: vetset-<folder>)."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: ./vetset-runs/<dataset>)."),
     resume: bool = typer.Option(False, "--resume", help="Skip finished stages and continue interrupted training."),
+    force: bool = typer.Option(False, "--force",
+                               help="Run every stage even when nothing the last run in --out read has changed."),
     nproc: int | None = typer.Option(None, "--nproc", min=1,
                                         help="Train on N processes (torchrun, DistributedDataParallel; one per GPU); "
                                              "overrides stages.train.nproc."),
@@ -156,6 +162,8 @@ def run(
         from vetset.plugins.train.stage import check_options
 
         check_options(rec.options("train"))
+    if not (force or resume) and _reuse(rec, hooks, data, dataset, out):
+        return
     _database()
     the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
                   log=lambda msg: console.print(msg, markup=False, highlight=False))
@@ -184,6 +192,36 @@ def run(
         sys.stderr.flush()
         os._exit(130)
     _print_summary(result)
+
+
+def _reuse(rec, hooks, data: Path | None, dataset: str | None, out: Path | None) -> bool:
+    """Print the last run's result and return True when nothing it read has changed
+    (:mod:`vetset.core.rerun`); decided before FiftyOne or torch is imported."""
+    from vetset.core.dataset import default_dataset_name
+    from vetset.core.rerun import reusable
+    from vetset.core.result import RESULT_FILE, evaluate_fail_on
+    from vetset.core.run import DEFAULT_RUNS_DIR
+
+    name = dataset or (default_dataset_name(data) if data is not None else None)
+    if name is None:
+        return False
+    out_dir = out.expanduser().resolve() if out else (Path.cwd() / DEFAULT_RUNS_DIR / name).resolve()
+    lease = ensure_server(wait=False)
+    previous = reusable(rec, hooks, data, name, out_dir, wait_for_database=lease.wait if lease else None)
+    if previous is None:
+        return False
+    console.print(f"nothing changed since the run that finished at {previous['finished_at']} (the source, the "
+                  f"dataset, the recipe, the outputs, vetset): its results are kept; --force runs it again",
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"dataset: {name}  results: {out_dir / RESULT_FILE}", markup=False, highlight=False, soft_wrap=True)
+    for res in previous.get("stages", {}).values():
+        if isinstance(res, dict) and res.get("report_html"):
+            console.print(f"report html: {res['report_html']}", markup=False, highlight=False, soft_wrap=True)
+    _print_summary(previous, kept=True)
+    failures = evaluate_fail_on(previous, rec.fail_on)["failures"]
+    if failures:
+        raise ChecksFailed(failures)
+    return True
 
 
 def _stop_on_signals() -> None:
@@ -250,10 +288,10 @@ def _print_where(the_run) -> None:
             markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_summary(result: dict) -> None:
+def _print_summary(result: dict, kept: bool = False) -> None:
     for line in diagnosis_lines(result):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"done in {result.get('duration_s', 0):.1f} s: " +
+    console.print(f"{'the kept run took' if kept else 'done in'} {result.get('duration_s', 0):.1f} s: " +
                   ", ".join(f"{k} {v:.1f} s" for k, v in result.get("stage_times_s", {}).items()),
                   markup=False, highlight=False)
 

@@ -287,3 +287,63 @@ def test_vetset_fiftyone_public_takes_the_public_path(names, monkeypatch):
     monkeypatch.delenv("VETSET_FIFTYONE_PUBLIC")
     door.update_samples(Watched(ds), ids[:1], [{"score": 1.5}])
     assert Watched.asked == ["_bulk_write"] and ds.sort_by("filepath").values("score")[0] == 1.5
+
+
+def test_import_fiftyone_defers_only_what_plots_use():
+    """In a new process: ``import_fiftyone`` leaves scikit-learn unimported, FiftyOne's
+    plot helpers still reach the real scikit-learn, and a later ``import sklearn`` is it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vetset.core._fiftyone import import_fiftyone, DEFERRED_IMPORTS\n"
+        "fo = import_fiftyone()\n"
+        "assert 'sklearn.base' not in sys.modules, 'scikit-learn was imported'\n"
+        "assert not any(n in sys.modules for n in DEFERRED_IMPORTS), 'a stand-in is left in sys.modules'\n"
+        "import fiftyone.core.plots.utils as pu\n"
+        "import sklearn.metrics\n"
+        "assert pu.skm.confusion_matrix is sklearn.metrics.confusion_matrix\n"
+        "assert pu.skl.LinearRegression.__module__.startswith('sklearn.linear_model')\n"
+        "import numpy as np\n"
+        "cm = pu.skm.confusion_matrix(['a', 'b', 'a'], ['a', 'a', 'a'], labels=['a', 'b'])\n"
+        "assert cm.tolist() == [[2, 0], [1, 0]], cm\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_dataset_stamps_change_with_every_write_and_not_with_a_read(names):
+    import os
+
+    import fiftyone as fo
+
+    from vetset.core.database import database_name
+
+    uri, db = os.environ["FIFTYONE_DATABASE_URI"], database_name()
+    assert db == fo.config.database_name
+    name = names("stamps")
+    assert door.dataset_stamps(uri, db, name) is None
+    ds = fo.Dataset(name, persistent=True)
+    ds.add_samples(_samples(4))
+    seen = [door.dataset_stamps(uri, db, name)]
+    assert seen[0]["samples"] == 4 and seen[0]["samples_modified"] is not None
+
+    fo.load_dataset(name).count()  # a read: the same stamps
+    assert door.dataset_stamps(uri, db, name) == seen[0]
+
+    def changed(write) -> None:
+        write()
+        now = door.dataset_stamps(uri, db, name)
+        assert now not in seen, write
+        seen.append(now)
+
+    changed(lambda: ds.take(1, seed=1).tag_samples("reviewed"))
+    changed(lambda: ds.set_values("score", [0.1, 0.2, 0.3, 0.4]))
+    changed(lambda: ds.delete_samples(ds.first()))
+    changed(lambda: ds.add_sample(fo.Sample(filepath="/data/c/new.jpg")))
+    changed(lambda: setattr(ds, "info", {"owner": "someone"}) or ds.save())
+    changed(lambda: ds.save_view("mine", ds.limit(2)))
+    changed(lambda: ds.delete_saved_view("mine"))
+    changed(lambda: ds.delete_sample_field("score"))

@@ -525,4 +525,5 @@ def _audit_stage(run: Run, options: AuditOptions) -> dict[str, Any]:
 def vetset_register_stages(register):
     register(Stage("audit", _audit_stage, AuditOptions,
                    "audit balance, coverage (orientation/colour/clarity), quality, duplicates/leakage, unreadable files",
-                   worker_modules=WORKER_PRELOAD, bind=bind_to_checks))
+                   worker_modules=WORKER_PRELOAD, bind=bind_to_checks,
+                   reuse_key=lambda options, out_dir: {}))  # the files, the dataset and the options decide

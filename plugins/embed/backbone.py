@@ -21,6 +21,7 @@ the feature store's key, so retrained weights never reuse stale features.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,36 @@ def _pretrained(model_name: str, img_size: int | None) -> tuple[Backbone | None,
                     _data_config(model, None, img_size)), ""
 
 
+def _sources(options: EmbedOptions, out_dir: str | Path | None, tried: list[str]) -> Iterator[tuple[str, Any]]:
+    """Where :func:`resolve_backbone` looks for weights, in its order, without loading any:
+    ``("file", path)``, ``("pretrained", model name)``, ``("checkpoint", path)``; a place
+    that has none adds its sentence to ``tried``."""
+    if options.weights:
+        yield "file", options.weights
+        return
+    if options.pretrained and options.model_name:
+        from vetset.plugins.train.weights import no_pretrained_weights_here
+
+        nowhere = no_pretrained_weights_here()  # decides without importing timm/torch (seconds) when it can
+        if nowhere:
+            tried.append(f"no pretrained weights for {options.model_name!r} (pretrained: true, but {nowhere})")
+        else:
+            yield "pretrained", options.model_name
+    if options.use_run_checkpoint and out_dir is not None:
+        ckpt = Path(out_dir) / RUN_CHECKPOINT
+        if ckpt.is_file():
+            yield "checkpoint", ckpt
+        else:
+            tried.append(f"no trained checkpoint at {ckpt}")
+
+
+def _no_backbone(tried: list[str]) -> str:
+    return ("no backbone with trained weights (" + "; ".join(tried or ["none allowed by the options"])
+            + "): random weights describe no image content, so the embedding checks were skipped; set "
+            "stages.embed.weights to a weights file or checkpoint, copy a Hugging Face cache that holds the "
+            "pretrained weights (HF_HUB_CACHE), or add a train stage before embed in the recipe.")
+
+
 def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple[Backbone | None, str]:
     """The backbone the options and the run folder allow, or ``None`` and the reason.
 
@@ -168,27 +199,31 @@ def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple
     Raises:
         RecipeError: a ``weights`` file that is missing or does not fit.
     """
-    if options.weights:
-        return load_backbone_file(options.weights, options.model_name, options.img_size), ""
-    tried = []
-    if options.pretrained and options.model_name:
-        from vetset.plugins.train.weights import no_pretrained_weights_here
+    tried: list[str] = []
+    for kind, where in _sources(options, out_dir, tried):
+        if kind == "file":
+            return load_backbone_file(where, options.model_name, options.img_size), ""
+        if kind == "checkpoint":
+            return load_backbone_file(where, None, options.img_size, option="train/best.pt", source="checkpoint"), ""
+        bb, why = _pretrained(where, options.img_size)
+        if bb is not None:
+            return bb, ""
+        tried.append(why)
+    return None, _no_backbone(tried)
 
-        nowhere = no_pretrained_weights_here()  # decides without importing timm/torch (seconds) when it can
-        if nowhere:
-            tried.append(f"no pretrained weights for {options.model_name!r} (pretrained: true, but {nowhere})")
-        else:
-            bb, why = _pretrained(options.model_name, options.img_size)
-            if bb is not None:
-                return bb, ""
-            tried.append(why)
-    if options.use_run_checkpoint and out_dir is not None:
-        ckpt = Path(out_dir) / RUN_CHECKPOINT
-        if ckpt.is_file():
-            return load_backbone_file(ckpt, None, options.img_size, option="train/best.pt", source="checkpoint"), ""
-        tried.append(f"no trained checkpoint at {ckpt}")
-    reason = ("no backbone with trained weights (" + "; ".join(tried or ["none allowed by the options"])
-              + "): random weights describe no image content, so the embedding checks were skipped; set "
-              "stages.embed.weights to a weights file or checkpoint, copy a Hugging Face cache that holds the "
-              "pretrained weights (HF_HUB_CACHE), or add a train stage before embed in the recipe.")
-    return None, reason
+
+def reuse_key(options: EmbedOptions, out_dir: Path) -> dict[str, Any] | None:
+    """The embed stage's :attr:`vetset.core.registry.Stage.reuse_key`: the weights
+    :func:`resolve_backbone` would load, as ``[path, size, mtime_ns]`` of their file, or
+    the sentence it would skip the stage with; ``None`` (the run goes in full) when they
+    would be pretrained weights, which only timm's resolver can name, or the file is gone."""
+    tried: list[str] = []
+    for kind, where in _sources(options, out_dir, tried):
+        if kind == "pretrained":
+            return None
+        try:
+            st = Path(where).expanduser().stat()
+        except OSError:
+            return None
+        return {kind: [str(Path(where).expanduser().resolve()), st.st_size, st.st_mtime_ns]}
+    return {"skipped": _no_backbone(tried)}

@@ -44,6 +44,7 @@ import numpy as np
 from vetset.core.errors import RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage, ViewSpec
+from vetset.plugins.embed.backbone import reuse_key
 from vetset.plugins.embed.options import EmbedOptions
 
 if TYPE_CHECKING:
@@ -449,7 +450,8 @@ def _tag_view(tag: str, sort: str, reverse: bool = False):
 @hookimpl
 def vetset_register_stages(register):
     register(Stage(STAGE, run_stage, EmbedOptions,
-                   "embed images with a timm backbone; near duplicates/leakage by cosine similarity, outliers"))
+                   "embed images with a timm backbone; near duplicates/leakage by cosine similarity, outliers",
+                   reuse_key=reuse_key))
 
 
 @hookimpl

@@ -168,7 +168,8 @@ def rebuild_report(dataset_name: str, out: str | os.PathLike | None, hooks: Any,
 @hookimpl
 def vetset_register_stages(register):
     register(Stage("report", run_report, ReportOptions,
-                   "Write the self-contained HTML report, a Markdown summary and result.json"))
+                   "Write the self-contained HTML report, a Markdown summary and result.json",
+                   reuse_key=lambda options, out_dir: {}))  # the results and the dataset decide
 
 
 @hookimpl
