@@ -31,6 +31,9 @@ def test_unchanged_rerun_keeps_the_result_and_any_change_runs_in_full(digits_dir
     assert first.returncode == 0, first.stderr
     assert KEPT not in first.stdout
     result = json.loads((out / "result.json").read_text())
+    from vetset.core.result_schema import validate_result
+
+    validate_result(result, "result.json")
     inputs = result["inputs"]
     assert inputs["version"] == 1 and inputs["dataset"]["samples"] == 24
     assert set(inputs["stages"]) == {"audit", "embed", "report"}
