@@ -220,5 +220,18 @@ def test_unchanged_rerun_reads_no_stored_values_and_an_outside_edit_is_undone(hy
     sample["brightness"] = None
     sample.save()
     third, ds = audit()
-    assert reads == [12] and third["samples_written"] == 1
+    assert reads == [1] and third["samples_written"] == 1  # only the edited sample is read back (stored.pkl)
     assert ds[sample.filepath]["brightness"] == before
+    # a new file: it is read back and written (with any sample whose dataset-level tags it
+    # changed); the others' values have the digests kept in stored.pkl and are not read
+    shutil.copy(sorted((hymenoptera_dir / "val" / "bees").iterdir())[0], root / "bees" / "new.jpg")
+    reads.clear()
+    fourth, ds = audit()
+    assert fourth["num_images"] == 13 and 1 <= sum(reads) <= 3 and fourth["samples_written"] == sum(reads)
+    assert ds[str(root / "bees" / "new.jpg")]["brightness"] is not None
+    # a damaged stored.pkl and one more file: every sample is compared again, as before the file existed
+    (tmp_path / "out" / "audit" / "stored.pkl").write_bytes(b"not a pickle")
+    shutil.copy(sorted((hymenoptera_dir / "val" / "bees").iterdir())[1], root / "bees" / "new2.jpg")
+    reads.clear()
+    fifth, _ = audit()
+    assert sum(reads) == 14 and 1 <= fifth["samples_written"] <= 3

@@ -30,6 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -42,6 +43,10 @@ from vetset.core.recipe import Count
 from vetset.core.registry import Check, Stage
 from vetset.plugins.audit._incremental import MAX_IMAGES as MAX_CACHED_IMAGES
 from vetset.plugins.audit._incremental import PassCache, cache_key
+
+#: Digests of the values the audit stored for each sample, next to the image pass's records
+#: (:func:`vetset.plugins.audit._staging.write_all`).
+STORED_FILE = "stored.pkl"
 
 if TYPE_CHECKING:  # pragma: no cover
     from vetset.core.manager import Hooks
@@ -466,7 +471,8 @@ def run_audit(dataset_or_view: Any, options: AuditOptions | None = None, hooks: 
 
     info = dict(ds.info or {})
     vinfo = dict(info.get("vetset") or {})
-    written = write_all(ctx, vinfo.get("audit_tags", []), vinfo.get("audit_write"))
+    written = write_all(ctx, vinfo.get("audit_tags", []), vinfo.get("audit_write"),
+                        digests_file=Path(cache_dir) / STORED_FILE if cache_dir is not None else None)
     vinfo["audit_write"] = written["state"]
     vinfo["audit_tags"] = sorted((set(vinfo.get("audit_tags", [])) | set(ctx.tags)) - {"unreadable"})
     # the fields each check wrote, by kind: failure slices and drift find their properties here
