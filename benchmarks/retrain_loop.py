@@ -24,7 +24,13 @@ Data sets (from ``../shared/data``; skipped when absent):
 Usage::
 
     .venv/bin/python benchmarks/retrain_loop.py [--epochs 3] [--seeds 0 1 2] [--data antsbees cifar planted]
-        [--model test_resnet]
+        [--model test_resnet] [--no-single] [--save-slices DIR]
+
+``--no-single`` runs the loop only (enough for the planted case's slice rank and error);
+``--save-slices DIR`` writes, per loop run, ``DIR/<data>-<seed>.npz``: the val samples'
+``gt``, ``pred0`` and ``pred1`` (round 0 and round 1 predictions), each slice property's
+membership (``member/<name>``, bool ``(n, bins)``) and ``properties`` (JSON of
+:meth:`Property.to_dict`), so the slice ranking can be studied without training again.
 """
 
 from __future__ import annotations
@@ -94,6 +100,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--start", choices=["kept", "scratch"], default="kept",
                         help="iterate rounds fine-tune the kept model (kept) or train from scratch")
+    parser.add_argument("--no-single", action="store_true", help="skip the single run (loop only)")
+    parser.add_argument("--save-slices", type=Path, default=None,
+                        help="folder for the loop runs' slice inputs (<data>-<seed>.npz)")
     args = parser.parse_args()
     private_database()
 
@@ -125,7 +134,7 @@ def main() -> None:
                      "seed": seed, "threads": args.threads, "workers": 0}
             validate = {"workers": 0, "brain": False}
             t0 = time.perf_counter()
-            single = one_run(f"bench-loop-{key}-{seed}-single", root, work / f"{key}-{seed}-single",
+            single = None if args.no_single else one_run(f"bench-loop-{key}-{seed}-single", root, work / f"{key}-{seed}-single",
                              {"audit": {"workers": 0}, "train": {**train, "epochs": 2 * args.epochs},
                               "validate": validate}, hooks)
             t_single = time.perf_counter() - t0
@@ -140,10 +149,13 @@ def main() -> None:
             classes = loop["result"]["stages"]["validate"]["classes"]
             index = {c: i for i, c in enumerate(classes)}
             # the same val images in both datasets: align by file path
-            sv = single["dataset"].match_tags("val")
             lv = loop["dataset"].match_tags("val")
-            s_pred = dict(zip(sv.values("filepath"), sv.values("predictions.label")))
             paths, gt, l_pred = lv.values(["filepath", "ground_truth.label", f"{kept['pred_field']}.label"])
+            if args.save_slices:
+                save_slice_inputs(loop, args.save_slices / f"{key}-{seed}.npz")
+            sv = (loop if single is None else single)["dataset"].match_tags("val")  # no single: loop vs round 0
+            s_pred = dict(zip(sv.values("filepath"),
+                              sv.values(("predictions_round0" if single is None else "predictions") + ".label")))
             y = np.array([index[g] for g in gt])
             a = np.array([index[s_pred[p]] for p in paths])
             b = np.array([index[p] for p in l_pred])
@@ -160,7 +172,9 @@ def main() -> None:
                              if (r["class"], r["property"], r["bin"]) == ("frog", "colour_mode", "grayscale")), None)
                 per = [s for s in (r1["compare"]["per_slice"] if r1 else [])
                        if s["label"] == "frog, colour_mode = grayscale"]
-                planted_rows.append((seed, rank, sl["by_class"][0]["label"], per[0]["old"] if per else None,
+                first = sl["by_class"][0]
+                planted_rows.append((seed, rank, sl["by_class"][rank - 1]["score"] if rank else None, first["label"],
+                                     first["score"], per[0]["old"] if per else None,
                                      per[0]["new"] if per else None, r1["augment"]["images"] if r1 else 0))
             print(f"  {key} seed {seed}: acc single {rows[-1][3]:.3f} loop {rows[-1][4]:.3f} (kept round "
                   f"{it['best_round']}), macro-F1 single {rows[-1][6]:.3f} loop {rows[-1][7]:.3f}; "
@@ -171,7 +185,7 @@ def main() -> None:
           f"(single: {2 * args.epochs}), {time.perf_counter() - t_all:.0f} s in all; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("loop = the kept model; last = the loop's last round (kept or not); diff = loop - single, paired "
-          "bootstrap 95% CI")
+          "bootstrap 95% CI" + ("; --no-single: 'single' is the loop's round 0 (E epochs)" if args.no_single else ""))
     print("data      seed  val  acc single  acc loop  diff [95% CI]        acc last  F1 single  F1 loop  "
           "diff [95% CI]        F1 last  kept  round-1 verdict        s single  s loop")
     for k, s, n, a0, a1, aci, f0, f1, fci, kr, v, ts, tl, al, fl in rows:
@@ -184,10 +198,37 @@ def main() -> None:
               f"loop {np.mean([r[4] for r in sub]):.3f}, last {np.mean([r[13] for r in sub]):.3f}; macro-F1 single "
               f"{np.mean([r[6] for r in sub]):.3f}, loop {np.mean([r[7] for r in sub]):.3f}")
     if planted_rows:
-        print("\nplanted case: rank of (frog, colour_mode = grayscale) among class slices, its val error before/after")
-        print("seed  rank  first slice                              error round 0  error round 1  images added")
-        for seed, rank, first, e0, e1, n in planted_rows:
-            print(f"{seed:4}  {rank if rank else '-':>4}  {first[:40]:40} {_f(e0):>13}  {_f(e1):>13}  {n:12}")
+        print("\nplanted case: rank of (frog, colour_mode = grayscale) among class slices (score: low end of the "
+              "95% interval of its excess error), its val error before/after")
+        print("seed  rank  score   first slice                              score   error round 0  error round 1  "
+              "images added")
+        for seed, rank, score, first, fscore, e0, e1, n in planted_rows:
+            print(f"{seed:4}  {rank if rank else '-':>4}  {_f(score):>6}  {first[:40]:40} {_f(fscore):>6}  {_f(e0):>13}  "
+                  f"{_f(e1):>13}  {n:12}")
+
+
+def save_slice_inputs(run: dict, path: Path) -> None:
+    """The loop run's val slice inputs as ``path`` (npz: see the module docstring)."""
+    import json
+
+    import numpy as np
+
+    from vetset.core.dataset import split_view
+    from vetset.plugins.validate.properties import properties_from_result, read_values
+
+    it = run["result"]["stages"]["iterate"]
+    props = list(properties_from_result(run["dataset"], run["result"]["stages"]["validate"]["slices"]["properties"])
+                 .values())
+    val = split_view(run["dataset"], "val").exists("predictions_round0")
+    fields = ["ground_truth.label", "predictions_round0.label"] + \
+        ([f"{it['rounds'][1]['pred_field']}.label"] if len(it["rounds"]) > 1 else [])
+    cols = val.values(fields)
+    values = read_values(val, props)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, gt=np.array(cols[0], dtype=str), pred0=np.array(cols[1], dtype=str),
+                        pred1=np.array(cols[2] if len(cols) > 2 else cols[1], dtype=str),
+                        properties=json.dumps([p.to_dict() for p in props]),
+                        **{f"member/{p.name}": p.membership(values[p.name]) for p in props})
 
 
 def _f(x: float | None) -> str:

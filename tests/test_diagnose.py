@@ -9,7 +9,7 @@ import pytest
 
 from vetset.plugins.validate.drift import compare_counts
 from vetset.plugins.validate.properties import Property
-from vetset.plugins.validate.slices import rank_slices, wilson
+from vetset.plugins.validate.slices import newcombe, rank_slices, wilson
 
 
 def drop(name: str) -> None:
@@ -50,11 +50,62 @@ def test_ranking_uses_support_and_the_rest_of_the_class():
     assert (first["class"], first["bin"], first["n"], first["errors"]) == ("a", "x", 12, 9)
     assert first["rest_n"] == 18 and first["rest_errors"] == 2
     assert first["excess"] == pytest.approx(9 / 12 - 2 / 18, abs=1e-4)
-    assert first["score"] == pytest.approx(wilson(9, 12)[0] - 2 / 18, abs=1e-4) and first["clear"]
-    # b x has 4 samples (< min_support): counted, not ranked
-    assert all(not (r["class"] == "b" and r["bin"] == "x") for r in ranked["by_class"])
+    lo, hi = newcombe_closed_form(9, 12, 2, 18)
+    assert first["excess_ci"] == pytest.approx([lo, hi], abs=1e-4) and first["score"] == first["excess_ci"][0]
+    assert first["score"] == pytest.approx(0.2829, abs=1e-4) and first["clear"]
+    # b x has 4 samples, and b y's rest is those 4 (< min_support): counted, not ranked
+    assert all(r["class"] != "b" for r in ranked["by_class"]) and ranked["candidates"] == 6
+    assert ranked["not_ranked"] == {"small_slice": 1, "small_rest": 1}
     across = {(r["bin"]): r for r in ranked["across_classes"]}
     assert across["x"]["n"] == 16 and across["x"]["errors"] == 13 and across["x"]["rest_n"] == 34
+
+
+def newcombe_closed_form(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
+    """Newcombe (1998), method 10, from the closed-form Wilson limits above."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson_closed_form(k1, n1), wilson_closed_form(k2, n2)
+    return p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def test_newcombe_interval_matches_the_published_example_and_the_closed_form():
+    # Newcombe (1998), Table II, example (a): 56/70 vs 48/80, method 10: 0.0524 to 0.3339
+    lo, hi = newcombe(56, 70, 48, 80)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    for args in [(9, 12, 2, 18), (10, 20, 7, 40), (0, 10, 5, 10), (11, 11, 0, 25), (3, 50, 40, 41)]:
+        assert newcombe(*args) == pytest.approx(newcombe_closed_form(*args), abs=1e-9)
+    assert newcombe(0, 10, 10, 10)[0] == pytest.approx(-1.0) and newcombe(10, 10, 0, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="n2=0"):
+        newcombe(1, 5, 0, 0)
+
+
+def test_a_slice_with_a_tiny_rest_does_not_outrank_a_clearly_worse_slice():
+    # class a: bin x holds 39 of its 40 samples (20 errors), its rest 1 sample (no error);
+    # class b: bin x holds 15 of 40 (10 errors), its rest 25 (4 errors)
+    prop = Property("p", "categorical", ["x", "y"])
+    gt = ["a"] * 40 + ["b"] * 40
+    in_x = np.array([True] * 39 + [False] + [True] * 15 + [False] * 25)
+    wrong = np.zeros(80, bool)
+    wrong[:20] = True
+    wrong[40:50] = True
+    wrong[55:59] = True
+    member = np.stack([in_x, ~in_x], axis=1)
+    # the Wilson-lower-bound-minus-rest-rate score put "a, x" first: 0.36 against 0.26
+    assert wilson(20, 39)[0] - 0 / 1 > wilson(10, 15)[0] - 4 / 25 + 0.1
+    ranked = rank_slices(gt, wrong, [(prop, member)], ["a", "b"], min_support=10)
+    first = ranked["by_class"][0]
+    assert (first["class"], first["bin"], first["n"], first["errors"], first["rest_n"], first["rest_errors"]) == \
+        ("b", "x", 15, 10, 25, 4)
+    assert first["score"] == pytest.approx(newcombe_closed_form(10, 15, 4, 25)[0], abs=1e-4) and first["clear"]
+    assert first["score"] == pytest.approx(0.1951, abs=1e-4)
+    assert all(r["class"] != "a" for r in ranked["by_class"])  # a x: a rest of 1; a y: 1 sample
+    assert ranked["not_ranked"] == {"small_slice": 1, "small_rest": 1}
+    # without the rest's minimum support, its interval alone keeps it below: 0/1 is anything from 0 to 0.79
+    ranked = rank_slices(gt, wrong, [(prop, member)], ["a", "b"], min_support=1)
+    rows = {(r["class"], r["bin"]): r for r in ranked["by_class"]}
+    assert ranked["by_class"][0] is rows[("b", "x")]
+    assert rows[("a", "x")]["excess"] == pytest.approx(20 / 39, abs=1e-4)
+    assert rows[("a", "x")]["score"] == pytest.approx(newcombe_closed_form(20, 39, 0, 1)[0], abs=1e-4)
+    assert rows[("a", "x")]["score"] < 0 and not rows[("a", "x")]["clear"]
 
 
 def test_drift_statistics():

@@ -19,9 +19,11 @@ def _slice_rows(rows: list[dict[str, Any]], limit: int) -> list[tuple[Any, ...]]
     out = []
     for r in rows[:limit]:
         ci = r.get("ci") or [None, None]
+        dci = r.get("excess_ci")  # absent in results written before the Newcombe interval
+        excess = _pct(r.get("excess")) + (f" ({_pct(dci[0])} to {_pct(dci[1])})" if dci else "")
+        rest = _pct(r.get("rest_error_rate")) + (f" ({r['rest_errors']} of {r['rest_n']})" if "rest_n" in r else "")
         out.append((r["label"], r["n"], r["errors"], _pct(r["error_rate"]), f"{_pct(ci[0])}-{_pct(ci[1])}",
-                    _pct(r.get("rest_error_rate")), safe(f"<strong>{esc(_pct(r['excess']))}</strong>")
-                    if r.get("clear") else _pct(r.get("excess")),
+                    rest, safe(f"<strong>{esc(excess)}</strong>") if r.get("clear") else excess,
                     safe(f"<code>{esc(r['view'])}</code>") if r.get("view") else "-"))
     return out
 
@@ -41,14 +43,19 @@ def render_slices(result: dict[str, Any], ctx: ReportContext) -> str | None:
 
 
 def _render_split(sl: dict[str, Any], ctx: ReportContext, split: str) -> str:
-    headers = ["slice", f"{split} samples", "errors", "error rate", f"{int(100 * sl.get('confidence', 0.95))}% interval",
-               "rest of class", "excess", "saved view"]
+    level = f"{int(100 * sl.get('confidence', 0.95))}%"
+    headers = ["slice", f"{split} samples", "errors", "error rate", f"{level} interval",
+               "rest of class", f"excess ({level} interval)", "saved view"]
+    skipped = sl.get("not_ranked") or {}
     out = [f"<p>Error rate of the {split} split ({sl.get('num_samples', 0):,} samples) in each class x property bin, "
            "the properties being the audit's fields, the issue tags of the audit, embed and label_noise stages, and "
            "being a near duplicate of a train image. Slices with at least "
-           f"{sl.get('min_support')} samples are ranked by how far their error rate exceeds the rest of their "
-           "class; a bold excess is clear: the slice's interval lies above the rest's rate "
-           "(Wilson score intervals, Wilson 1927).</p>"]
+           f"{sl.get('min_support')} samples, and as many in the rest of their class, are ranked by the low end of "
+           "the interval of their excess (error rate minus the rest's), so a small slice or a small rest is not "
+           "over-read; a bold excess is clear: its interval lies above 0 (Wilson score intervals, Wilson 1927; "
+           "Newcombe's hybrid score interval for the difference, Newcombe 1998)."
+           + (f" Not ranked: {skipped.get('small_slice', 0)} smaller slices, {skipped.get('small_rest', 0)} whose rest "
+              "is smaller (nearly the whole class)." if skipped else "") + "</p>"]
     by_class, across = sl.get("by_class") or [], sl.get("across_classes") or []
     if not by_class and not across:
         out.append(note(f"No slice has {sl.get('min_support')} {split} samples or more; lower "
@@ -59,7 +66,7 @@ def _render_split(sl: dict[str, Any], ctx: ReportContext, split: str) -> str:
         kind = "bad" if worst.get("clear") else "warn"
         out.append(note(f"Worst slice: <strong>{esc(worst['label'])}</strong>: {worst['errors']} of {worst['n']} "
                         f"wrong ({_pct(worst['error_rate'])}) against {_pct(worst['rest_error_rate'])} for the "
-                        "rest of the class.", kind))
+                        f"rest of the class ({worst['rest_errors']} of {worst['rest_n']}).", kind))
     if by_class:
         out.append("<h4>By class</h4>" + table(headers, _slice_rows(by_class, 15)))
     if across:

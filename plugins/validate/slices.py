@@ -16,14 +16,31 @@ Coull, "Approximate is better than 'exact' for interval estimation of binomial
 proportions", The American Statistician 52, 1998), computed by
 ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``.
 
-Slices with at least ``min_support`` samples (and a non-empty rest) are ranked by how far
-their error exceeds the rest's at the low end of their interval: ``score`` = Wilson lower
-bound - rest error rate, largest first (ties: larger slice first). Ranking by a lower
-confidence bound rather than by the raw rate keeps a slice of 11 samples with 10 errors
-from outranking one of 40 with 30 by luck of size (the argument of E. Miller, "How not to
-sort by average rating", 2009, for Wilson lower bounds). ``excess`` = slice error rate -
-rest error rate is reported beside it. A slice is ``clear`` when its score is positive:
-its interval lies above the rest's error rate.
+A slice is ranked when it and its rest each hold at least ``min_support`` samples: a
+"slice" that is nearly its whole class (a rest of one image) says nothing the per-class
+error does not, and its rest's rate is too uncertain to compare with. Ranked slices are
+ordered by ``score``, the low end of Newcombe's hybrid score interval for the difference
+of two independent proportions, slice error rate - rest error rate (R. G. Newcombe,
+"Interval estimation for the difference between independent proportions: comparison of
+eleven methods", Statistics in Medicine 17, 1998, method 10; :func:`newcombe`), largest
+first (ties: larger slice first). With ``p``, ``(l, u)`` the slice's rate and Wilson
+interval and ``q``, ``(lq, uq)`` the rest's::
+
+    score = (p - q) - sqrt((p - l)**2 + (uq - q)**2)
+
+It is what the difference is at least, at the interval's level: a small slice and a small
+rest both widen the interval and lower the score, so neither side's luck is over-read
+(ranking by a lower confidence bound rather than the raw rate: E. Miller, "How not to sort
+by average rating", 2009). ``excess`` =
+``p - q`` is reported beside it, with its interval ``excess_ci``. A slice is ``clear``
+when its score is positive: the interval of the difference lies above 0. Each slice is
+tested on its own; with dozens of slices a few are clear by chance at 95%.
+
+The headline (``worst``, the console line, ``worst_slice_*`` metrics) is the first class x
+bin slice. Bins across classes are ranked in their own list and not mixed in: their rest
+is other classes too, so a bin that holds more of a hard class looks worse without the
+model failing on the bin (class composition confounds the comparison); the class x bin
+rows compare like with like.
 """
 
 from __future__ import annotations
@@ -47,10 +64,11 @@ class SliceOptions(BaseModel):
 
     Attributes:
         enabled: compute failure slices after validation.
-        min_support: slices with fewer val samples are not ranked. Default 10: the 95%
-            Wilson interval of 0 errors in 10 is [0, 0.28], narrow enough to separate a
-            slice that fails most of the time from one that does not.
-        confidence: level of the Wilson intervals. Default 0.95.
+        min_support: slices with fewer val samples, or whose rest (the rest of the class;
+            across classes, the rest of the split) has fewer, are not ranked. Default 10:
+            the 95% Wilson interval of 0 errors in 10 is [0, 0.28], narrow enough to
+            separate a slice that fails most of the time from one that does not.
+        confidence: level of the Wilson and Newcombe intervals. Default 0.95.
         max_bins: categorical fields with more distinct values are not properties. Default 12.
         exclude: property names to leave out (field names, ``size``, ``tag``).
         rows: ranked slices kept in the result (per list). Default 30.
@@ -84,25 +102,52 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
+def newcombe(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for the difference ``k1 / n1 - k2 / n2`` of two independent proportions.
+
+    Newcombe's hybrid score interval (R. G. Newcombe, "Interval estimation for the
+    difference between independent proportions: comparison of eleven methods", Statistics
+    in Medicine 17, 1998, method 10), built from each proportion's Wilson interval
+    ``(l1, u1)``, ``(l2, u2)`` (:func:`wilson`)::
+
+        low  = (p1 - p2) - sqrt((p1 - l1)**2 + (u2 - p2)**2)
+        high = (p1 - p2) + sqrt((u1 - p1)**2 + (p2 - l2)**2)
+
+    Both samples' uncertainty widens it; it stays within ``[-1, 1]``. Newcombe's worked
+    example 56/70 vs 48/80 gives 0.0524 to 0.3339 at 95%.
+
+    Raises:
+        ValueError: ``n1`` or ``n2`` is not positive.
+    """
+    if n1 <= 0 or n2 <= 0:
+        raise ValueError(f"newcombe needs samples on both sides (n1={n1}, n2={n2})")
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1, confidence), wilson(k2, n2, confidence)
+    d = p1 - p2
+    return d - float(np.hypot(p1 - l1, u2 - p2)), d + float(np.hypot(u1 - p1, p2 - l2))
+
+
 def _row(cls: str | None, prop: Property, b: str, inside: np.ndarray, rest: np.ndarray, wrong: np.ndarray,
          confidence: float) -> dict[str, Any]:
     n, k = int(inside.sum()), int((inside & wrong).sum())
     rn, rk = int(rest.sum()), int((rest & wrong).sum())
     rate, rrate = k / n, (rk / rn if rn else None)
     lo, hi = wilson(k, n, confidence)
+    dlo, dhi = newcombe(k, n, rk, rn, confidence) if rn else (None, None)
     where = f"{prop.name} = {prop.bin_text(b)}" if prop.kind != "tag" else f"tag {b}"
     return {"class": cls, "property": prop.name, "bin": b, "kind": prop.kind,
             "label": f"{cls}, {where}" if cls is not None else f"{where} (all classes)",
             "n": n, "errors": k, "error_rate": round(rate, 4), "ci": [round(lo, 4), round(hi, 4)],
             "rest_n": rn, "rest_errors": rk, "rest_error_rate": None if rrate is None else round(rrate, 4),
             "excess": None if rrate is None else round(rate - rrate, 4),
-            "score": None if rrate is None else round(lo - rrate, 4),
-            "clear": bool(rrate is not None and lo > rrate)}
+            "excess_ci": None if dlo is None else [round(dlo, 4), round(dhi, 4)],
+            "score": None if dlo is None else round(dlo, 4),
+            "clear": bool(dlo is not None and dlo > 0)}
 
 
 def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Property, np.ndarray]],
                 classes: list[str], min_support: int = 10, confidence: float = 0.95) -> dict[str, Any]:
-    """Error rate of every slice with enough support, ranked (module docstring).
+    """Error rate of every slice with enough support on both sides, ranked (module docstring).
 
     Args:
         gt: ground-truth class per val sample, length ``n``.
@@ -110,20 +155,37 @@ def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Pro
         members: ``(property, membership)`` pairs, membership a bool array ``(n, len(bins))``
             (:meth:`Property.membership`).
         classes: class names, in the model's order.
-        min_support: slices with fewer samples (or an empty rest) are counted, not ranked.
-        confidence: Wilson interval level.
+        min_support: slices with fewer samples, or whose rest has fewer, are counted, not ranked.
+        confidence: level of the Wilson and Newcombe intervals.
 
     Returns:
-        ``{"by_class": [row, ...], "across_classes": [row, ...], "candidates": int}``;
-        each list ranked by ``excess`` (then ``n``), rows as :func:`_row` builds them:
-        ``class`` (None across classes), ``property``, ``bin``, ``kind``, ``label``, ``n``,
-        ``errors``, ``error_rate``, ``ci`` ([low, high]), ``rest_n``, ``rest_errors``,
-        ``rest_error_rate``, ``excess``, ``score``, ``clear``. ``candidates`` counts the non-empty
-        slices considered, ranked or not.
+        ``{"by_class": [row, ...], "across_classes": [row, ...], "candidates": int,
+        "not_ranked": {"small_slice": int, "small_rest": int}}``; each list ranked by
+        ``score`` (then ``n``, then ``label``), rows as :func:`_row` builds them: ``class``
+        (None across classes), ``property``, ``bin``, ``kind``, ``label``, ``n``, ``errors``,
+        ``error_rate``, ``ci`` ([low, high], Wilson), ``rest_n``, ``rest_errors``,
+        ``rest_error_rate``, ``excess``, ``excess_ci`` ([low, high], Newcombe), ``score``
+        (``excess_ci[0]``), ``clear`` (``score > 0``). ``candidates`` counts the non-empty
+        slices considered, ranked or not; ``not_ranked`` those left out because the slice
+        (``small_slice``), or else the rest it is compared with (``small_rest``), has fewer
+        than ``min_support`` samples.
     """
     labels = np.array([g or "" for g in gt], dtype=object)
     wrong = np.asarray(wrong, dtype=bool)
-    by_class, across, candidates = [], [], 0
+    by_class: list[dict[str, Any]] = []
+    across: list[dict[str, Any]] = []
+    counts = {"candidates": 0, "small_slice": 0, "small_rest": 0}
+
+    def consider(out: list[dict[str, Any]], cls: str | None, prop: Property, b: str, inside: np.ndarray,
+                 rest: np.ndarray) -> None:
+        counts["candidates"] += 1
+        if inside.sum() < min_support:
+            counts["small_slice"] += 1
+        elif rest.sum() < min_support:
+            counts["small_rest"] += 1
+        else:
+            out.append(_row(cls, prop, b, inside, rest, wrong, confidence))
+
     class_masks = {c: labels == c for c in classes}
     for prop, member in members:
         # a tag or derived flag: every sample has the property, those without it are the rest
@@ -132,20 +194,14 @@ def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Pro
             inside = member[:, j]
             if not inside.any():
                 continue
-            candidates += 1
             rest = has & ~inside
-            if inside.sum() >= min_support and rest.any():
-                across.append(_row(None, prop, b, inside, rest, wrong, confidence))
+            consider(across, None, prop, b, inside, rest)
             for c, cmask in class_masks.items():
-                cin = inside & cmask
-                if not cin.any():
-                    continue
-                candidates += 1
-                crest = rest & cmask
-                if cin.sum() >= min_support and crest.any():
-                    by_class.append(_row(c, prop, b, cin, crest, wrong, confidence))
+                if (inside & cmask).any():
+                    consider(by_class, c, prop, b, inside & cmask, rest & cmask)
     return {"by_class": sorted(by_class, key=_rank_key), "across_classes": sorted(across, key=_rank_key),
-            "candidates": candidates}
+            "candidates": counts["candidates"],
+            "not_ranked": {"small_slice": counts["small_slice"], "small_rest": counts["small_rest"]}}
 
 
 def _rank_key(row: dict[str, Any]) -> tuple[float, int, str]:
@@ -211,7 +267,8 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
     Returns:
         ``{"split", "num_samples", "min_support", "confidence", "method",
         "properties": [Property.to_dict()...], "candidates", "by_class": [row...],
-        "across_classes": [row...], "worst": row | None}``; rows as :func:`rank_slices`,
+        "across_classes": [row...], "not_ranked", "worst": row | None}``; rows and
+        ``not_ranked`` as :func:`rank_slices`,
         the viewed ones with ``view`` (saved-view name) and ``examples``
         (``[{"filepath", "prediction"}]``). Also ``"metrics"``: ``worst_slice_error_rate``,
         ``worst_slice_excess`` (None without a ranked slice), ``slices_clearly_worse``.
@@ -234,14 +291,18 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
     for row in (by_class[:1] + across[:1]):
         log(f"[validate] worst {'' if split == 'val' else split + ' '}slice: {row['label']}: {row['errors']} of {row['n']} wrong "
             f"({row['error_rate']:.0%}, {int(options.confidence * 100)}% CI {row['ci'][0]:.0%}-{row['ci'][1]:.0%}) vs "
-            f"{row['rest_error_rate']:.0%} for the rest" + (f"; saved view {row['view']!r}" if row.get("view") else ""))
+            f"{row['rest_error_rate']:.0%} for the rest ({row['rest_errors']} of {row['rest_n']})"
+            + (f"; saved view {row['view']!r}" if row.get("view") else ""))
     if not by_class:
-        log(f"[validate] no failure slice has {options.min_support} {split} samples or more (slices.min_support)")
+        log(f"[validate] no failure slice has {options.min_support} {split} samples or more, with as many in the rest "
+            "of its class (slices.min_support)")
     return {
         "split": split, "num_samples": len(gt), "min_support": options.min_support, "confidence": options.confidence,
-        "method": "error rate per slice with a Wilson score interval (Wilson 1927); ranked by excess over the "
-                  "rest of the class (across classes: the rest of the val split)",
+        "method": "error rate per slice with a Wilson score interval (Wilson 1927); ranked by the low end of "
+                  "Newcombe's hybrid score interval (Newcombe 1998, method 10) of its excess over the rest of the "
+                  f"class (across classes: the rest of the {split} split); slice and rest need min_support samples",
         "properties": [p.to_dict() for p in props], "candidates": ranked["candidates"],
+        "not_ranked": ranked["not_ranked"],
         "by_class": by_class, "across_classes": across, "worst": worst,
         "metrics": {"worst_slice_error_rate": worst["error_rate"] if worst else None,
                     "worst_slice_excess": worst["excess"] if worst else None,
