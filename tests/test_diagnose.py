@@ -243,11 +243,17 @@ def test_slices_in_result_views_report_and_console(digits_diagnosed):
     scores = [r["score"] for r in sl["by_class"]]
     assert scores == sorted(scores, reverse=True)
     assert all(r["n"] >= sl["min_support"] for r in sl["by_class"])
+    rows = sl["by_class"] + sl["across_classes"]
+    assert all(r["rest_n"] >= sl["min_support"] and r["score"] == r["excess_ci"][0] <= r["excess"] <= r["excess_ci"][1]
+               and r["clear"] == (r["score"] > 0) for r in rows)
+    assert set(sl["not_ranked"]) == {"small_slice", "small_rest"} and "Newcombe" in sl["method"]
     assert block["metrics"]["worst_slice_error_rate"] == sl["by_class"][0]["error_rate"]
     assert result["fail_on"]["checked"]["validate.metrics.worst_slice_error_rate"]["value"] == sl["worst"]["error_rate"]
     assert any(m.startswith("[validate] worst slice: ") for m in logs)
     html = (run.out_dir / "report.html").read_text(encoding="utf-8")
     assert 'id="sec-failure_slices"' in html and sl["by_class"][0]["label"].split(",")[0] in html
+    w = sl["by_class"][0]
+    assert "Newcombe" in html and f"({w['rest_errors']} of {w['rest_n']})" in html
     assert 'id="sec-drift"' in html
     # the console summary at the end of `recipes run` names the worst slice and the drift verdict
     from vetset.plugins.report.console import diagnosis_lines

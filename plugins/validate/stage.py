@@ -13,7 +13,8 @@ readable sample of the ``train``, ``val`` and ``test`` splits, and writes
   truth, most confident mistakes first) and ``validation_errors/<class>`` (the same,
   restricted to one ground-truth class; only classes with errors);
 * failure slices (:mod:`.slices`): error rate per class x audit property bin with Wilson
-  intervals, and saved views ``validation_errors/slice/<class>/<property>=<bin>`` of the
+  intervals, ranked by the low end of the Newcombe interval of the excess over the rest
+  of the class, and saved views ``validation_errors/slice/<class>/<property>=<bin>`` of the
   worst ones; the same on the test split when there is one (``test_errors/slice/...``).
 
 Result block (``result["stages"]["validate"]``)::
