@@ -45,6 +45,13 @@ INPUTS_VERSION = 1
 _CODE_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".html", ".js", ".css", ".jinja", ".j2", ".txt"}
 
 
+#: Digests a failed :func:`reusable` check computed in this process, for :func:`record` to
+#: take instead of computing them again: ``{(kind, argument): digest}``. Taken before the
+#: run reads anything, a source digest can only be older than what the run read, so a file
+#: changed meanwhile makes the next comparison fail (a full run), never pass.
+_computed: dict[tuple[str, str], Any] = {}
+
+
 def _digest(rows: Any) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -166,7 +173,10 @@ def record(recipe: Recipe, hooks: Hooks, data: str | os.PathLike | None, dataset
     state = dataset_state(dataset) if keys is not None else None
     if keys is None or state is None:
         return None
-    return {"version": INPUTS_VERSION, "code": code_digest(hooks), "source": source_digest(data, recipe.data.format),
+    code = _computed.pop(("code", ""), None) or code_digest(hooks)
+    src_key = ("source", f"{data}|{recipe.data.format}")
+    source = _computed.pop(src_key) if src_key in _computed else source_digest(data, recipe.data.format)
+    return {"version": INPUTS_VERSION, "code": code, "source": source,
             "stages": keys, "dataset": state, "outputs": outputs_digest(out_dir)}
 
 
@@ -202,13 +212,11 @@ def reusable(recipe: Recipe, hooks: Hooks, data: str | os.PathLike | None, datas
     src = None if data is None else str(Path(data).expanduser().resolve())
     if (previous.get("source") or None) != src and data is not None:
         return None
-    checks = (
-        lambda: inputs.get("outputs") == outputs_digest(out_dir),
-        lambda: inputs.get("stages") == stage_keys(recipe, hooks, out_dir),
-        lambda: inputs.get("source") == source_digest(data, recipe.data.format),
-        lambda: inputs.get("code") == code_digest(hooks),
-    )
-    if not all(check() for check in checks):
+    if inputs.get("outputs") != outputs_digest(out_dir) or inputs.get("stages") != stage_keys(recipe, hooks, out_dir):
+        return None
+    source = _computed[("source", f"{data}|{recipe.data.format}")] = source_digest(data, recipe.data.format)
+    code = _computed[("code", "")] = code_digest(hooks)
+    if inputs.get("source") != source or inputs.get("code") != code:
         return None
     if wait_for_database is not None:
         wait_for_database()

@@ -126,3 +126,37 @@ def test_source_digest_sees_an_edit_a_touch_a_rename_and_a_new_file(digits_dir, 
     (data / ".ipynb_checkpoints").mkdir()
     assert source_digest(data) != touched
     assert source_digest(tmp_path / "missing") is None
+
+
+def test_embed_reuse_key_names_the_weights_it_would_load(tmp_path, monkeypatch):
+    import os
+
+    from vetset.plugins.embed import backbone
+    from vetset.plugins.embed.options import EmbedOptions
+    from vetset.plugins.train import weights
+
+    out = tmp_path / "out"
+    out.mkdir()
+    # offline, nothing cached (the test session's hub cache is empty): the skip sentence
+    key = backbone.reuse_key(EmbedOptions(), out)
+    assert list(key) == ["skipped"] and "no backbone with trained weights" in key["skipped"]
+    # a weights file: its path, size and mtime; a touch changes the key
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"0" * 64)
+    k1 = backbone.reuse_key(EmbedOptions(weights=str(w)), out)
+    assert k1 == {"file": [str(w.resolve()), 64, w.stat().st_mtime_ns]}
+    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))
+    assert backbone.reuse_key(EmbedOptions(weights=str(w)), out) != k1
+    assert backbone.reuse_key(EmbedOptions(weights=str(tmp_path / "gone.pt")), out) is None
+    # pretrained weights that can be had: the file the last run loaded for this model, else None
+    monkeypatch.setattr(weights, "no_pretrained_weights_here", lambda *a, **k: None)
+    opts = EmbedOptions()
+    assert backbone.reuse_key(opts, out) is None  # no earlier run: only timm's resolver knows
+    cached = tmp_path / "hub" / "model.safetensors"
+    cached.parent.mkdir()
+    cached.write_bytes(b"1" * 32)
+    used = {"source": "pretrained", "model_name": opts.model_name, "weights_file": str(cached)}
+    (out / "result.json").write_text(json.dumps({"stages": {"embed": {"backbone": used}}}))
+    assert backbone.reuse_key(opts, out) == {"pretrained": [str(cached.resolve()), 32, cached.stat().st_mtime_ns]}
+    cached.unlink()
+    assert backbone.reuse_key(opts, out) is None

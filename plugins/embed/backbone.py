@@ -178,6 +178,22 @@ def _sources(options: EmbedOptions, out_dir: str | Path | None, tried: list[str]
             tried.append(f"no trained checkpoint at {ckpt}")
 
 
+def _last_pretrained_file(out_dir: Path, model_name: str) -> str | None:
+    """The pretrained weights file the last run in ``out_dir`` loaded for ``model_name``."""
+    import json
+
+    try:
+        with open(Path(out_dir) / "result.json", encoding="utf-8") as f:
+            used = ((json.load(f).get("stages") or {}).get("embed") or {}).get("backbone") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    file = used.get("weights_file")
+    if used.get("source") != "pretrained" or used.get("model_name") != model_name or not file \
+            or not Path(file).is_file():
+        return None
+    return str(file)
+
+
 def _no_backbone(tried: list[str]) -> str:
     return ("no backbone with trained weights (" + "; ".join(tried or ["none allowed by the options"])
             + "): random weights describe no image content, so the embedding checks were skipped; set "
@@ -215,12 +231,20 @@ def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple
 def reuse_key(options: EmbedOptions, out_dir: Path) -> dict[str, Any] | None:
     """The embed stage's :attr:`vetset.core.registry.Stage.reuse_key`: the weights
     :func:`resolve_backbone` would load, as ``[path, size, mtime_ns]`` of their file, or
-    the sentence it would skip the stage with; ``None`` (the run goes in full) when they
-    would be pretrained weights, which only timm's resolver can name, or the file is gone."""
+    the sentence it would skip the stage with; ``None`` (the run goes in full) when the
+    file is gone.
+
+    Pretrained weights are named by timm's resolver, which imports torch; the key is then
+    the file the last run in ``out_dir`` loaded for this model (its ``result.json``), while
+    it is still there. A newer upload of the same pretrained tag on the Hub is not looked
+    for: ``--force`` runs in full.
+    """
     tried: list[str] = []
     for kind, where in _sources(options, out_dir, tried):
         if kind == "pretrained":
-            return None
+            where = _last_pretrained_file(out_dir, str(where))
+            if where is None:
+                return None
         try:
             st = Path(where).expanduser().stat()
         except OSError:
