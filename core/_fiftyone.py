@@ -36,10 +36,6 @@ more than 10% there; the figures are in the benchmark's output, not here):
   use. ``benchmarks/command_latency.py`` (``import fiftyone`` against
   ``vetset.core._fiftyone.import_fiftyone()``).
 
-* :func:`sample_columns` -- ``Dataset._sample_collection.find`` with a projection: what
-  ``values([...])`` returns for a whole dataset, without the aggregation's per-value
-  conversion. ``benchmarks/command_latency.py`` (+100 files: the loader's and the audit's
-  reads of every sample's id, filepath, tags, label and file stats).
 * :func:`dataset_stamps` -- reads FiftyOne's database with pymongo, without importing
   fiftyone: the dataset document (``datasets`` collection), its saved views (``views``) and
   its samples' ``last_modified_at``, so that an unchanged rerun is recognised before the
@@ -422,38 +418,3 @@ def dataset_stamps(uri: str, database: str, name: str, timeout_s: float = 5.0) -
     finally:
         client.close()
 
-
-def sample_columns(samples: Any, paths: Sequence[str]) -> list[list[Any]]:
-    """What ``samples.values(paths)`` returns, one list per path, in one read.
-
-    For a whole ``fo.Dataset``: one ``find`` on its samples collection with a projection
-    (``_sample_collection``), in natural order as ``values`` reads it; ``id`` as a hex
-    string, a dotted path (``ground_truth.label``) into the embedded document, ``None`` where
-    a document lacks the field, lists as stored. A view, or a FiftyOne without the internal:
-    the public ``values(paths)``.
-
-    Args:
-        samples: a dataset or view.
-        paths: ``"id"``, top-level field names and dotted paths into embedded documents
-            (no list fields inside: ``values`` would unwind them).
-
-    Returns:
-        ``len(paths)`` lists of ``len(samples)`` values.
-    """
-    import fiftyone as fo
-
-    collection = _internal(samples, "_sample_collection") if isinstance(samples, fo.Dataset) else None
-    if collection is None:
-        return [list(col) for col in samples.values(list(paths))]
-    stored = ["_id" if p == "id" else p for p in paths]
-    cols: list[list[Any]] = [[] for _ in paths]
-    for doc in collection.find({}, {p: 1 for p in stored}):
-        for col, p in zip(cols, stored):
-            value: Any = doc
-            for part in p.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            col.append(value)
-    if "id" in paths:
-        k = list(paths).index("id")
-        cols[k] = [str(v) for v in cols[k]]
-    return cols

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vetset.core._fiftyone import classification_doc, declare_sample_fields, insert_samples, sample_columns
+from vetset.core._fiftyone import classification_doc, declare_sample_fields, insert_samples
 from vetset.core.errors import DataError
 from vetset.core.images import IMG_EXTENSIONS, decode, probe
 
@@ -408,8 +408,7 @@ def load_dataset(
     # id, tags, label, size, mtime, ctime
     existing: dict[str, tuple[str, list[str], str | None, int | None, float | None, float | None]] = {}
     if len(ds):
-        columns = sample_columns(ds, ["id", "filepath", "tags", f"{GT_FIELD}.label", SIZE_FIELD, MTIME_FIELD,
-                                      CTIME_FIELD])
+        columns = ds.values(["id", "filepath", "tags", f"{GT_FIELD}.label", SIZE_FIELD, MTIME_FIELD, CTIME_FIELD])
         existing = {row[1]: (row[0], *row[2:]) for row in zip(*columns)}
 
     # splits: given by the layout/manifest, else a seeded stratified split of new files

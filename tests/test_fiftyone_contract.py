@@ -348,23 +348,3 @@ def test_dataset_stamps_change_with_every_write_and_not_with_a_read(names):
     changed(lambda: ds.delete_saved_view("mine"))
     changed(lambda: ds.delete_sample_field("score"))
 
-
-def test_sample_columns_reads_what_values_reads(names):
-    import fiftyone as fo
-
-    ds = fo.Dataset(names("columns"))
-    samples = _samples(5)
-    for i, s in enumerate(samples):
-        if i != 2:  # one sample without a label, one without a size
-            s["ground_truth"] = fo.Classification(label=f"c{i % 2}")
-        if i != 3:
-            s["file_size"] = 100 + i
-        s["file_mtime"] = 1.5 + i
-    ds.add_samples(samples)
-    paths = ["id", "filepath", "tags", "ground_truth.label", "file_size", "file_mtime"]
-    expected = [list(c) for c in ds.values(paths)]
-    assert door.sample_columns(ds, paths) == expected
-    assert door.sample_columns(ds, ["filepath", "id"]) == [expected[1], expected[0]]
-    view = ds.match_tags("train")
-    assert door.sample_columns(view, paths) == [list(c) for c in view.values(paths)]  # a view: the public path
-    assert door.sample_columns(_Without(ds), paths) == expected

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vetset.core._fiftyone import sample_columns
 from vetset.core.dataset import GT_FIELD, SPLITS, UNREADABLE_TAG
 from vetset.core.errors import PluginError
 from vetset.plugins.audit._columns import PassColumns, collect_records
@@ -252,11 +251,11 @@ def read_columns(view: Any) -> tuple[list[str], list[str], list[str | None], lis
     a list slot per sample rather than a string or a list each.
     """
     if GT_FIELD in view.get_field_schema():  # one query for the four columns
-        ids, filepaths, tags, labels = sample_columns(view, ["id", "filepath", "tags", f"{GT_FIELD}.label"])
+        ids, filepaths, tags, labels = view.values(["id", "filepath", "tags", f"{GT_FIELD}.label"])
         shared: dict[str, str] = {}
         labels = [None if lab is None else shared.setdefault(lab, lab) for lab in labels]
     else:
-        ids, filepaths, tags = sample_columns(view, ["id", "filepath", "tags"])
+        ids, filepaths, tags = view.values(["id", "filepath", "tags"])
         labels = [None] * len(ids)
     tag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
     splits = []
