@@ -162,6 +162,7 @@ def run(
         from vetset.plugins.train.stage import check_options
 
         check_options(rec.options("train"))
+    _fast_exit[0] = True
     if not (force or resume) and _reuse(rec, hooks, data, dataset, out):
         return
     _database()
@@ -468,13 +469,19 @@ if __name__ == "__main__":  # pragma: no cover
 def run_main() -> None:
     """Console-script wrapper: exit with :func:`main`'s code."""
     code = main()
-    if os.environ.get("VETSET_FAST_EXIT", "1") != "0":
+    if _fast_exit[0] and os.environ.get("VETSET_FAST_EXIT", "1") != "0":
         _exit_now(code)
     sys.exit(code)
 
 
+#: Set by ``recipes run`` once it has started: a run starts no process that should outlive
+#: it (the App's commands do: FiftyOne's server and services are stopped by their own exit
+#: handlers, so those commands exit the ordinary way).
+_fast_exit = [False]
+
+
 def _exit_now(code: int) -> None:
-    """End the process without the interpreter's teardown once the command is done.
+    """End the process without the interpreter's teardown once ``recipes run`` is done.
 
     Everything a command writes is written and closed when :func:`main` returns (atomic
     writes; FiftyOne's database has acknowledged every write). What the teardown would
