@@ -181,6 +181,8 @@ print("HEAVY", code, ",".join(heavy))
     assert "timm" in heavy("validate", str(recipe))  # the first time: timm lists its names
     assert any((tmp_path / "cache").glob("timm-*-names.json"))
     assert not {"torch", "timm", "fiftyone"} & set(heavy("validate", str(recipe)))
+    # a train_transform (albumentations, whose PyTorch helpers import torch) is built without them
+    assert not {"torch", "timm", "fiftyone"} & set(heavy("validate", str(Path(__file__).parents[1] / "recipes" / "full.yaml")))
     assert not {"numpy", "pandas", "torch"} & set(heavy("list"))
     recipe.write_text("name: t\nstages:\n  train: {model_name: resnet18.nope_tag}\n")
     proc = subprocess.run([sys.executable, "-m", "vetset.recipes.cli", "validate", str(recipe)], capture_output=True,

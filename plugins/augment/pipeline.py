@@ -89,7 +89,7 @@ def read_pipeline_spec(spec: Any, where: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _without_torch() -> Iterator[None]:
+def without_albumentations_pytorch() -> Iterator[None]:
     """Within the block, ``import albumentations.pytorch`` raises ``ImportError`` (unless it
     is imported already), so albumentations' optional PyTorch helpers do not import torch.
 
@@ -112,14 +112,14 @@ def _without_torch() -> Iterator[None]:
 
 def import_albumentations() -> Any:
     """Import albumentations without its optional PyTorch helpers when it is not loaded yet
-    (:func:`_without_torch`); in a process that already imported it, this changes nothing.
+    (:func:`without_albumentations_pytorch`); in a process that already imported it, this changes nothing.
 
     Returns:
         the ``albumentations`` module.
     """
     if "albumentations" in sys.modules:
         return sys.modules["albumentations"]
-    with _without_torch():
+    with without_albumentations_pytorch():
         import albumentations
     return albumentations
 
@@ -200,7 +200,7 @@ def _from_dict(node: dict[str, Any]) -> tuple[Any, str | None]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with _without_torch():
+            with without_albumentations_pytorch():
                 obj = A.from_dict({"transform": node})
         except Exception as exc:  # albumentations raises ValueError (pydantic) or TypeError
             return None, f"rejected its parameters: {_condense(exc)}"

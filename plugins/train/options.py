@@ -8,6 +8,7 @@ so a typo fails in a second with one sentence naming the option.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -245,8 +246,6 @@ def load_train_transform(spec: dict[str, Any] | str | None) -> Any:
     """
     if spec is None:
         return None
-    import albumentations as A
-
     if isinstance(spec, str):
         path = Path(spec).expanduser()
         fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
@@ -264,11 +263,21 @@ def load_train_transform(spec: dict[str, Any] | str | None) -> Any:
         if not isinstance(spec, dict):
             raise RecipeError(f"stages.train.train_transform: {path} does not hold an A.to_dict mapping.")
     inner = _inner(spec)
-    try:
-        built = A.from_dict({"transform": inner})
-    except Exception:
-        bad = _find_bad(inner, "train_transform")
-        raise RecipeError(f"stages.train.train_transform: {bad or 'the pipeline cannot be built'}.") from None
+    import json
+
+    # albumentations' PyTorch helpers (ToTensorV2) import torch, seconds that `recipes validate`
+    # need not spend: left out unless the pipeline names them (deferred: albumentations is heavy)
+    from vetset.plugins.augment.pipeline import without_albumentations_pytorch
+
+    needs_torch = any(word in json.dumps(inner, default=str) for word in ("pytorch", "ToTensor"))
+    with contextlib.nullcontext() if needs_torch else without_albumentations_pytorch():
+        import albumentations as A
+
+        try:
+            built = A.from_dict({"transform": inner})
+        except Exception:
+            bad = _find_bad(inner, "train_transform")
+            raise RecipeError(f"stages.train.train_transform: {bad or 'the pipeline cannot be built'}.") from None
     if not isinstance(built, A.BaseCompose):
         built = A.Compose([built])
     return built
