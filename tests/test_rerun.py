@@ -38,6 +38,7 @@ def test_unchanged_rerun_keeps_the_result_and_any_change_runs_in_full(digits_dir
     assert inputs["version"] == 1 and inputs["dataset"]["samples"] == 24
     assert set(inputs["stages"]) == {"audit", "embed", "report"}
     assert inputs["stages"]["embed"]["skipped"].startswith("no backbone with trained weights")
+    assert "## Skipped\n\n- **embed**: no backbone with trained weights" in (out / "report.md").read_text()
     stamp = (out / "result.json").stat().st_mtime_ns
 
     again = _run(data, fresh_name, out)

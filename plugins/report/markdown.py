@@ -56,6 +56,11 @@ def markdown_summary(result: dict[str, Any], actions: list[Action], html_name: s
         lines.append("None: no stage that ran found a problem.")
     lines.append("")
 
+    skipped = [(stage, block["skipped"]) for stage, block in (result.get("stages") or {}).items()
+               if isinstance(block, dict) and isinstance(block.get("skipped"), str) and block["skipped"]]
+    if skipped:  # a stage that ran but checked nothing says why, here as on the console and in the HTML
+        lines += ["## Skipped", ""] + [f"- **{_cell(stage)}**: {why}" for stage, why in skipped] + [""]
+
     rows = [(stage, name, value) for stage, block in (result.get("stages") or {}).items() if isinstance(block, dict)
             for name, value in (block.get("metrics") or {}).items()]
     if rows:
