@@ -18,8 +18,9 @@ Data sets (from ``../shared/data``; skipped when absent):
   ``--cifar-val`` per class, 10 classes) at 32 px;
 * ``planted``: CIFAR airplane / frog / truck whose frog train images are all colour while a
   third of its val images are grayscale (``tests/slices_data.py``). It also reports where
-  the slice analysis ranks (frog, colour_mode = grayscale) and that slice's error before and
-  after the round.
+  the slice analysis ranks (frog, colour_mode = grayscale), as ranked (slices worse than
+  the rest of their class in a bin the class's train images lack first) and by ``score``
+  alone, its train share, and that slice's error before and after the round.
 
 Usage::
 
@@ -168,14 +169,23 @@ def main() -> None:
                          last["accuracy"], last["macro_f1"]))
             if key == "planted":
                 sl = loop["result"]["stages"]["validate"]["slices"]
-                rank = next((i + 1 for i, r in enumerate(sl["by_class"])
-                             if (r["class"], r["property"], r["bin"]) == ("frog", "colour_mode", "grayscale")), None)
+                def is_planted(r: dict) -> bool:
+                    return (r["class"], r["property"], r["bin"]) == ("frog", "colour_mode", "grayscale")
+
+                rank = next((i + 1 for i, r in enumerate(sl["by_class"]) if is_planted(r)), None)
+                # the same rows ordered by score alone (the ranking before train coverage came first)
+                by_score = sorted(sl["by_class"], key=lambda r: (-r["score"], -r["n"], r["label"]))
+                rank_score = next((i + 1 for i, r in enumerate(by_score) if is_planted(r)), None)
+                row = sl["by_class"][rank - 1] if rank else {}
                 per = [s for s in (r1["compare"]["per_slice"] if r1 else [])
                        if s["label"] == "frog, colour_mode = grayscale"]
                 first = sl["by_class"][0]
-                planted_rows.append((seed, rank, sl["by_class"][rank - 1]["score"] if rank else None, first["label"],
-                                     first["score"], per[0]["old"] if per else None,
-                                     per[0]["new"] if per else None, r1["augment"]["images"] if r1 else 0))
+                planted_rows.append((seed, rank_score, rank, row.get("score"), row.get("train_share"),
+                                     row.get("priority"), first["label"], first["score"], first.get("train_share"),
+                                     per[0]["old"] if per else None, per[0]["new"] if per else None,
+                                     r1["augment"]["images"] if r1 else 0,
+                                     [r["label"] for r in sl["by_class"] if r.get("priority")],
+                                     [r["label"] for r in sl["by_class"] if r.get("uncovered") and not r["priority"]]))
             print(f"  {key} seed {seed}: acc single {rows[-1][3]:.3f} loop {rows[-1][4]:.3f} (kept round "
                   f"{it['best_round']}), macro-F1 single {rows[-1][6]:.3f} loop {rows[-1][7]:.3f}; "
                   f"{t_single:.0f} s / {t_loop:.0f} s" + (f"; planted {planted_rows[-1]}" if key == "planted" else ""),
@@ -198,13 +208,18 @@ def main() -> None:
               f"loop {np.mean([r[4] for r in sub]):.3f}, last {np.mean([r[13] for r in sub]):.3f}; macro-F1 single "
               f"{np.mean([r[6] for r in sub]):.3f}, loop {np.mean([r[7] for r in sub]):.3f}")
     if planted_rows:
-        print("\nplanted case: rank of (frog, colour_mode = grayscale) among class slices (score: low end of the "
-              "95% interval of its excess error), its val error before/after")
-        print("seed  rank  score   first slice                              score   error round 0  error round 1  "
-              "images added")
-        for seed, rank, score, first, fscore, e0, e1, n in planted_rows:
-            print(f"{seed:4}  {rank if rank else '-':>4}  {_f(score):>6}  {first[:40]:40} {_f(fscore):>6}  {_f(e0):>13}  "
-                  f"{_f(e1):>13}  {n:12}")
+        print("\nplanted case: rank of (frog, colour_mode = grayscale) among class slices, by score alone (low end "
+              "of the 95% interval of its excess error) and as ranked (worse and uncovered in train first); its "
+              "train share, priority; the first slice; the planted slice's val error before/after")
+        print("seed  rank by score  rank  score   train share  priority  first slice                              "
+              "score   train share  error round 0  error round 1  images added")
+        for seed, rs, rank, score, share, prio, first, fscore, fshare, e0, e1, n, _, _ in planted_rows:
+            print(f"{seed:4}  {rs if rs else '-':>13}  {rank if rank else '-':>4}  {_f(score):>6}  {_f(share):>11}  "
+                  f"{str(prio):8}  {first[:40]:40} {_f(fscore):>6}  {_f(fshare):>11}  {_f(e0):>13}  {_f(e1):>13}  "
+                  f"{n:12}")
+        for row in planted_rows:
+            print(f"seed {row[0]}: priority (worse, uncovered) slices: {'; '.join(row[-2]) or 'none'}; uncovered, "
+                  f"not worse: {'; '.join(row[-1]) or 'none'}")
 
 
 def save_slice_inputs(run: dict, path: Path) -> None:

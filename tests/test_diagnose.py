@@ -60,10 +60,10 @@ def test_ranking_uses_support_and_the_rest_of_the_class():
     assert across["x"]["n"] == 16 and across["x"]["errors"] == 13 and across["x"]["rest_n"] == 34
 
 
-def newcombe_closed_form(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
+def newcombe_closed_form(k1: int, n1: int, k2: int, n2: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Newcombe (1998), method 10, from the closed-form Wilson limits above."""
     p1, p2 = k1 / n1, k2 / n2
-    (l1, u1), (l2, u2) = wilson_closed_form(k1, n1), wilson_closed_form(k2, n2)
+    (l1, u1), (l2, u2) = wilson_closed_form(k1, n1, z), wilson_closed_form(k2, n2, z)
     return p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
@@ -106,6 +106,66 @@ def test_a_slice_with_a_tiny_rest_does_not_outrank_a_clearly_worse_slice():
     assert rows[("a", "x")]["excess"] == pytest.approx(20 / 39, abs=1e-4)
     assert rows[("a", "x")]["score"] == pytest.approx(newcombe_closed_form(20, 39, 0, 1)[0], abs=1e-4)
     assert rows[("a", "x")]["score"] < 0 and not rows[("a", "x")]["clear"]
+
+
+def _coverage_case(train_in_x: dict[str, int]):
+    """One property p (bins x, y), classes a, b, c with 60 val samples each and 100 train images each,
+    ``train_in_x[class]`` of them in bin x.
+
+    val: a x 20 (14 wrong) / y 40 (8 wrong); b x 20 (9 wrong) / y 40 (9 wrong), the seed-1 counts of the
+    planted benchmark; c x 20 (3 wrong) / y 40 (8 wrong).
+    """
+    prop = Property("p", "categorical", ["x", "y"])
+    gt, in_x, wrong = [], [], []
+    for cls, (kx, ky) in {"a": (14, 8), "b": (9, 9), "c": (3, 8)}.items():
+        gt += [cls] * 60
+        in_x += [True] * 20 + [False] * 40
+        wrong += [i < kx for i in range(20)] + [i < ky for i in range(40)]
+    in_x = np.array(in_x)
+    tgt = [c for c in "abc" for _ in range(100)]
+    tx = np.array([i < train_in_x[c] for c in "abc" for i in range(100)])
+    member, tmember = np.stack([in_x, ~in_x], axis=1), np.stack([tx, ~tx], axis=1)
+    return prop, gt, np.array(wrong), member, (tgt, [tmember])
+
+
+def test_an_uncovered_worse_slice_outranks_a_covered_slice_with_a_higher_score():
+    # b's train images lack bin x (2 of 100 < the audit's coverage_gap_share 0.05); a's and c's hold 30 and 0
+    prop, gt, wrong, member, train = _coverage_case({"a": 30, "b": 2, "c": 0})
+    ranked = rank_slices(gt, wrong, [(prop, member)], ["a", "b", "c"], min_support=10, train=train)
+    rows = {(r["class"], r["bin"]): r for r in ranked["by_class"]}
+    bx, ax, cx = rows[("b", "x")], rows[("a", "x")], rows[("c", "x")]
+    # a x has the higher score, and it is clear; b x is not clear (its 95% interval crosses 0) ...
+    assert ax["score"] == pytest.approx(newcombe_closed_form(14, 20, 8, 40)[0], abs=1e-4) and ax["clear"]
+    assert bx["score"] == pytest.approx(-0.0185, abs=1e-4) and not bx["clear"] and ax["score"] > bx["score"]
+    # ... but it is worse at one-sided 95% (low end of the 90% interval, z = 1.645) and uncovered
+    assert newcombe_closed_form(9, 20, 9, 40, z=1.6448536269514722)[0] == pytest.approx(0.0179, abs=1e-4)
+    assert bx["worse"] and (bx["train_n"], bx["train_share"], bx["uncovered"], bx["priority"]) == (2, 0.02, True, True)
+    assert (ax["train_n"], ax["train_share"], ax["uncovered"], ax["priority"]) == (30, 0.3, False, False)
+    assert ranked["by_class"][0] is bx and ranked["by_class"][1] is ax
+    # c x: no train image in x, but not worse than the rest of c (3 of 20 against 8 of 40): no priority
+    assert (cx["train_n"], cx["train_share"], cx["uncovered"], cx["worse"], cx["priority"]) == (0, 0.0, True, False, False)
+    assert [r["score"] for r in ranked["by_class"][1:]] == sorted((r["score"] for r in ranked["by_class"][1:]),
+                                                                   reverse=True)
+    # the y bins hold the rest of each class's train images; across classes: x holds 32 of 300
+    assert (rows[("b", "y")]["train_n"], rows[("b", "y")]["train_share"]) == (98, 0.98)
+    across = {r["bin"]: r for r in ranked["across_classes"]}
+    assert (across["x"]["train_n"], across["x"]["train_share"], across["x"]["uncovered"]) == (32, 0.1067, False)
+    # the threshold is the option: under 0.01, b's 2% covers x and the order is by score again
+    ranked = rank_slices(gt, wrong, [(prop, member)], ["a", "b", "c"], min_support=10, train=train, gap_share=0.01)
+    assert ranked["by_class"][0]["class"] == "a" and not any(r["priority"] for r in ranked["by_class"])
+
+
+def test_a_covered_everywhere_case_ranks_by_score_as_before():
+    prop, gt, wrong, member, train = _coverage_case({"a": 30, "b": 25, "c": 40})
+    covered = rank_slices(gt, wrong, [(prop, member)], ["a", "b", "c"], min_support=10, train=train)
+    plain = rank_slices(gt, wrong, [(prop, member)], ["a", "b", "c"], min_support=10)
+    assert [r["label"] for r in covered["by_class"]] == [r["label"] for r in plain["by_class"]]
+    assert [r["score"] for r in covered["by_class"]] == sorted((r["score"] for r in covered["by_class"]), reverse=True)
+    assert covered["by_class"][0]["label"] == "a, p = x"
+    assert not any(r["uncovered"] or r["priority"] for r in covered["by_class"] + covered["across_classes"])
+    assert {r["train_share"] for r in covered["by_class"] if r["bin"] == "x"} == {0.3, 0.25, 0.4}
+    # without a train split there is no train share and no priority
+    assert all(r["train_share"] is None and r["train_n"] is None and not r["priority"] for r in plain["by_class"])
 
 
 def test_drift_statistics():
@@ -158,7 +218,7 @@ def planted(cifar_test_dir, tmp_path_factory):
 def test_planted_slice_is_named_first(planted):
     from vetset.plugins.validate.slices import SliceOptions, failure_slices
 
-    ds, info, _ = planted
+    ds, info, result = planted
     logs = []
     sl = failure_slices(ds, ["airplane", "frog", "truck"], SliceOptions(), logs.append)
     first = sl["by_class"][0]
@@ -166,6 +226,14 @@ def test_planted_slice_is_named_first(planted):
     assert first["n"] == len(info["gray_val"]) == 20 and first["clear"]
     assert sl["worst"] == first and sl["metrics"]["worst_slice_error_rate"] == first["error_rate"]
     assert any("frog, colour_mode = grayscale" in m for m in logs)
+    # no frog train image is grayscale: the slice is uncovered, as the audit's coverage table counts it
+    audit = result["stages"]["audit"]
+    frog_train = audit["coverage"]["train"]["colour"]["frog"]
+    assert (first["train_n"], first["train_share"], first["uncovered"], first["worse"], first["priority"]) == \
+        (0, 0.0, True, True, True) and frog_train["grayscale"] == 0
+    assert sl["gap_share"] == audit["options"]["coverage_gap_share"] == 0.05 and sl["train_samples"] == 450
+    assert any(m.startswith("[validate] worst slice: frog, colour_mode = grayscale") and
+               "; train: 0 frog images in this bin (0%), not covered" in m for m in logs)
     # the saved view holds exactly the slice's errors, most confident first
     view = ds.load_saved_view(first["view"])
     assert first["view"] == "validation_errors/slice/frog/colour_mode=grayscale"
@@ -181,6 +249,10 @@ def test_planted_slice_is_named_first(planted):
     gray = frog_val.match((F("ground_truth.label") == "frog") & (F("colour_mode") == "grayscale"))
     assert len(gray) == first["n"]
     assert len(gray.match(F("predictions.label") != "frog")) == first["errors"]
+    # the other side: every frog train image is colour (the row ranks low; all rows kept)
+    full = failure_slices(ds, ["airplane", "frog", "truck"], SliceOptions(rows=1000), lambda m: None)
+    colour = next(r for r in full["by_class"] if (r["class"], r["bin"]) == ("frog", "colour"))
+    assert colour["train_n"] == frog_train["colour"] == 150 and colour["train_share"] == 1.0
 
 
 def test_planted_drift_is_named(planted):
@@ -240,8 +312,19 @@ def test_slices_in_result_views_report_and_console(digits_diagnosed):
         assert len(inside.match(F("predictions.label") != F("ground_truth.label"))) == row["errors"]
         if row.get("view"):
             assert len(ds.load_saved_view(row["view"])) == row["errors"]
-    scores = [r["score"] for r in sl["by_class"]]
-    assert scores == sorted(scores, reverse=True)
+    keys = [(not r["priority"], -r["score"]) for r in sl["by_class"]]
+    assert keys == sorted(keys)  # priority rows (worse, uncovered in train) first, then by score
+    assert sl["gap_share"] == result["stages"]["audit"]["options"]["coverage_gap_share"]
+    train = ds.match_tags("train").match_tags("augmented", bool=False)
+    assert sl["train_samples"] == len(train) == 1438
+    for row in [r for r in sl["by_class"] if r["train_share"] is not None][:3]:  # train shares recounted too
+        prop = props[row["property"]]
+        cls = train.match(F("ground_truth.label") == row["class"])
+        with_value = cls if prop.kind == "tag" else cls.exists("metadata.width" if prop.name == "size" else prop.name)
+        assert len(match_bin(cls, prop, row["bin"])) == row["train_n"]
+        assert row["train_share"] == pytest.approx(row["train_n"] / len(with_value), abs=1e-4)
+        assert row["uncovered"] == (row["train_share"] < sl["gap_share"])
+        assert row["priority"] == (row["uncovered"] and row["worse"])
     assert all(r["n"] >= sl["min_support"] for r in sl["by_class"])
     rows = sl["by_class"] + sl["across_classes"]
     assert all(r["rest_n"] >= sl["min_support"] and r["score"] == r["excess_ci"][0] <= r["excess"] <= r["excess_ci"][1]
@@ -254,6 +337,8 @@ def test_slices_in_result_views_report_and_console(digits_diagnosed):
     assert 'id="sec-failure_slices"' in html and sl["by_class"][0]["label"].split(",")[0] in html
     w = sl["by_class"][0]
     assert "Newcombe" in html and f"({w['rest_errors']} of {w['rest_n']})" in html
+    assert "train share (images)" in html and w["train_share"] is not None  # digits: no derived slice first
+    assert f"{100 * w['train_share']:.0f}% ({w['train_n']})" in html
     assert 'id="sec-drift"' in html
     # the console summary at the end of `recipes run` names the worst slice and the drift verdict
     from vetset.plugins.report.console import diagnosis_lines
@@ -288,6 +373,8 @@ def test_panel_lists_slices_and_opens_one(digits_diagnosed):
     rows = ctx.panel_state["slices"]
     worst = result["stages"]["validate"]["slices"]["by_class"][0]
     assert rows[0]["slice"] == worst["label"] and rows[0]["errors"] == f"{worst['errors']} / {worst['n']}"
+    assert rows[0]["train"] == f"{worst['train_share']:.0%} ({worst['train_n']})" + \
+        (", not covered" if worst["uncovered"] else "")
     assert "slices" in _props(panel.render(ctx))
     row = next(i for i, r in enumerate(rows) if r["view"])
     ctx = make_ctx(run.dataset, {"row": row}, panel_state=ctx.panel_state)

@@ -50,6 +50,19 @@ def test_slice_targets_aim_at_coverage_properties_only():
     assert sum(targets["a"]["orientation"].values()) < 1.0  # the planner's rule: a class's shares sum under 1
 
 
+def test_slice_targets_aim_at_uncovered_worse_slices_first():
+    # a covered slice with the higher score stored first; the slice worse in a bin train lacks (priority) is aimed first
+    covered = {"class": "truck", "property": "orientation", "bin": "portrait", "n": 12, "rest_n": 48, "errors": 10,
+               "excess": 0.6, "score": 0.4, "priority": False, "uncovered": False}
+    planted = {"class": "frog", "property": "colour_mode", "bin": "grayscale", "n": 20, "rest_n": 40, "errors": 9,
+               "excess": 0.225, "score": -0.0185, "priority": True, "uncovered": True}
+    addable = {("colour", "grayscale"), ("orientation", "portrait")}
+    targets, aimed = slice_targets({"by_class": [covered, planted]}, IterateOptions(aim_slices=1), addable)
+    assert aimed == [planted] and targets == {"frog": {"colour": {"grayscale": 0.3333}}}
+    _, aimed = slice_targets({"by_class": [covered, planted]}, IterateOptions(), addable)
+    assert aimed == [planted, covered]
+
+
 @pytest.mark.slow
 def test_one_round_on_the_planted_case(cifar_test_dir, tmp_path):
     """audit -> augment (nothing) -> train -> validate -> iterate (1 round) -> report on the planted CIFAR tree."""

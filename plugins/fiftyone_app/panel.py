@@ -170,11 +170,12 @@ class AuditPanel(foo.Panel):
         if state.drift:
             panel.md("**Train vs validation drift**\n\n" + "\n".join(f"- {v}" for v in state.drift), name="drift")
         if state.slices:
-            panel.md("**Failure slices** (val error rate by class x property bin; worst first; Open loads "
-                     "the slice's errors)", name="slices_title")
+            panel.md("**Failure slices** (val error rate by class x property bin; worse slices in a bin the "
+                     "class's train images lack first, then worst first; Open loads the slice's errors)",
+                     name="slices_title")
             table = types.TableView()
             for key, label in (("slice", "slice"), ("errors", "errors / n"), ("rate", "error rate (95% CI)"),
-                               ("rest", "rest of class")):
+                               ("rest", "rest of class"), ("train", "train share (images)")):
                 table.add_column(key, label=label)
             table.add_row_action("open_slice", on_click=self.open_slice, label="Open", icon="open_in_new",
                                  tooltip="Load this slice's saved view of errors")
@@ -184,7 +185,7 @@ class AuditPanel(foo.Panel):
                      name="test_slices_title")
             table = types.TableView()
             for key, label in (("slice", "slice"), ("errors", "errors / n"), ("rate", "error rate (95% CI)"),
-                               ("rest", "rest of class")):
+                               ("rest", "rest of class"), ("train", "train share (images)")):
                 table.add_column(key, label=label)
             table.add_row_action("open_test_slice", on_click=self.open_test_slice, label="Open", icon="open_in_new",
                                  tooltip="Load this slice's saved view of test errors")
@@ -218,14 +219,19 @@ class AuditPanel(foo.Panel):
 
 def slice_rows(slices: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
     """Rows of the panel's failure-slices table from the validate block's ``slices``: the worst
-    ``limit`` by class, then the worst 3 across classes; ``view`` is the saved view (or ``None``)."""
+    ``limit`` by class, then the worst 3 across classes, in the slices' ranking; ``train`` is the
+    bin's share of the class's train images and their count (``"0% (0), not covered"`` under the
+    audit's coverage-gap share; ``"-"`` without one); ``view`` is the saved view (or ``None``)."""
     rows = []
     for r in (slices.get("by_class") or [])[:limit] + (slices.get("across_classes") or [])[:3]:
         lo, hi = r["ci"]
         rest = r.get("rest_error_rate")
+        share = r.get("train_share")
         rows.append({"slice": r["label"], "errors": f"{r['errors']} / {r['n']}",
                      "rate": f"{r['error_rate']:.0%} ({lo:.0%}-{hi:.0%})",
-                     "rest": "-" if rest is None else f"{rest:.0%}", "view": r.get("view")})
+                     "rest": "-" if rest is None else f"{rest:.0%}",
+                     "train": "-" if share is None else f"{share:.0%} ({r['train_n']})"
+                     + (", not covered" if r.get("uncovered") else ""), "view": r.get("view")})
     return rows
 
 

@@ -3,8 +3,9 @@
 Put it after ``train`` and ``validate`` (the bundled ``iterate`` recipe does). Round 0 is
 the model those stages trained and validated. Each round then
 
-1. aims new augmentation at the worst failure slices of the current best model
-   (:func:`slice_targets`: slices on a coverage property a policy can add, i.e.
+1. aims new augmentation at the worst failure slices of the current best model, in the
+   slices' ranking (those worse than the rest of their class in a bin its train images
+   lack first; :func:`slice_targets`: slices on a coverage property a policy can add, i.e.
    ``orientation``, ``colour_mode``, ``clarity``, become per-class targets of the augment
    planner, ``AugmentOptions.class_targets``, at the slice's share of the class's val
    images), writing the images under ``<out>/iterate/round-<r>/images`` (with no such
@@ -131,15 +132,19 @@ def slice_targets(slices: dict[str, Any], options: IterateOptions,
 
     Returns:
         ``(targets, aimed)``: ``{class: {coverage property: {bin: share}}}`` and the slice
-        rows aimed at. A row qualifies when it has errors, a positive excess, a property
-        in :data:`FIELD_TO_COVERAGE` and a bin in ``addable``; its share is
+        rows aimed at, in the slices' ranking: rows with ``priority`` (worse than the rest
+        of their class in a bin the class's train images lack;
+        :mod:`vetset.plugins.validate.slices`) first, then the others by ``score``. A row
+        qualifies when it has errors, a positive excess, a property in
+        :data:`FIELD_TO_COVERAGE` and a bin in ``addable``; its share is
         ``n / (n + rest_n)`` (the bin's share of the class's val images) clipped to
         ``[min_share, max_share]``, and a class's shares stay under 1 in all (the augment
         planner's rule).
     """
     targets: dict[str, dict[str, dict[str, float]]] = {}
     aimed = []
-    for row in slices.get("by_class") or []:
+    # the ranking's order; sorted again (stable) so that results written before ``priority`` existed still work
+    for row in sorted(slices.get("by_class") or [], key=lambda r: not r.get("priority")):
         prop = FIELD_TO_COVERAGE.get(row["property"])
         if prop is None or row["bin"] not in PROPERTY_BINS.get(prop, ()) or not row["errors"] or row["excess"] <= 0 \
                 or (addable is not None and (prop, row["bin"]) not in addable):
@@ -329,7 +334,8 @@ def _iterate(run: Run, options: IterateOptions) -> dict[str, Any]:
         stats["per_class"] = per_class_error(y, _indices(val, best["field"], classes), new, classes)
         stats["per_slice"] = _per_slice(ds, best["slices"], best["field"], field, aimed)
         views = _save_change_views(ds, r, best["field"], field)
-        slices = failure_slices(ds, classes, SliceOptions(views=0), lambda m: None, pred_field=field)
+        slices = failure_slices(ds, classes, SliceOptions(views=0), lambda m: None, pred_field=field,
+                                gap_share=val_block["slices"].get("gap_share"))
         m = stats[options.primary]
         run.log(f"[iterate] round {r} vs round {best['round']}: {options.primary} {m['old']:.3f} -> {m['new']:.3f} "
                 f"({m['diff']:+.3f}, {int(100 * options.confidence)}% CI {m['ci'][0]:+.3f} to {m['ci'][1]:+.3f}): "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vetset.plugins.validate._wording import coverage_text
+
 
 def _slice_line(sl: dict[str, Any], split: str) -> str | None:
     worst = sl.get("worst")
@@ -18,7 +20,7 @@ def _slice_line(sl: dict[str, Any], split: str) -> str | None:
     where = f"; saved view {worst['view']}" if worst.get("view") else ""
     return (f"worst {split} slice: {worst['label']}: {worst['errors']} of {worst['n']} wrong "
             f"({worst['error_rate']:.0%}, {int(100 * sl.get('confidence', 0.95))}% CI {lo:.0%}-{hi:.0%})"
-            + ("" if rest is None else f" vs {rest:.0%} for the rest of the class") + where)
+            + ("" if rest is None else f" vs {rest:.0%} for the rest of the class") + coverage_text(worst) + where)
 
 
 def diagnosis_lines(result: dict[str, Any], max_drift: int = 3) -> list[str]:

@@ -23,9 +23,17 @@ def _slice_rows(rows: list[dict[str, Any]], limit: int) -> list[tuple[Any, ...]]
         excess = _pct(r.get("excess")) + (f" ({_pct(dci[0])} to {_pct(dci[1])})" if dci else "")
         rest = _pct(r.get("rest_error_rate")) + (f" ({r['rest_errors']} of {r['rest_n']})" if "rest_n" in r else "")
         out.append((r["label"], r["n"], r["errors"], _pct(r["error_rate"]), f"{_pct(ci[0])}-{_pct(ci[1])}",
-                    rest, safe(f"<strong>{esc(excess)}</strong>") if r.get("clear") else excess,
+                    rest, safe(f"<strong>{esc(excess)}</strong>") if r.get("clear") else excess, _train_cell(r),
                     safe(f"<code>{esc(r['view'])}</code>") if r.get("view") else "-"))
     return out
+
+
+def _train_cell(r: dict[str, Any]) -> Any:
+    """``0% (0)``, with "not covered" when under the coverage-gap share; bold for a priority slice."""
+    if r.get("train_share") is None:  # derived properties, no train split, results written before train shares
+        return "-"
+    text = f"{_pct(r['train_share'])} ({r['train_n']})" + (" not covered" if r.get("uncovered") else "")
+    return safe(f"<strong>{esc(text)}</strong>") if r.get("priority") else text
 
 
 def render_slices(result: dict[str, Any], ctx: ReportContext) -> str | None:
@@ -45,7 +53,7 @@ def render_slices(result: dict[str, Any], ctx: ReportContext) -> str | None:
 def _render_split(sl: dict[str, Any], ctx: ReportContext, split: str) -> str:
     level = f"{int(100 * sl.get('confidence', 0.95))}%"
     headers = ["slice", f"{split} samples", "errors", "error rate", f"{level} interval",
-               "rest of class", f"excess ({level} interval)", "saved view"]
+               "rest of class", f"excess ({level} interval)", "train share (images)", "saved view"]
     skipped = sl.get("not_ranked") or {}
     out = [f"<p>Error rate of the {split} split ({sl.get('num_samples', 0):,} samples) in each class x property bin, "
            "the properties being the audit's fields, the issue tags of the audit, embed and label_noise stages, and "
@@ -54,6 +62,10 @@ def _render_split(sl: dict[str, Any], ctx: ReportContext, split: str) -> str:
            "the interval of their excess (error rate minus the rest's), so a small slice or a small rest is not "
            "over-read; a bold excess is clear: its interval lies above 0 (Wilson score intervals, Wilson 1927; "
            "Newcombe's hybrid score interval for the difference, Newcombe 1998)."
+           + (" Listed first, with a bold train share: slices worse than the rest of their class (one-sided "
+              f"{level} bound of the excess above 0) in a bin that holds under {_pct(sl['gap_share'])} of the "
+              "class's train images (the audit's coverage_gap_share): the training data explains these errors, "
+              "and new or augmented images of that bin can fix them." if sl.get("gap_share") is not None else "")
            + (f" Not ranked: {skipped.get('small_slice', 0)} smaller slices, {skipped.get('small_rest', 0)} whose rest "
               "is smaller (nearly the whole class)." if skipped else "") + "</p>"]
     by_class, across = sl.get("by_class") or [], sl.get("across_classes") or []
@@ -64,13 +76,17 @@ def _render_split(sl: dict[str, Any], ctx: ReportContext, split: str) -> str:
     worst = sl.get("worst")
     if worst and worst.get("excess", 0) > 0:
         kind = "bad" if worst.get("clear") else "warn"
+        cover = ""
+        if worst.get("train_share") is not None:
+            cover = (f" Its class's train images hold {worst['train_n']} in this bin ({_pct(worst['train_share'])})"
+                     + (": training does not cover it." if worst.get("uncovered") else "."))
         out.append(note(f"Worst slice: <strong>{esc(worst['label'])}</strong>: {worst['errors']} of {worst['n']} "
                         f"wrong ({_pct(worst['error_rate'])}) against {_pct(worst['rest_error_rate'])} for the "
-                        f"rest of the class ({worst['rest_errors']} of {worst['rest_n']}).", kind))
+                        f"rest of the class ({worst['rest_errors']} of {worst['rest_n']}).{esc(cover)}", kind))
     if by_class:
         out.append("<h4>By class</h4>" + table(headers, _slice_rows(by_class, 15)))
     if across:
-        h = headers[:5] + [f"rest of {split}"] + headers[6:]
+        h = headers[:5] + [f"rest of {split}"] + headers[6:7] + ["train share (images), all classes"] + headers[8:]
         out.append("<h4>Across classes</h4>" + table(h, _slice_rows(across, 10)))
     for r in [r for r in by_class + across if r.get("examples")][:4]:
         items = [(e["filepath"], f"predicted {e['prediction']}") for e in r["examples"]]

@@ -36,6 +36,31 @@ by average rating", 2009). ``excess`` =
 when its score is positive: the interval of the difference lies above 0. Each slice is
 tested on its own; with dozens of slices a few are clear by chance at 95%.
 
+**Coverage in training comes first.** For every slice the original train images (those
+the audit measured and the numeric cuts come from; augmented copies are left out, as the
+iterate stage's rounds do not audit them and the augment stage's re-audit measures only
+the coverage checks) are placed in the same bins: ``train_n`` of the class's train images fall in the slice's bin,
+``train_share`` of those with a value for the property (across classes: of all train
+images). The slice is ``uncovered`` when ``train_share`` is under the audit's
+``coverage_gap_share`` (:class:`~vetset.plugins.audit.stage.AuditOptions`, default 0.05;
+:func:`failure_slices` takes the value the audit ran with): the threshold by which the
+audit calls a class x bin cell a coverage gap. The audit also asks that the bin be common
+in the whole train split, because before validation nothing else says the bin matters;
+here the val slice itself is that evidence, and a bin train lacks in every class (a
+drift between train and val) is the plainest uncovered slice of all, so that second
+condition is dropped. ``derived`` slices (near duplicate of a train image...) describe
+val samples against train and have no train share.
+
+A slice is ``worse`` when the one-sided lower confidence bound of its excess is above 0:
+the question "does this slice fail more than the rest of its class?" is one-sided, so
+its level-``confidence`` answer is the low end of the two-sided ``2 * confidence - 1``
+Newcombe interval (at 0.95: the low end of the 90% interval; the one-sided test at the
+usual 5%). ``clear`` keeps its two-sided meaning (``score > 0``). A slice that is worse
+*and* uncovered has ``priority``: its error is the one the training data explains, and
+the one new data or augmentation for that bin can fix, so priority slices are listed
+first (by ``score`` among themselves), then every other slice by ``score``. Without a
+train split (no train share) the order is by ``score`` alone.
+
 The headline (``worst``, the console line, ``worst_slice_*`` metrics) is the first class x
 bin slice. Bins across classes are ranked in their own list and not mixed in: their rest
 is other classes too, so a bin that holds more of a hard class looks worse without the
@@ -51,12 +76,16 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from vetset.core.dataset import split_view, training_view
-from vetset.plugins.validate.properties import Property, find_properties, match_bin, read_values
+from vetset.plugins.audit.stage import AuditOptions
+from vetset.plugins.validate._wording import coverage_text
+from vetset.plugins.validate.properties import DERIVED, Property, find_properties, match_bin, read_values
 
 SLICE_VIEW_PREFIX = "validation_errors/slice/"
 #: Saved-view prefix of each split's slices (val: the validation errors' namespace).
 SLICE_VIEW_PREFIXES = {"val": SLICE_VIEW_PREFIX, "test": "test_errors/slice/"}
 ALL_CLASSES = "all"
+#: The audit's coverage-gap threshold (``audit.coverage_gap_share``), used when no audit result gives it.
+COVERAGE_GAP_SHARE: float = AuditOptions.model_fields["coverage_gap_share"].default
 
 
 class SliceOptions(BaseModel):
@@ -128,12 +157,18 @@ def newcombe(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> tu
 
 
 def _row(cls: str | None, prop: Property, b: str, inside: np.ndarray, rest: np.ndarray, wrong: np.ndarray,
-         confidence: float) -> dict[str, Any]:
+         confidence: float, train: tuple[int, int] | None = None,
+         gap_share: float = COVERAGE_GAP_SHARE) -> dict[str, Any]:
     n, k = int(inside.sum()), int((inside & wrong).sum())
     rn, rk = int(rest.sum()), int((rest & wrong).sum())
     rate, rrate = k / n, (rk / rn if rn else None)
     lo, hi = wilson(k, n, confidence)
     dlo, dhi = newcombe(k, n, rk, rn, confidence) if rn else (None, None)
+    # one-sided bound at level `confidence`: the low end of the two-sided 2c - 1 interval (module docstring)
+    worse = bool(rn and newcombe(k, n, rk, rn, 2 * confidence - 1)[0] > 0)
+    train_n, train_total = train if train is not None else (None, 0)
+    share = train_n / train_total if train_total else None
+    uncovered = bool(share is not None and share < gap_share)
     where = f"{prop.name} = {prop.bin_text(b)}" if prop.kind != "tag" else f"tag {b}"
     return {"class": cls, "property": prop.name, "bin": b, "kind": prop.kind,
             "label": f"{cls}, {where}" if cls is not None else f"{where} (all classes)",
@@ -142,11 +177,16 @@ def _row(cls: str | None, prop: Property, b: str, inside: np.ndarray, rest: np.n
             "excess": None if rrate is None else round(rate - rrate, 4),
             "excess_ci": None if dlo is None else [round(dlo, 4), round(dhi, 4)],
             "score": None if dlo is None else round(dlo, 4),
-            "clear": bool(dlo is not None and dlo > 0)}
+            "clear": bool(dlo is not None and dlo > 0), "worse": worse,
+            "train_n": None if share is None else int(train_n),
+            "train_share": None if share is None else round(share, 4),
+            "uncovered": uncovered, "priority": worse and uncovered}
 
 
 def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Property, np.ndarray]],
-                classes: list[str], min_support: int = 10, confidence: float = 0.95) -> dict[str, Any]:
+                classes: list[str], min_support: int = 10, confidence: float = 0.95,
+                train: tuple[list[str | None], list[np.ndarray | None]] | None = None,
+                gap_share: float = COVERAGE_GAP_SHARE) -> dict[str, Any]:
     """Error rate of every slice with enough support on both sides, ranked (module docstring).
 
     Args:
@@ -156,7 +196,14 @@ def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Pro
             (:meth:`Property.membership`).
         classes: class names, in the model's order.
         min_support: slices with fewer samples, or whose rest has fewer, are counted, not ranked.
-        confidence: level of the Wilson and Newcombe intervals.
+        confidence: level of the Wilson and Newcombe intervals (and of the one-sided ``worse`` bound).
+        train: ``(train_gt, train_members)``: the class of each (original) train image and,
+            per entry of ``members``, the train images' membership ``(n_train, len(bins))``
+            (``None``: no train share, as for ``derived`` properties). ``None``: no train
+            split; every ``train_*`` is ``None`` and nothing has ``priority``.
+        gap_share: a slice is ``uncovered`` when under this share of its class's train
+            images (across classes: of all train images) with a value for the property are
+            in its bin; the audit's ``coverage_gap_share``.
 
     Returns:
         ``{"by_class": [row, ...], "across_classes": [row, ...], "candidates": int,
@@ -165,7 +212,11 @@ def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Pro
         (None across classes), ``property``, ``bin``, ``kind``, ``label``, ``n``, ``errors``,
         ``error_rate``, ``ci`` ([low, high], Wilson), ``rest_n``, ``rest_errors``,
         ``rest_error_rate``, ``excess``, ``excess_ci`` ([low, high], Newcombe), ``score``
-        (``excess_ci[0]``), ``clear`` (``score > 0``). ``candidates`` counts the non-empty
+        (``excess_ci[0]``), ``clear`` (``score > 0``), ``worse`` (the one-sided
+        level-``confidence`` lower bound of ``excess`` is above 0), ``train_n`` and
+        ``train_share`` (int, float 0..1; ``None`` without a train share), ``uncovered``
+        (``train_share < gap_share``), ``priority`` (``worse`` and ``uncovered``); rows with
+        ``priority`` come first (module docstring). ``candidates`` counts the non-empty
         slices considered, ranked or not; ``not_ranked`` those left out because the slice
         (``small_slice``), or else the rest it is compared with (``small_rest``), has fewer
         than ``min_support`` samples.
@@ -175,37 +226,45 @@ def rank_slices(gt: list[str | None], wrong: np.ndarray, members: list[tuple[Pro
     by_class: list[dict[str, Any]] = []
     across: list[dict[str, Any]] = []
     counts = {"candidates": 0, "small_slice": 0, "small_rest": 0}
+    train_labels = None if train is None else np.array([g or "" for g in train[0]], dtype=object)
 
     def consider(out: list[dict[str, Any]], cls: str | None, prop: Property, b: str, inside: np.ndarray,
-                 rest: np.ndarray) -> None:
+                 rest: np.ndarray, cover: tuple[int, int] | None) -> None:
         counts["candidates"] += 1
         if inside.sum() < min_support:
             counts["small_slice"] += 1
         elif rest.sum() < min_support:
             counts["small_rest"] += 1
         else:
-            out.append(_row(cls, prop, b, inside, rest, wrong, confidence))
+            out.append(_row(cls, prop, b, inside, rest, wrong, confidence, cover, gap_share))
 
     class_masks = {c: labels == c for c in classes}
-    for prop, member in members:
+    train_masks = {} if train_labels is None else {c: train_labels == c for c in classes}
+    for i, (prop, member) in enumerate(members):
         # a tag or derived flag: every sample has the property, those without it are the rest
         has = np.ones(len(labels), dtype=bool) if prop.kind in ("tag", "derived") else member.any(axis=1)
+        tmember = None if train is None or prop.kind == DERIVED else train[1][i]
+        thas = None if tmember is None else (np.ones(len(tmember), dtype=bool) if prop.kind == "tag"
+                                             else tmember.any(axis=1))
         for j, b in enumerate(prop.bins):
             inside = member[:, j]
             if not inside.any():
                 continue
             rest = has & ~inside
-            consider(across, None, prop, b, inside, rest)
+            consider(across, None, prop, b, inside, rest,
+                     None if tmember is None else (int(tmember[:, j].sum()), int(thas.sum())))
             for c, cmask in class_masks.items():
                 if (inside & cmask).any():
-                    consider(by_class, c, prop, b, inside & cmask, rest & cmask)
+                    cover = None if tmember is None else (int((tmember[:, j] & train_masks[c]).sum()),
+                                                          int((thas & train_masks[c]).sum()))
+                    consider(by_class, c, prop, b, inside & cmask, rest & cmask, cover)
     return {"by_class": sorted(by_class, key=_rank_key), "across_classes": sorted(across, key=_rank_key),
             "candidates": counts["candidates"],
             "not_ranked": {"small_slice": counts["small_slice"], "small_rest": counts["small_rest"]}}
 
 
-def _rank_key(row: dict[str, Any]) -> tuple[float, int, str]:
-    return -row["score"], -row["n"], row["label"]
+def _rank_key(row: dict[str, Any]) -> tuple[bool, float, int, str]:
+    return not row.get("priority"), -row["score"], -row["n"], row["label"]
 
 
 def view_name(row: dict[str, Any], split: str = "val") -> str:
@@ -251,7 +310,8 @@ def _save_views(dataset: Any, rows: list[dict[str, Any]], props: dict[str, Prope
 
 
 def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log: Any = print,
-                   pred_field: str = "predictions", split: str = "val") -> dict[str, Any]:
+                   pred_field: str = "predictions", split: str = "val",
+                   gap_share: float | None = None) -> dict[str, Any]:
     """Failure slices of a validated split (``val``, or ``test``), with saved views of the worst ones.
 
     Args:
@@ -263,24 +323,35 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
             are kept for ``predictions`` (the validate stage's) only.
         split: ``val`` (saved views ``validation_errors/slice/...``) or ``test``
             (``test_errors/slice/...``); numeric cuts come from the train split either way.
+        gap_share: the audit's ``coverage_gap_share`` the run used (``uncovered``, module
+            docstring); ``None``: its default, :data:`COVERAGE_GAP_SHARE`.
 
     Returns:
-        ``{"split", "num_samples", "min_support", "confidence", "method",
+        ``{"split", "num_samples", "train_samples", "min_support", "confidence", "gap_share", "method",
         "properties": [Property.to_dict()...], "candidates", "by_class": [row...],
         "across_classes": [row...], "not_ranked", "worst": row | None}``; rows and
-        ``not_ranked`` as :func:`rank_slices`,
-        the viewed ones with ``view`` (saved-view name) and ``examples``
+        ``not_ranked`` as :func:`rank_slices` (``train_samples``: the original train images
+        the train shares count), the viewed ones with ``view`` (saved-view name) and ``examples``
         (``[{"filepath", "prediction"}]``). Also ``"metrics"``: ``worst_slice_error_rate``,
-        ``worst_slice_excess`` (None without a ranked slice), ``slices_clearly_worse``.
+        ``worst_slice_excess`` (None without a ranked slice), ``slices_clearly_worse``,
+        ``slices_uncovered_worse`` (ranked rows with ``priority``, both lists).
     """
+    gap_share = COVERAGE_GAP_SHARE if gap_share is None else float(gap_share)
     val = split_view(dataset, split).exists(pred_field)
     train = training_view(dataset)[0].match_tags("augmented", bool=False)
-    props = find_properties(dataset, train if len(train) else val, options.max_bins, options.exclude)
+    n_train = len(train)
+    props = find_properties(dataset, train if n_train else val, options.max_bins, options.exclude)
     gt, pred = val.values(["ground_truth.label", f"{pred_field}.label"])
     wrong = np.array([g != p for g, p in zip(gt, pred)], dtype=bool)
     values = read_values(val, props)
     members = [(p, p.membership(values[p.name])) for p in props]
-    ranked = rank_slices(gt, wrong, members, classes, options.min_support, options.confidence)
+    cover = None
+    if n_train:  # the same bins on the original train images (derived properties have no train share)
+        tprops = [p for p in props if p.kind != DERIVED]
+        tvalues = read_values(train, tprops)
+        cover = (train.values("ground_truth.label"),
+                 [p.membership(tvalues[p.name]) if p.kind != DERIVED else None for p in props])
+    ranked = rank_slices(gt, wrong, members, classes, options.min_support, options.confidence, cover, gap_share)
     by_class, across = ranked["by_class"][:options.rows], ranked["across_classes"][:options.rows]
     worst_rows = [r for r in by_class if r["errors"] and r["excess"] > 0][:options.views] + \
                  [r for r in across if r["errors"] and r["excess"] > 0][:options.views]
@@ -292,19 +363,24 @@ def failure_slices(dataset: Any, classes: list[str], options: SliceOptions, log:
         log(f"[validate] worst {'' if split == 'val' else split + ' '}slice: {row['label']}: {row['errors']} of {row['n']} wrong "
             f"({row['error_rate']:.0%}, {int(options.confidence * 100)}% CI {row['ci'][0]:.0%}-{row['ci'][1]:.0%}) vs "
             f"{row['rest_error_rate']:.0%} for the rest ({row['rest_errors']} of {row['rest_n']})"
-            + (f"; saved view {row['view']!r}" if row.get("view") else ""))
+            + coverage_text(row) + (f"; saved view {row['view']!r}" if row.get("view") else ""))
     if not by_class:
         log(f"[validate] no failure slice has {options.min_support} {split} samples or more, with as many in the rest "
             "of its class (slices.min_support)")
     return {
-        "split": split, "num_samples": len(gt), "min_support": options.min_support, "confidence": options.confidence,
-        "method": "error rate per slice with a Wilson score interval (Wilson 1927); ranked by the low end of "
-                  "Newcombe's hybrid score interval (Newcombe 1998, method 10) of its excess over the rest of the "
-                  f"class (across classes: the rest of the {split} split); slice and rest need min_support samples",
+        "split": split, "num_samples": len(gt), "train_samples": n_train, "min_support": options.min_support,
+        "confidence": options.confidence, "gap_share": gap_share,
+        "method": "error rate per slice with a Wilson score interval (Wilson 1927); slices worse than the rest of "
+                  "their class (one-sided Newcombe bound above 0) whose bin holds under the audit's "
+                  "coverage_gap_share of the class's train images come first; then, and within them, ranked by the "
+                  "low end of Newcombe's hybrid score interval (Newcombe 1998, method 10) of the excess over the "
+                  f"rest of the class (across classes: the rest of the {split} split); slice and rest need "
+                  "min_support samples",
         "properties": [p.to_dict() for p in props], "candidates": ranked["candidates"],
         "not_ranked": ranked["not_ranked"],
         "by_class": by_class, "across_classes": across, "worst": worst,
         "metrics": {"worst_slice_error_rate": worst["error_rate"] if worst else None,
                     "worst_slice_excess": worst["excess"] if worst else None,
-                    "slices_clearly_worse": sum(r["clear"] for r in ranked["by_class"] + ranked["across_classes"])},
+                    "slices_clearly_worse": sum(r["clear"] for r in ranked["by_class"] + ranked["across_classes"]),
+                    "slices_uncovered_worse": sum(r["priority"] for r in ranked["by_class"] + ranked["across_classes"])},
     }

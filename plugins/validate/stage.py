@@ -14,7 +14,8 @@ readable sample of the ``train``, ``val`` and ``test`` splits, and writes
   restricted to one ground-truth class; only classes with errors);
 * failure slices (:mod:`.slices`): error rate per class x audit property bin with Wilson
   intervals, ranked by the low end of the Newcombe interval of the excess over the rest
-  of the class, and saved views ``validation_errors/slice/<class>/<property>=<bin>`` of the
+  of the class, slices worse than that rest in a bin the class's train images lack
+  (under the audit's ``coverage_gap_share``) first, and saved views ``validation_errors/slice/<class>/<property>=<bin>`` of the
   worst ones; the same on the test split when there is one (``test_errors/slice/...``).
 
 Result block (``result["stages"]["validate"]``)::
@@ -36,8 +37,8 @@ Result block (``result["stages"]["validate"]``)::
                  and with a gap: "train_accuracy", "train_val_acc_gap", "overfitting" (0/1),
                  "underfitting" (0/1), "classes_with_recall_gap"; with a test split:
                  "test_accuracy", "test_error_rate"; with slices: "worst_slice_error_rate",
-                 "worst_slice_excess", "slices_clearly_worse"; with test slices the same three
-                 prefixed ``test_``}}
+                 "worst_slice_excess", "slices_clearly_worse", "slices_uncovered_worse"; with test
+                 slices the same four prefixed ``test_``}}
 """
 
 from __future__ import annotations
@@ -265,12 +266,15 @@ def _validate(run: Any, options: ValidateOptions) -> dict[str, Any]:
         metrics["test_error_rate"] = round(1.0 - splits["test"]["accuracy"], 4)
     run.log(f"[validate] val accuracy {val['accuracy']:.3f}, {n_errors} errors in saved view {ERRORS_VIEW!r}")
     run.log(f"[validate] {gap['summary'] if gap else 'no train metrics: no train/validation comparison'}")
-    slices = failure_slices(ds, classes, options.slices, run.log) if options.slices.enabled else None
+    # a slice is uncovered by the audit's coverage-gap threshold: the one the audit ran with, else its default
+    gap_share = ((run.results.get("audit") or {}).get("options") or {}).get("coverage_gap_share")
+    slices = failure_slices(ds, classes, options.slices, run.log, gap_share=gap_share) \
+        if options.slices.enabled else None
     if slices is not None:
         metrics.update(slices["metrics"])
     test_slices = None
     if options.slices.enabled and "test" in splits:
-        test_slices = failure_slices(ds, classes, options.slices, run.log, split="test")
+        test_slices = failure_slices(ds, classes, options.slices, run.log, split="test", gap_share=gap_share)
         metrics.update({f"test_{k}": v for k, v in test_slices["metrics"].items()})
     return {
         "checkpoint": str(path), "model_name": ckpt["model_name"], "classes": classes, "pred_field": PRED_FIELD,
