@@ -185,7 +185,9 @@ def main() -> None:
                                      per[0]["old"] if per else None, per[0]["new"] if per else None,
                                      r1["augment"]["images"] if r1 else 0,
                                      [r["label"] for r in sl["by_class"] if r.get("priority")],
-                                     [r["label"] for r in sl["by_class"] if r.get("uncovered") and not r["priority"]]))
+                                     [r["label"] for r in sl["by_class"] if r.get("uncovered") and not r["priority"]],
+                                     [f"{r['label']} ({r['errors']}/{r['n']}, score {_f(r['score'])}, train share "
+                                      f"{_f(r.get('train_share'))})" for r in by_score[:3]]))
             print(f"  {key} seed {seed}: acc single {rows[-1][3]:.3f} loop {rows[-1][4]:.3f} (kept round "
                   f"{it['best_round']}), macro-F1 single {rows[-1][6]:.3f} loop {rows[-1][7]:.3f}; "
                   f"{t_single:.0f} s / {t_loop:.0f} s" + (f"; planted {planted_rows[-1]}" if key == "planted" else ""),
@@ -213,13 +215,14 @@ def main() -> None:
               "train share, priority; the first slice; the planted slice's val error before/after")
         print("seed  rank by score  rank  score   train share  priority  first slice                              "
               "score   train share  error round 0  error round 1  images added")
-        for seed, rs, rank, score, share, prio, first, fscore, fshare, e0, e1, n, _, _ in planted_rows:
+        for seed, rs, rank, score, share, prio, first, fscore, fshare, e0, e1, n, *_ in planted_rows:
             print(f"{seed:4}  {rs if rs else '-':>13}  {rank if rank else '-':>4}  {_f(score):>6}  {_f(share):>11}  "
                   f"{str(prio):8}  {first[:40]:40} {_f(fscore):>6}  {_f(fshare):>11}  {_f(e0):>13}  {_f(e1):>13}  "
                   f"{n:12}")
         for row in planted_rows:
-            print(f"seed {row[0]}: priority (worse, uncovered) slices: {'; '.join(row[-2]) or 'none'}; uncovered, "
-                  f"not worse: {'; '.join(row[-1]) or 'none'}")
+            print(f"seed {row[0]}: priority (worse, uncovered) slices: {'; '.join(row[-3]) or 'none'}; uncovered, "
+                  f"not worse (among the rows kept, slices.rows): {'; '.join(row[-2]) or 'none'}; first by "
+                  f"score alone: {'; '.join(row[-1])}")
 
 
 def save_slice_inputs(run: dict, path: Path) -> None:
