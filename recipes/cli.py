@@ -31,6 +31,12 @@ console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
+#: Set by ``recipes run`` once it has started: a run starts no process that should outlive
+#: it (the App's commands do: FiftyOne's server and services are stopped by their own exit
+#: handlers, so those commands exit the ordinary way).
+_fast_exit = [False]
+
+
 def _hooks():
     from vetset.core.manager import get_hooks
 
@@ -462,9 +468,6 @@ def torch_build_error(exc: BaseException) -> str | None:
             "from the same index in one command, e.g. `pip install --force-reinstall torch torchvision`.")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
 
 def run_main() -> None:
     """Console-script wrapper: exit with :func:`main`'s code."""
@@ -473,11 +476,6 @@ def run_main() -> None:
         _exit_now(code)
     sys.exit(code)
 
-
-#: Set by ``recipes run`` once it has started: a run starts no process that should outlive
-#: it (the App's commands do: FiftyOne's server and services are stopped by their own exit
-#: handlers, so those commands exit the ordinary way).
-_fast_exit = [False]
 
 
 def _exit_now(code: int) -> None:
@@ -503,3 +501,7 @@ def _exit_now(code: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_main()
