@@ -27,6 +27,9 @@ FIELD_KINDS = ("float", "int", "bool", "str", "metadata")
 #: Samples per bulk write, so the pending updates never hold the whole dataset in memory
 #: (2,000 ``UpdateOne`` documents of the built-in checks are about 3 MB).
 WRITE_BATCH = 2_000
+#: Up to this many samples, :func:`write_all` keeps the documents it built to digest them for
+#: its write pass (about 2 KB a sample with the built-in checks) instead of building them again.
+KEEP_DOCS = 50_000
 
 
 #: The pandas nullable dtype each numeric kind is staged as.
@@ -159,7 +162,11 @@ def write_all(ctx: Any, old_tags: Iterable[str], previous: Mapping[str, Any] | N
 
     digest = hashlib.sha1(pickle.dumps(names, protocol=4))
     sample_digests: list[bytes] = []  # 16 bytes a sample
+    # up to KEEP_DOCS samples, the documents of this pass are kept for the write pass instead of built again
+    kept: list[tuple[list[str], list[dict[str, Any]]]] | None = [] if ctx.n <= KEEP_DOCS else None
     for ids, docs in batches():
+        if kept is not None:
+            kept.append((ids, docs))
         for i, doc in zip(ids, docs):
             sample_digests.append(hashlib.blake2b(pickle.dumps(doc, protocol=4), digest_size=16).digest())
             digest.update(i.encode() + sample_digests[-1])
@@ -170,7 +177,7 @@ def write_all(ctx: Any, old_tags: Iterable[str], previous: Mapping[str, Any] | N
             and previous["last_modified_at"] == _last_modified(ctx.view)):
         known, modified = _known_digests(digests_file, ds, names, ctx.view) if not new else ({}, set())
         start = 0
-        for ids, docs in batches():
+        for ids, docs in (kept if kept is not None else batches()):
             todo = [j for j, i in enumerate(ids)
                     if known.get(i) != sample_digests[start + j] or i in modified]
             start += len(ids)
