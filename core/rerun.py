@@ -16,7 +16,9 @@ A run whose recipe has only stages with a :attr:`vetset.core.registry.Stage.reus
   its document, saved views, sample count and latest sample change), read after the run's
   last write;
 * ``outputs``: every file under the run folder but ``result.json`` (path, size, modification
-  time).
+  time);
+* ``result``: the result itself without ``inputs`` (:func:`result_digest`), so a
+  ``result.json`` edited by hand runs in full.
 
 The next ``recipes run`` with the same recipe, source, dataset name and output folder
 computes the same record before it imports FiftyOne or torch, and when every part is
@@ -75,21 +77,56 @@ def code_digest(hooks: Hooks) -> str:
 
 
 def _tree_rows(root: Path, skip: Path | None = None) -> list[list[Any]]:
+    """One row per entry under ``root``, sorted: folders as ``[rel, "dir"]``, files as
+    ``[rel, size, mtime_ns, ctime_ns]``, a symbolic link with its target appended, a
+    broken one as ``[rel, None, target]``.
+
+    Symbolically linked folders are followed, as the ImageFolder loader follows linked class
+    and split folders (:func:`vetset.core.dataset.scan_imagefolder`); a folder already seen
+    (a link loop, or two links to one folder) is listed once, as ``[rel, "seen"]``.
+    """
     rows: list[list[Any]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, root)
+    seen: set[tuple[int, int]] = set()
+    stack = [(str(root), ".")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in seen:
+                rows.append([rel, "seen"])
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            rows.append([rel, "unreadable"])
+            continue
         rows.append([rel, "dir"])  # an empty folder is an entry too (its mtime is not: writing result.json sets it)
-        for f in sorted(filenames):
-            path = os.path.join(dirpath, f)
-            if skip is not None and path == str(skip):
+        subdirs = []
+        for entry in entries:
+            if skip is not None and entry.path == str(skip):
                 continue
+            erel = os.path.join(rel, entry.name)
+            link = None
+            if entry.is_symlink():
+                try:
+                    link = os.readlink(entry.path)
+                except OSError:
+                    link = ""
             try:
-                st = os.stat(path)
-            except OSError:  # a broken link: its name is still an input
-                rows.append([os.path.join(rel, f), None])
+                is_dir = entry.is_dir()  # follows a link
+                st = None if is_dir else entry.stat()
+            except OSError:  # a broken link: its name and target are still inputs
+                rows.append([erel, None, link])
                 continue
-            rows.append([os.path.join(rel, f), st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+            if is_dir:
+                if link is not None:
+                    rows.append([erel, "link", link])
+                subdirs.append((entry.path, erel))
+                continue
+            row = [erel, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+            rows.append(row if link is None else [*row, link])
+        stack.extend(reversed(subdirs))  # depth first, in name order
     return rows
 
 
@@ -112,7 +149,11 @@ def source_digest(data: str | os.PathLike | None, fmt: str = "auto") -> str | No
                 return None
             rows: list[Any] = [[str(src), st.st_size, st.st_mtime_ns, st.st_ctime_ns]]
             for item in items:
-                fst = os.stat(item.filepath)
+                try:
+                    fst = os.stat(item.filepath)
+                except OSError:  # a listed file that is missing: the run reports it unreadable
+                    rows.append([item.filepath, item.label, item.split, None])
+                    continue
                 rows.append([item.filepath, item.label, item.split, fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns])
             return _digest(rows)
         if not src.is_dir():
@@ -130,6 +171,19 @@ def outputs_digest(out_dir: Path) -> str | None:
     if not out_dir.is_dir():
         return None
     return _digest(_tree_rows(out_dir, skip=out_dir / RESULT_FILE))
+
+
+def result_digest(result: dict[str, Any]) -> str:
+    """sha256 of a run result without its ``inputs``, as ``result.json`` stores it (the
+    in-memory result goes through the writer's JSON conversion first, so the digest of a
+    result and of the file written from it are equal): a hand-edited ``result.json`` is
+    never kept."""
+    from functools import partial
+
+    from vetset.core.result import to_jsonable
+
+    rest = {k: v for k, v in result.items() if k != "inputs"}
+    return _digest(json.loads(json.dumps(rest, default=partial(to_jsonable, strict=True), allow_nan=False)))
 
 
 def stage_keys(recipe: Recipe, hooks: Hooks, out_dir: Path) -> dict[str, Any] | None:
@@ -176,6 +230,8 @@ def record(recipe: Recipe, hooks: Hooks, data: str | os.PathLike | None, dataset
     code = _computed.pop(("code", ""), None) or code_digest(hooks)
     src_key = ("source", f"{data}|{recipe.data.format}")
     source = _computed.pop(src_key) if src_key in _computed else source_digest(data, recipe.data.format)
+    if data is not None and source is None:  # a source that cannot be described cannot be compared
+        return None
     return {"version": INPUTS_VERSION, "code": code, "source": source,
             "stages": keys, "dataset": state, "outputs": outputs_digest(out_dir)}
 
@@ -211,6 +267,8 @@ def reusable(recipe: Recipe, hooks: Hooks, data: str | os.PathLike | None, datas
         return None
     src = None if data is None else str(Path(data).expanduser().resolve())
     if (previous.get("source") or None) != src and data is not None:
+        return None
+    if inputs.get("result") != result_digest(previous):
         return None
     if inputs.get("outputs") != outputs_digest(out_dir) or inputs.get("stages") != stage_keys(recipe, hooks, out_dir):
         return None

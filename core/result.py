@@ -113,12 +113,20 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a ``result.json`` (a file or a run folder containing one)."""
+    """Read a ``result.json`` (a file or a run folder containing one).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON, or its JSON is not an object (e.g. a list written by hand).
+    """
     p = Path(path)
     if p.is_dir():
         p = p / RESULT_FILE
     with open(p, encoding="utf-8") as f:
-        return upgrade_result(json.load(f))
+        result = json.load(f)
+    if not isinstance(result, dict):
+        raise ValueError(f"{p} holds a JSON {type(result).__name__}, not an object")
+    return upgrade_result(result)
 
 
 #: The version-1 audit options of the pass itself; every other key but ``checks`` and

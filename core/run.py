@@ -176,6 +176,7 @@ class Run:
         self.hooks.on_run_finished(self, self.result)
         inputs = rerun.record(self.recipe, self.hooks, self.data, self.dataset.name, self.out_dir)
         if inputs is not None:  # what the next run compares to reuse this result (vetset.core.rerun)
+            inputs["result"] = rerun.result_digest(self.result)
             self.result["inputs"] = inputs
             self.save()
         if self.result["fail_on"]["failures"]:

@@ -161,3 +161,88 @@ def test_embed_reuse_key_names_the_weights_it_would_load(tmp_path, monkeypatch):
     assert backbone.reuse_key(opts, out) == {"pretrained": [str(cached.resolve()), 32, cached.stat().st_mtime_ns]}
     cached.unlink()
     assert backbone.reuse_key(opts, out) is None
+
+
+def test_source_digest_sees_a_file_in_a_linked_class_folder_and_survives_a_link_loop(digits_dir, tmp_path):
+    """The loader follows a class folder that is a symbolic link; the digest must too."""
+    from vetset.core.dataset import scan_imagefolder
+    from vetset.core.rerun import source_digest
+
+    data = _folder(digits_dir, tmp_path / "data", per_class=2)
+    elsewhere = tmp_path / "elsewhere" / "7"
+    elsewhere.mkdir(parents=True)
+    shutil.copy(sorted((digits_dir / "train" / "7").glob("*.png"))[0], elsewhere / "a.png")
+    (data / "7").symlink_to(elsewhere, target_is_directory=True)
+    items, classes, _ = scan_imagefolder(data)
+    assert "7" in classes and sum(i.label == "7" for i in items) == 1  # what the loader reads
+    base = source_digest(data)
+    shutil.copy(sorted((digits_dir / "train" / "7").glob("*.png"))[1], elsewhere / "b.png")
+    assert len(scan_imagefolder(data)[0]) == 10
+    added = source_digest(data)
+    assert added != base
+    (elsewhere / "loop").symlink_to(data, target_is_directory=True)  # a loop: the walk still ends
+    looped = source_digest(data)
+    assert looped not in (base, added) and looped == source_digest(data)
+    # a file link pointed elsewhere: the target is an input
+    (data / "0" / "l.png").symlink_to(elsewhere / "a.png")
+    first = source_digest(data)
+    (data / "0" / "l.png").unlink()
+    (data / "0" / "l.png").symlink_to(elsewhere / "b.png")
+    assert source_digest(data) != first
+
+
+def test_source_digest_of_a_manifest_listing_a_missing_file_still_sees_a_label_change(digits_dir, tmp_path):
+    from vetset.core.rerun import source_digest
+
+    data = _folder(digits_dir, tmp_path / "data", per_class=2)
+    rows = ["filepath,label"] + [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join([*rows, "data/0/missing.png,0"]) + "\n")
+    base = source_digest(manifest)
+    assert base is not None  # a missing file is an input (the run reports it unreadable), not a reason to give up
+    manifest.write_text("\n".join([*rows, "data/0/missing.png,1"]) + "\n")
+    assert source_digest(manifest) not in (None, base)
+
+
+def test_result_digest_equals_for_the_result_and_the_file_written_from_it(tmp_path):
+    import numpy as np
+
+    from vetset.core.rerun import result_digest
+    from vetset.core.result import read_result, write_json_atomic
+
+    result = {"schema_version": 2, "stages": {"audit": {"counts": {2: np.int64(3), 10: 4}, "mean": np.float32(0.1),
+                                                        "pair": (1, 2)}}, "inputs": {"code": "x"}}
+    write_json_atomic(tmp_path / "result.json", result)
+    back = read_result(tmp_path / "result.json")
+    assert result_digest(back) == result_digest(result)
+    assert result_digest({**back, "inputs": {"code": "y"}}) == result_digest(result)  # inputs left out
+    back["stages"]["audit"]["counts"]["2"] = 5
+    assert result_digest(back) != result_digest(result)
+
+
+def test_read_result_refuses_json_that_is_not_an_object(tmp_path):
+    import pytest
+
+    from vetset.core.result import read_result
+
+    (tmp_path / "result.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a JSON list, not an object"):
+        read_result(tmp_path)
+
+
+def test_a_hand_edited_result_json_is_not_kept(digits_dir, tmp_path, fresh_name):
+    data, out = _folder(digits_dir, tmp_path / "data", per_class=3), tmp_path / "out"
+    assert _run(data, fresh_name, out).returncode == 0
+    result = json.loads((out / "result.json").read_text())
+    result["stages"]["audit"]["num_images"] = 999  # the inputs record left as it was
+    (out / "result.json").write_text(json.dumps(result))
+    edited = _run(data, fresh_name, out)
+    assert edited.returncode == 0, edited.stderr
+    assert KEPT not in edited.stdout and "[audit]" in edited.stdout
+    assert json.loads((out / "result.json").read_text())["stages"]["audit"]["num_images"] == 12
+    (out / "result.json").write_text("[1, 2]")
+    listed = _run(data, fresh_name, out)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr and KEPT not in listed.stdout
+    import fiftyone as fo
+
+    fo.delete_dataset(fresh_name)
