@@ -169,17 +169,24 @@ def run(
 
         check_options(rec.options("train"))
     _fast_exit[0] = True
-    if not (force or resume) and _reuse(rec, hooks, data, dataset, out):
-        return
-    _database()
-    the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
-                  log=lambda msg: console.print(msg, markup=False, highlight=False))
-    _stop_on_signals()
-    result = None
+    _stop_on_signals()  # also while waiting for another command or the database, and during the kept-result check
+    try:
+        _hold_dataset(data, dataset)
+        if not (force or resume) and _reuse(rec, hooks, data, dataset, out):
+            return
+        _database()
+        the_run = Run(rec, hooks, data=data, dataset=dataset, out_dir=out, resume=resume,
+                      log=lambda msg: console.print(msg, markup=False, highlight=False))
+    except KeyboardInterrupt:
+        err_console.print("interrupted before any stage ran: nothing was written.")
+        raise typer.Exit(130) from None
+    result, failed = None, None
     try:
         result = the_run.execute()
     except KeyboardInterrupt:
         pass
+    except ChecksFailed as exc:  # the run finished: its summary is printed, as a kept run's is
+        result, failed = the_run.result, exc
     finally:
         if the_run.dataset is not None:
             _print_where(the_run)
@@ -199,6 +206,19 @@ def run(
         sys.stderr.flush()
         os._exit(130)
     _print_summary(result)
+    if failed is not None:
+        raise failed
+
+
+def _hold_dataset(data: Path | None, dataset: str | None) -> None:
+    """Wait until no other vetset command uses the dataset, then keep it for this process
+    (:mod:`vetset.core.dataset_lock`)."""
+    from vetset.core.dataset import default_dataset_name
+    from vetset.core.dataset_lock import hold_dataset
+
+    name = dataset or (default_dataset_name(data) if data is not None else None)
+    if name is not None:
+        hold_dataset(name, say=lambda m: err_console.print(m, markup=False, highlight=False, soft_wrap=True))
 
 
 def _reuse(rec, hooks, data: Path | None, dataset: str | None, out: Path | None) -> bool:
@@ -319,6 +339,7 @@ def plan(
     if data is None and dataset is None:
         raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
     _check_inputs(data, dataset)
+    _hold_dataset(data, dataset)
     _database()
     for table in cli_plan(recipe, data, dataset, out, hooks, log=lambda m: console.print(m, markup=False, highlight=False)):
         console.print(table)

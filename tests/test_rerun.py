@@ -92,6 +92,7 @@ def test_a_kept_run_fails_its_fail_on_gate_as_the_run_did(digits_dir, tmp_path, 
     recipe.write_text("name: gate\nstages:\n  audit: {}\n  report: {}\nfail_on:\n  audit.metrics.classes_below_min: 0\n")
     first = run_cli("run", str(recipe), "--data", str(data), "--dataset", fresh_name, "--out", str(out))
     assert first.returncode == 1, first.stdout + first.stderr
+    assert "done in" in first.stdout  # the summary of a run that failed a gate, as a kept run prints it
     again = run_cli("run", str(recipe), "--data", str(data), "--dataset", fresh_name, "--out", str(out))
     assert again.returncode == 1 and KEPT in again.stdout
     assert "classes_below_min" in again.stderr
