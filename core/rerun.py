@@ -58,9 +58,9 @@ def _digest(rows: Any) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def code_digest(hooks: Hooks) -> str:
+def vetset_files_digest() -> str:
     """sha256 of vetset's own files (relative path, size, mtime in ns; ``__pycache__`` left
-    out) and of the ``(name, version)`` of every plugin distribution ``hooks`` loaded."""
+    out): changes with any edit or upgrade of vetset's code."""
     import vetset.core
 
     root = Path(vetset.core.__file__).resolve().parent.parent  # the folder holding core/, plugins/, recipes/
@@ -72,8 +72,32 @@ def code_digest(hooks: Hooks) -> str:
                 if os.path.splitext(f)[1] in _CODE_SUFFIXES:
                     st = os.stat(os.path.join(dirpath, f))
                     rows.append([os.path.relpath(os.path.join(dirpath, f), root), st.st_size, st.st_mtime_ns])
+    return _digest(rows)
+
+
+def module_stamp(obj: Any) -> list[Any] | None:
+    """``[path, size, mtime_ns]`` of the file defining ``obj`` (a function, class or module),
+    or ``None`` when it has none: an edit or a reinstall of that file changes it."""
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(obj) or inspect.getfile(obj)
+        st = os.stat(path)
+    except (TypeError, OSError):
+        return None
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def code_digest(hooks: Hooks) -> str:
+    """sha256 of vetset's own files (:func:`vetset_files_digest`), of the ``(name,
+    version)`` of every plugin distribution ``hooks`` loaded, and of the file of every
+    plugin module (:func:`module_stamp`: an edited third-party plugin whose version did not
+    change)."""
+    import inspect
+
     dists = sorted({(d.project_name, d.version) for _, d in hooks.pm.list_plugin_distinfo()})
-    return _digest([rows, dists])
+    modules = sorted({str(module_stamp(m)) for p in hooks.pm.get_plugins() if (m := inspect.getmodule(p)) is not None})
+    return _digest([vetset_files_digest(), dists, modules])
 
 
 def _tree_rows(root: Path, skip: Path | None = None) -> list[list[Any]]:

@@ -247,3 +247,31 @@ def test_a_hand_edited_result_json_is_not_kept(digits_dir, tmp_path, fresh_name)
     import fiftyone as fo
 
     fo.delete_dataset(fresh_name)
+
+
+def test_an_edited_check_or_plugin_file_changes_the_image_pass_key_and_the_code_digest(tmp_path, monkeypatch,
+                                                                                      hooks):
+    """The image pass reused per-image records computed by the old code (even with --force)
+    after a check's compute was edited or its plugin upgraded under the same version."""
+    import importlib
+    import os
+
+    from vetset.core.rerun import code_digest
+    from vetset.plugins.audit._incremental import cache_key
+
+    mod = tmp_path / "vetset_test_edited_check.py"
+    mod.write_text("def compute(image, options):\n    return {'x': 1}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    m = importlib.import_module("vetset_test_edited_check")
+    key, code = cache_key(256, [("mine", m.compute, None)]), None
+    assert key == cache_key(256, [("mine", m.compute, None)])
+    hooks.pm.register(m, name="vetset_test_edited_check")
+    try:
+        code = code_digest(hooks)
+        mod.write_text("def compute(image, options):\n    return {'x': 2}\n")  # same size, later mtime
+        st = mod.stat()
+        os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert cache_key(256, [("mine", m.compute, None)]) != key
+        assert code_digest(hooks) != code
+    finally:
+        hooks.pm.unregister(name="vetset_test_edited_check")

@@ -4,7 +4,8 @@ The image pass's record of each file (:func:`vetset.plugins.audit.stage.audit_im
 mode, EXIF orientation, error, and every check's ``compute`` output) is kept in
 ``<run folder>/audit/image_pass.pkl`` with the file's size, modification time and inode
 change time (ns). The next audit into the same run folder, with the same checks, check
-options, decoding side and vetset version (the cache key), decodes only files that are new
+options, decoding side and vetset version and code (the cache key: an edited or upgraded
+check plugin reads everything again), decodes only files that are new
 or whose size, modification time or change time differ; the change time is git's
 ``core.trustctime`` guard: a rewrite that keeps size and modification time (``touch -d``,
 a copy with ``cp -p``/``rsync -t`` over the old file) still sets it, and no call can set it
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vetset.core.atomic import atomic_write
+from vetset.core.rerun import module_stamp, vetset_files_digest
 
 CACHE_FILE = "image_pass.pkl"
 MAX_IMAGES = 200_000
@@ -35,13 +37,16 @@ _FORMAT = 2
 
 
 def cache_key(side: int | None, computes: Sequence[tuple[str, Any, Any]]) -> str:
-    """SHA-1 of what decides a record: vetset's version, the decoding side, and each compute
-    (check name, function, options as JSON)."""
+    """SHA-1 of what decides a record: vetset's version and code (its files' sizes and
+    modification times: :func:`vetset.core.rerun.vetset_files_digest`), the decoding side,
+    and each compute (check name, function, the file defining it (so an edited or upgraded
+    check plugin reads every image again), options as JSON)."""
     from vetset.core import __version__
 
-    parts = [_FORMAT, __version__, side,
-             [(name, f"{fn.__module__}.{fn.__qualname__}", opts.model_dump_json() if hasattr(opts, "model_dump_json")
-               else repr(opts)) for name, fn, opts in computes]]
+    parts = [_FORMAT, __version__, vetset_files_digest(), side,
+             [(name, f"{fn.__module__}.{fn.__qualname__}", module_stamp(fn),
+               opts.model_dump_json() if hasattr(opts, "model_dump_json") else repr(opts))
+              for name, fn, opts in computes]]
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
