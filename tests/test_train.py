@@ -193,6 +193,36 @@ def test_train_transform_from_an_albumentations_file(tmp_path):
     assert load_train_transform(A.to_dict(pipe)).transforms[1].p == 0.3
 
 
+def test_a_train_transform_that_makes_tensors_or_floats_is_refused_by_validate(tmp_path):
+    """ToTensorV2 in train_transform passed `recipes validate`, then training failed in
+    cv2.copyMakeBorder (vetset pads and crops after it); Normalize would normalize twice."""
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+    from conftest import run_cli
+
+    from vetset.plugins.train.data import build_transforms
+    from vetset.plugins.train.options import load_train_transform
+
+    with pytest.raises(RecipeError, match=r"transform 'ToTensorV2' at train_transform.transforms\[1\] turns the "
+                                          r"image into a tensor"):
+        load_train_transform(A.to_dict(A.Compose([A.HorizontalFlip(p=0.5), ToTensorV2()])))
+    nested = A.Compose([A.OneOf([A.Normalize(), A.Blur()], p=1.0)])
+    A.save(nested, str(tmp_path / "aug.json"))
+    with pytest.raises(RecipeError, match=r"'Normalize' at train_transform.transforms\[0\].transforms\[0\]"):
+        load_train_transform(str(tmp_path / "aug.json"))
+    # what is accepted yields the uint8 (H, W, 3) array vetset's own steps need
+    ok = build_transforms({"input_size": (3, 16, 16)}, load_train_transform(A.to_dict(A.Compose([A.Blur(p=1.0)]))))
+    out = ok(image=np.full((20, 24, 3), 100, np.uint8))["image"]
+    assert out.dtype == np.uint8 and out.shape == (16, 16, 3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nstages:\n  train:\n    model_name: resnet10t\n    train_transform:\n"
+                      "      transform: {__class_fullname__: Compose, p: 1.0, transforms: "
+                      "[{__class_fullname__: ToTensorV2, p: 1.0}]}\n")
+    proc = run_cli("validate", str(recipe))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "stages.train.train_transform: transform 'ToTensorV2' at train_transform.transforms[0]" in proc.stderr
+
+
 def test_device_and_autocast_dtype_choice():
     from vetset.plugins.train.data import resolve_amp, resolve_device
 

@@ -111,7 +111,9 @@ class TrainOptions(BaseModel):
             (``{"__version__": ..., "transform": {...}}`` or just the inner
             ``{"__class_fullname__": "Compose", ...}``), or the path of a file written by
             ``A.save`` (``.json``/``.yaml``). Applied after resizing the shorter side to
-            ``img_size`` and before the random crop to ``img_size``.
+            ``img_size`` and before the random crop to ``img_size``; it must give back
+            ``uint8`` images, so ``ToTensorV2``, ``Normalize`` and ``ToFloat`` are refused
+            (vetset scales and normalizes for the model itself).
         early_stopping_patience: stop after this many epochs without improvement of
             ``monitor``; ``None`` = never stop early.
         monitor: ``val_loss`` (lower is better) or ``val_acc`` (higher is better); picks
@@ -206,6 +208,28 @@ def _inner(pipeline: dict[str, Any]) -> dict[str, Any]:
     return pipeline["transform"] if "transform" in pipeline and "__class_fullname__" not in pipeline else pipeline
 
 
+#: Transforms whose output is not the ``uint8`` ``(H, W, 3)`` array the rest of vetset's train
+#: pipeline takes (:func:`vetset.plugins.train.data.build_transforms` pads and crops it, the
+#: loop scales and normalizes with the model's mean and std): a tensor, or floats.
+NOT_IN_TRAIN_TRANSFORM = ("ToTensorV2", "ToTensor", "ToTensorV3", "Normalize", "ToFloat")
+
+
+def _find_output_changing(node: Any, where: str) -> str:
+    """Describe the first transform of a serialized pipeline in :data:`NOT_IN_TRAIN_TRANSFORM`, or ``""``."""
+    if not isinstance(node, dict):
+        return ""
+    name = str(node.get("__class_fullname__") or "")
+    if name.rsplit(".", 1)[-1] in NOT_IN_TRAIN_TRANSFORM:
+        return (f"transform {name!r} at {where} turns the image into a tensor or floats; vetset's pipeline needs "
+                "uint8 images from train_transform and scales and normalizes them for the model itself, "
+                "so leave it out")
+    for i, child in enumerate(node.get("transforms") or []):
+        bad = _find_output_changing(child, f"{where}.transforms[{i}]")
+        if bad:
+            return bad
+    return ""
+
+
 def _find_bad(node: dict[str, Any], where: str) -> str:
     """Build each transform of a serialized pipeline alone; describe the first that fails."""
     import albumentations as A
@@ -241,8 +265,9 @@ def load_train_transform(spec: dict[str, Any] | str | None) -> Any:
         An ``A.Compose`` (a single transform is wrapped in one).
 
     Raises:
-        RecipeError: unreadable file, or a transform that is unknown or has bad
-            arguments; the message names the transform and its position.
+        RecipeError: unreadable file, a transform that is unknown or has bad arguments,
+            or one of :data:`NOT_IN_TRAIN_TRANSFORM` (``ToTensorV2``, ``Normalize``...); the
+            message names the transform and its position.
     """
     if spec is None:
         return None
@@ -263,6 +288,9 @@ def load_train_transform(spec: dict[str, Any] | str | None) -> Any:
         if not isinstance(spec, dict):
             raise RecipeError(f"stages.train.train_transform: {path} does not hold an A.to_dict mapping.")
     inner = _inner(spec)
+    bad = _find_output_changing(inner, "train_transform")
+    if bad:
+        raise RecipeError(f"stages.train.train_transform: {bad}.")
     import json
 
     # albumentations' PyTorch helpers (ToTensorV2) import torch, seconds that `recipes validate`
