@@ -275,3 +275,47 @@ def test_an_edited_check_or_plugin_file_changes_the_image_pass_key_and_the_code_
         assert code_digest(hooks) != code
     finally:
         hooks.pm.unregister(name="vetset_test_edited_check")
+
+
+def test_embed_reuse_key_keeps_a_skip_while_the_places_looked_in_stay_empty(tmp_path, monkeypatch,
+                                                                              hub_offline_cache):
+    """A Hugging Face cache holding another model's weights made every rerun of the audit
+    recipe run in full (timm and torch imported to find the embed model still missing)."""
+    from vetset.plugins.embed import backbone
+    from vetset.plugins.embed.options import EmbedOptions
+
+    opts = EmbedOptions()
+    (hub_offline_cache / "models--timm--another-model").mkdir()  # weights of some other model are cached
+    out = tmp_path / "out"
+    out.mkdir()
+    assert backbone.reuse_key(opts, out) is None  # no earlier run: only timm's resolver knows
+    looked = backbone.pretrained_looked_for(opts.model_name)
+    assert looked["paths"][0] == str(hub_offline_cache / "models--timm--resnet50.a1_in1k")
+    block = {"skipped": "no backbone ...", "backbone": None, "pretrained_looked_for": looked}
+    (out / "result.json").write_text(json.dumps({"stages": {"embed": block}}))
+    key = backbone.reuse_key(opts, out)
+    assert list(key) == ["skipped"] and str(hub_offline_cache / "models--timm--resnet50.a1_in1k") in key["skipped"]
+    assert f"no trained checkpoint at {out / 'train' / 'best.pt'}" in key["skipped"]  # the next source, as resolved
+    (hub_offline_cache / "models--timm--resnet50.a1_in1k").mkdir()  # the weights arrive: the run goes in full
+    assert backbone.reuse_key(opts, out) is None
+    (hub_offline_cache / "models--timm--resnet50.a1_in1k").rmdir()
+    assert backbone.reuse_key(opts, out) == key
+    assert backbone.reuse_key(EmbedOptions(model_name="resnet18"), out) is None  # another model: not looked for
+
+
+def test_an_unchanged_rerun_is_kept_when_the_hub_cache_holds_other_models(digits_dir, tmp_path, fresh_name):
+    data, out = _folder(digits_dir, tmp_path / "data", per_class=3), tmp_path / "out"
+    cache = tmp_path / "hf"
+    (cache / "models--timm--another-model").mkdir(parents=True)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf-home")}
+    first = run_cli("run", "audit", "--data", str(data), "--dataset", fresh_name, "--out", str(out), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "[embed] skipped" in first.stdout
+    again = run_cli("run", "audit", "--data", str(data), "--dataset", fresh_name, "--out", str(out), env=env)
+    assert again.returncode == 0 and KEPT in again.stdout, again.stdout + again.stderr
+    (cache / "models--timm--resnet50.a1_in1k").mkdir()
+    arrived = run_cli("run", "audit", "--data", str(data), "--dataset", fresh_name, "--out", str(out), env=env)
+    assert arrived.returncode == 0 and KEPT not in arrived.stdout
+    import fiftyone as fo
+
+    fo.delete_dataset(fresh_name)

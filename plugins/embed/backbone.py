@@ -21,6 +21,7 @@ the feature store's key, so retrained weights never reuse stale features.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,58 @@ def resolve_backbone(options: EmbedOptions, out_dir: str | Path | None) -> tuple
     return None, _no_backbone(tried)
 
 
+def pretrained_looked_for(model_name: str) -> dict[str, Any] | None:
+    """Where :func:`vetset.plugins.train.weights.cached_pretrained_file` looks for
+    ``model_name``'s pretrained weights: ``{"model_name", "hub_cache", "torch_hub",
+    "paths": [the Hugging Face cache folder of its ``hf_hub_id``, torch hub's file for its
+    ``url``, its config ``file``]}``, recorded by an embed stage that skipped for want of
+    them so that :func:`reuse_key` can tell without timm whether they arrived; ``None``
+    when timm has no pretrained config for it. Imports timm (the caller has)."""
+    from vetset.plugins.train.weights import hub_cache_dir, pretrained_cfg_of, torch_hub_dir
+
+    try:
+        cfg = pretrained_cfg_of(model_name)
+    except RecipeError:
+        return None
+    if cfg is None:
+        return None
+    paths = []
+    if cfg.get("hf_hub_id"):
+        repo = str(cfg["hf_hub_id"]).partition("@")[0]
+        paths.append(str(Path(hub_cache_dir()) / ("models--" + repo.replace("/", "--"))))
+    if cfg.get("url"):
+        paths.append(str(torch_hub_dir() / "checkpoints" / Path(str(cfg["url"]).split("?")[0]).name))
+    if cfg.get("file"):
+        paths.append(str(Path(cfg["file"]).expanduser()))
+    return {"model_name": model_name, "hub_cache": hub_cache_dir(), "torch_hub": str(torch_hub_dir()), "paths": paths}
+
+
+def _still_missing(out_dir: Path, model_name: str) -> list[str] | None:
+    """The places the last run in ``out_dir`` looked for ``model_name``'s pretrained weights
+    in vain (:func:`pretrained_looked_for`, in its ``result.json``) when they are all still
+    empty, with the same caches and the Hub still not to be asked (``HF_HUB_OFFLINE``, or
+    no answer: :func:`vetset.plugins.train.weights.hub_reachable`); else ``None``."""
+    import json
+
+    from vetset.plugins.train.weights import hub_cache_dir, hub_offline, hub_reachable, torch_hub_dir
+
+    try:
+        with open(Path(out_dir) / "result.json", encoding="utf-8") as f:
+            block = (json.load(f).get("stages") or {}).get("embed") or {}
+        looked = block.get("pretrained_looked_for") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(looked, dict) or not block.get("skipped") or looked.get("model_name") != model_name \
+            or looked.get("hub_cache") != hub_cache_dir() or looked.get("torch_hub") != str(torch_hub_dir()):
+        return None
+    paths = looked.get("paths")
+    if not isinstance(paths, list) or not paths or any(os.path.exists(str(p)) for p in paths):
+        return None
+    if not hub_offline() and hub_reachable():
+        return None  # timm would download them now
+    return [str(p) for p in paths]
+
+
 def reuse_key(options: EmbedOptions, out_dir: Path) -> dict[str, Any] | None:
     """The embed stage's :attr:`vetset.core.registry.Stage.reuse_key`: the weights
     :func:`resolve_backbone` would load, as ``[path, size, mtime_ns]`` of their file, or
@@ -236,15 +289,22 @@ def reuse_key(options: EmbedOptions, out_dir: Path) -> dict[str, Any] | None:
 
     Pretrained weights are named by timm's resolver, which imports torch; the key is then
     the file the last run in ``out_dir`` loaded for this model (its ``result.json``), while
-    it is still there. A newer upload of the same pretrained tag on the Hub is not looked
-    for: ``--force`` runs in full.
+    it is still there, or, when the last run found none, the places it looked in
+    (:func:`pretrained_looked_for`) while they are still empty (the next source is then
+    tried, as :func:`resolve_backbone` does). A newer upload of the same pretrained tag on
+    the Hub is not looked for: ``--force`` runs in full.
     """
     tried: list[str] = []
     for kind, where in _sources(options, out_dir, tried):
         if kind == "pretrained":
-            where = _last_pretrained_file(out_dir, str(where))
-            if where is None:
-                return None
+            file = _last_pretrained_file(out_dir, str(where))
+            if file is None:
+                missing = _still_missing(out_dir, str(where))
+                if missing is None:
+                    return None
+                tried.append(f"no pretrained weights for {where!r} in {', '.join(missing)}")
+                continue
+            where = file
         try:
             st = Path(where).expanduser().stat()
         except OSError:

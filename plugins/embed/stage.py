@@ -27,12 +27,16 @@ Result block ``run.results["embed"]``::
      "failed": [path, ...], "store": {"dir", "key", "computed", "reused"}, "seconds",
      "images_per_s", "device", "duplicates": {...}, "outliers": {...},
      "brain_keys": {"similarity", "visualization"}, "warnings": [...], "metrics": {...}}
+
+A stage skipped after looking for pretrained weights also records where it looked
+(``"pretrained_looked_for"``: :func:`vetset.plugins.embed.backbone.pretrained_looked_for`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +48,7 @@ import numpy as np
 from vetset.core.errors import RecipeError
 from vetset.core.hookspecs import hookimpl
 from vetset.core.registry import ReportSection, Stage, ViewSpec
-from vetset.plugins.embed.backbone import reuse_key
+from vetset.plugins.embed.backbone import pretrained_looked_for, reuse_key
 from vetset.plugins.embed.options import EmbedOptions
 
 if TYPE_CHECKING:
@@ -298,6 +302,10 @@ def run_stage(run: Run, options: EmbedOptions) -> dict[str, Any]:
     if backbone is None:
         run.log(f"[embed] skipped: {reason}")
         block.update(skipped=reason, num_images=view.count())  # a count, not every sample's columns
+        # where the resolver looked for pretrained weights, for the rerun's reuse key; timm not
+        # imported: the resolver did not look (nothing cached anywhere, and offline), the sentence says so
+        if options.pretrained and options.model_name and "timm" in sys.modules:
+            block["pretrained_looked_for"] = pretrained_looked_for(options.model_name)
         _forget(ds)
         return block
     _clear(ds)
