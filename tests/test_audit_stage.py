@@ -244,3 +244,17 @@ def test_report_sections_render_from_the_block(digits_run):
     assert "Every file decoded." in render_unreadable(result, ctx)
     empty = {"stages": {"train": {}}}
     assert all(f(empty, ctx) is None for f in (render_balance, render_coverage, render_quality, render_unreadable))
+
+
+def test_metadata_mime_type_without_a_decode_in_the_process():
+    """A driver that reused every image-pass record decoded nothing, so Pillow had not loaded
+    its format plugins (which fill ``Image.MIME``): the stored ``metadata.mime_type`` was
+    None, and every later run that decoded a file rewrote every sample to set it back."""
+    import subprocess
+    import sys
+
+    code = ("from vetset.plugins.audit.stage import _metadata\n"
+            "print(_metadata(32, 32, 1000, 'RGB', 'JPEG')['mime_type'], _metadata(8, 8, 90, 'P', 'GIF')['mime_type'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["image/jpeg", "image/gif"]

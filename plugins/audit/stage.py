@@ -354,6 +354,10 @@ class _MetadataColumn:
 def _mime_channels(mode: str, fmt: str) -> tuple[str | None, int | None]:
     from PIL import Image
 
+    if fmt and fmt not in Image.MIME:
+        # Pillow fills Image.MIME as its format plugins load, on the first open: a driver that
+        # reused every record decoded nothing here (it stored mime_type None, then rewrote every sample)
+        Image.init()
     return Image.MIME.get(fmt), (Image.getmodebands(mode) if mode else None)
 
 
