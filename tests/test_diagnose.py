@@ -233,7 +233,7 @@ def test_planted_slice_is_named_first(planted):
         (0, 0.0, True, True, True) and frog_train["grayscale"] == 0
     assert sl["gap_share"] == audit["options"]["coverage_gap_share"] == 0.05 and sl["train_samples"] == 450
     assert any(m.startswith("[validate] worst slice: frog, colour_mode = grayscale") and
-               "; train: 0 frog images in this bin (0%), not covered" in m for m in logs)
+               "; train: 0 images of class frog in this bin (0%), not covered" in m for m in logs)
     # the saved view holds exactly the slice's errors, most confident first
     view = ds.load_saved_view(first["view"])
     assert first["view"] == "validation_errors/slice/frog/colour_mode=grayscale"

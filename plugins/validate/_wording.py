@@ -9,12 +9,12 @@ from typing import Any
 
 
 def coverage_text(row: dict[str, Any]) -> str:
-    """``"; train: 0 frog images in this bin (0%), not covered"``: a slice row's train coverage
+    """``"; train: 0 images of class frog in this bin (0%), not covered"``: a slice row's train coverage
     for a one-line message (:mod:`vetset.plugins.validate.slices`: ``train_n``,
     ``train_share``, ``uncovered``); ``""`` without a train share (derived properties, no
     train split, results written before train shares existed)."""
     if row.get("train_share") is None:
         return ""
-    whose = f"{row['class']} images" if row.get("class") is not None else "images"
+    whose = f"images of class {row['class']}" if row.get("class") is not None else "images"  # class 9: not "9 images"
     return (f"; train: {row['train_n']} {whose} in this bin ({row['train_share']:.0%})"
             + (", not covered" if row.get("uncovered") else ""))
