@@ -74,10 +74,11 @@ def rate_text(per_s: float | None, unit: str) -> str:
 
 
 def track(iterable: Iterable[T], total: int | None = None, description: str = "working", unit: str = "img") -> Iterator[T]:
-    """Yield from ``iterable`` while showing ``done/total`` and the rate in ``unit``/s."""
+    """Yield from ``iterable`` while showing ``done/total`` and the rate in ``unit``/s (no bar
+    when ``total`` is 0: an audit that reused every image would show ``0/0``)."""
     if _listeners:
         iterable = _notify(iterable, total, description)
-    if not enabled():
+    if not enabled() or total == 0:
         yield from iterable
         return
     from rich.progress import (

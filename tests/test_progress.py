@@ -31,3 +31,16 @@ def test_a_finished_bar_shows_the_average_rate(monkeypatch):
     last = out.getvalue().strip().splitlines()[-1]
     rate = re.search(r"(\d+\.\d) batch/s", last)
     assert "2/2" in last and rate is not None and 1.0 <= float(rate.group(1)) <= 2.0, last
+
+
+def test_no_bar_for_nothing_to_do(monkeypatch):
+    """An audit that reused every image passes an empty list: no '0/0 0%' bar is drawn."""
+    from rich.console import Console
+
+    monkeypatch.setenv("VETSET_PROGRESS", "1")
+    out = io.StringIO()
+    monkeypatch.setattr("rich.progress.get_console", lambda: Console(file=out, width=120, force_terminal=False))
+    assert list(progress.track([], total=0, description="audit")) == []
+    assert out.getvalue() == ""
+    assert list(progress.track([1], total=1, description="audit")) == [1]
+    assert "1/1" in out.getvalue()
