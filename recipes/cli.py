@@ -43,6 +43,17 @@ def _hooks():
     return get_hooks()
 
 
+def _check_train(check_options, recipe) -> None:
+    """The train stage's checks beyond the schema (timm model name, optimizer...), their
+    error naming the recipe file as the schema's errors do."""
+    from vetset.core.errors import RecipeError
+
+    try:
+        check_options(recipe.options("train"))
+    except RecipeError as exc:
+        raise RecipeError(f"{recipe.source}: {exc}") from None
+
+
 def _check_inputs(data: Path | None, dataset: str | None) -> None:
     """What can be refused before the database starts: a dataset name FiftyOne would mangle,
     a --data path that does not exist."""
@@ -123,7 +134,7 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML file (or a recip
     if "train" in recipe.stage_names():  # what `recipes run` checks before any stage: timm model name, optimizer...
         from vetset.plugins.train.stage import check_options
 
-        check_options(recipe.options("train"))
+        _check_train(check_options, recipe)
     console.print(f"{recipe.source}: valid recipe {recipe.name!r} with stages {', '.join(recipe.stage_names())}.",
                   markup=False, highlight=False, soft_wrap=True)
 
@@ -167,7 +178,7 @@ def run(
     if "train" in rec.stage_names():  # before anything is loaded or written: model name, weights, optimizer...
         from vetset.plugins.train.stage import check_options
 
-        check_options(rec.options("train"))
+        _check_train(check_options, rec)
     _fast_exit[0] = True
     _stop_on_signals()  # also while waiting for another command or the database, and during the kept-result check
     try:

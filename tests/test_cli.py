@@ -85,4 +85,5 @@ def test_validate_checks_the_train_options_run_checks(tmp_path):
     bad.write_text("name: t\nstages:\n  train: {model_name: not_a_model}\n")
     res = run_cli("validate", str(bad))
     assert res.returncode == 2 and "stages.train.model_name: 'not_a_model' is not a timm model name" in res.stderr
+    assert f"error: {bad}: stages.train.model_name" in res.stderr  # the file is named, as for schema errors
     assert "Traceback" not in res.stderr
