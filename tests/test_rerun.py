@@ -319,3 +319,27 @@ def test_an_unchanged_rerun_is_kept_when_the_hub_cache_holds_other_models(digits
     import fiftyone as fo
 
     fo.delete_dataset(fresh_name)
+
+
+def test_report_reuse_key_sees_the_report_written_outside_the_run_folder(tmp_path):
+    """With stages.report.out elsewhere, a deleted report.html was kept as 'report html: <path>'."""
+    import os
+
+    from vetset.plugins.report.stage import ReportOptions, reuse_key
+
+    out, rep = tmp_path / "out", tmp_path / "rep"
+    out.mkdir()
+    rep.mkdir()
+    assert reuse_key(ReportOptions(), out) == {} and reuse_key(ReportOptions(out=str(out)), out) == {}
+    opts = ReportOptions(out=str(rep))
+    assert reuse_key(opts, out) is None  # nothing written there yet
+    for name, text in (("report.html", "<html></html>"), ("report.md", "# r\n"), ("result.json", "{}")):
+        (rep / name).write_text(text)
+    key = reuse_key(opts, out)
+    assert [row[0] for row in key["files"]] == [str(rep / n) for n in ("report.html", "report.md", "result.json")]
+    assert key["files"][0][1] == 13 and reuse_key(opts, out) == key
+    st = (rep / "report.md").stat()
+    os.utime(rep / "report.md", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert reuse_key(opts, out) not in (None, key)
+    (rep / "report.html").unlink()
+    assert reuse_key(opts, out) is None

@@ -180,11 +180,32 @@ def rebuild_report(dataset_name: str, out: str | os.PathLike | None, hooks: Any,
     return block
 
 
+def reuse_key(options: ReportOptions, out_dir: Path) -> dict[str, Any] | None:
+    """The report stage's :attr:`vetset.core.registry.Stage.reuse_key`: ``{}`` when the
+    report is written into the run folder (its files are among the run's outputs); with
+    ``out`` elsewhere, ``{"files": [[path, size, mtime_ns], ...]}`` of the report, the
+    summary and the copy of ``result.json`` there, or ``None`` (the run goes in full) when
+    one of them is missing."""
+    if not options.out:
+        return {}
+    out = Path(options.out).expanduser().resolve()
+    if out == Path(out_dir).resolve():
+        return {}
+    rows = []
+    for name in (HTML_FILE, MD_FILE, RESULT_FILE):
+        try:
+            st = (out / name).stat()
+        except OSError:
+            return None
+        rows.append([str(out / name), st.st_size, st.st_mtime_ns])
+    return {"files": rows}
+
+
 @hookimpl
 def vetset_register_stages(register):
     register(Stage("report", run_report, ReportOptions,
                    "Write the self-contained HTML report, a Markdown summary and result.json",
-                   reuse_key=lambda options, out_dir: {}))  # the results and the dataset decide
+                   reuse_key=reuse_key))  # the results, the dataset and the report's own files decide
 
 
 @hookimpl
