@@ -127,6 +127,16 @@ def _recorded_source(name: str) -> str | None:
     return ((ds.info or {}).get("vetset") or {}).get("source") if len(ds) else None
 
 
+def default_dataset_names(src: str | os.PathLike) -> tuple[str, str]:
+    """The two names a folder or manifest loaded without ``--dataset`` can get (no FiftyOne
+    import): :func:`default_dataset_name`, and that name with the first 6 hex digits of the
+    SHA-1 of the resolved path (when the first holds another folder's images)."""
+    import hashlib
+
+    base = default_dataset_name(src)
+    return base, f"{base}-{hashlib.sha1(str(Path(src).resolve()).encode('utf-8')).hexdigest()[:6]}"
+
+
 def _default_name_for(src: Path) -> tuple[str, str | None]:
     """``(dataset name, note)`` for ``src`` loaded without ``--dataset``.
 
@@ -136,11 +146,8 @@ def _default_name_for(src: Path) -> tuple[str, str | None]:
     keeps a dataset of its own across reruns without a name to remember; ``note`` says so.
     An explicit ``--dataset`` in use by another folder is still refused.
     """
-    import hashlib
-
     source = str(src.resolve())
-    base = default_dataset_name(src)
-    own = f"{base}-{hashlib.sha1(source.encode('utf-8')).hexdigest()[:6]}"
+    base, own = default_dataset_names(src)
     if _recorded_source(own) == source:
         return own, None
     holder = _recorded_source(base)

@@ -224,30 +224,37 @@ def run(
 def _hold_dataset(data: Path | None, dataset: str | None) -> None:
     """Wait until no other vetset command uses the dataset, then keep it for this process
     (:mod:`vetset.core.dataset_lock`)."""
-    from vetset.core.dataset import default_dataset_name
+    from vetset.core.dataset import default_dataset_names
     from vetset.core.dataset_lock import hold_dataset
 
-    name = dataset or (default_dataset_name(data) if data is not None else None)
-    if name is not None:
+    # without --dataset, either name the loader may pick; in name order, so two commands never wait on each other
+    names = [dataset] if dataset else sorted(default_dataset_names(data)) if data is not None else []
+    for name in names:
         hold_dataset(name, say=lambda m: err_console.print(m, markup=False, highlight=False, soft_wrap=True))
 
 
 def _reuse(rec, hooks, data: Path | None, dataset: str | None, out: Path | None) -> bool:
     """Print the last run's result and return True when nothing it read has changed
     (:mod:`vetset.core.rerun`); decided before FiftyOne or torch is imported."""
-    from vetset.core.dataset import default_dataset_name
-    from vetset.core.rerun import reusable
+    from vetset.core.dataset import default_dataset_names
+    from vetset.core.rerun import dataset_state, reusable
     from vetset.core.result import RESULT_FILE, evaluate_fail_on
     from vetset.core.run import DEFAULT_RUNS_DIR
 
-    name = dataset or (default_dataset_name(data) if data is not None else None)
-    if name is None:
-        return False
-    out_dir = out.expanduser().resolve() if out else (Path.cwd() / DEFAULT_RUNS_DIR / name).resolve()
+    # without --dataset: the default name, or the one with the folder's hash when the default
+    # holds another folder's images (core.dataset._default_name_for); the last result names which
+    names = [dataset] if dataset else list(default_dataset_names(data)) if data is not None else []
     lease = ensure_server(wait=False)
-    previous = reusable(rec, hooks, data, name, out_dir, wait_for_database=lease.wait if lease else None)
+    previous = None
+    for name in names:
+        out_dir = out.expanduser().resolve() if out else (Path.cwd() / DEFAULT_RUNS_DIR / name).resolve()
+        previous = reusable(rec, hooks, data, name, out_dir, wait_for_database=lease.wait if lease else None)
+        if previous is not None:
+            break
     if previous is None:
         return False
+    if not dataset and name == names[0] and dataset_state(names[1]) is not None:
+        return False  # the loader would now pick the folder's own dataset: a full run says which
     console.print(f"nothing changed since the run that finished at {previous['finished_at']} (the source, the "
                   f"dataset, the recipe, the outputs, vetset): its results are kept; --force runs it again",
                   markup=False, highlight=False, soft_wrap=True)

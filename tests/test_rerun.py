@@ -343,3 +343,27 @@ def test_report_reuse_key_sees_the_report_written_outside_the_run_folder(tmp_pat
     assert reuse_key(opts, out) not in (None, key)
     (rep / "report.html").unlink()
     assert reuse_key(opts, out) is None
+
+
+def test_a_folder_whose_default_dataset_name_is_taken_keeps_its_rerun_too(digits_dir, tmp_path):
+    """Without --dataset, a second folder named like the first loads into '<name>-<hash>':
+    its unchanged reruns were never kept (the check looked for '<name>' only)."""
+    import fiftyone as fo
+
+    from vetset.core.dataset import default_dataset_names
+
+    first = _folder(digits_dir, tmp_path / "a" / "pets", per_class=2)
+    second = _folder(digits_dir, tmp_path / "b" / "pets", per_class=3)
+    base, own = default_dataset_names(second)
+    assert base == "vetset-pets" and own.startswith("vetset-pets-") and len(own) == len(base) + 7
+    try:
+        assert run_cli("run", "audit", "--data", str(first), "--out", str(tmp_path / "o1")).returncode == 0
+        ran = run_cli("run", "audit", "--data", str(second), "--out", str(tmp_path / "o2"))
+        assert ran.returncode == 0 and f"this folder uses dataset {own!r}" in ran.stdout, ran.stdout + ran.stderr
+        again = run_cli("run", "audit", "--data", str(second), "--out", str(tmp_path / "o2"))
+        assert again.returncode == 0 and KEPT in again.stdout and f"dataset: {own}" in again.stdout
+        assert KEPT in run_cli("run", "audit", "--data", str(first), "--out", str(tmp_path / "o1")).stdout
+    finally:
+        for name in (base, own):
+            if fo.dataset_exists(name):
+                fo.delete_dataset(name)
