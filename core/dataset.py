@@ -185,6 +185,19 @@ class Skipped:
                f"{' '.join(IMG_EXTENSIONS)}"
 
 
+#: The folder ``recipes run`` writes into by default, under the current folder
+#: (:data:`vetset.core.run.DEFAULT_RUNS_DIR`); never read as data, so a run started inside
+#: the data folder (``cd data && recipes run audit --data .``) does not turn its own output
+#: into a class (or, beside ``train``/``val``, make every split folder a class).
+RUNS_DIR = "vetset-runs"
+
+
+def left_out_folder(name: str) -> bool:
+    """Whether a folder of this name is never read as data: hidden (a leading ``.``) or
+    :data:`RUNS_DIR`."""
+    return name.startswith(".") or name == RUNS_DIR
+
+
 def _list_images(folder: Path, skipped: Skipped | None = None) -> tuple[list[str], int]:
     """Image files below ``folder`` (sorted), and the number of non-image files skipped.
 
@@ -198,7 +211,7 @@ def _list_images(folder: Path, skipped: Skipped | None = None) -> tuple[list[str
         for d in dirnames:
             if d.startswith("."):
                 skipped.add("folder", os.path.join(dirpath, d))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not left_out_folder(d))
         absdir = os.path.abspath(dirpath)
         for name in sorted(filenames):
             if name.startswith("."):
@@ -212,7 +225,8 @@ def _list_images(folder: Path, skipped: Skipped | None = None) -> tuple[list[str
 
 
 def scan_imagefolder(root: Path, skipped: Skipped | None = None) -> tuple[list[Item], list[str], int]:
-    """Read ``root/<class>/*`` or ``root/<split>/<class>/*``.
+    """Read ``root/<class>/*`` or ``root/<split>/<class>/*``; hidden folders and
+    :data:`RUNS_DIR` are left out.
 
     Args:
         skipped: filled with the non-image files and hidden folders left out.
@@ -232,7 +246,7 @@ def scan_imagefolder(root: Path, skipped: Skipped | None = None) -> tuple[list[I
     for d in root.iterdir():
         if d.is_dir() and d.name.startswith("."):
             skipped.add("folder", str(d))
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not left_out_folder(d.name))
     if not subdirs:
         raise DataError(f"Data folder {root} has no class sub-folders; expected {root}/<class>/<image> files.")
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
@@ -250,7 +264,7 @@ def scan_imagefolder(root: Path, skipped: Skipped | None = None) -> tuple[list[I
             elif entry.is_file() and not entry.name.startswith("."):
                 n_skipped += 1
                 skipped.add("file", str(entry))
-        for class_dir in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        for class_dir in sorted(d for d in base.iterdir() if d.is_dir() and not left_out_folder(d.name)):
             classes.add(class_dir.name)
             files, n_skip = _list_images(class_dir, skipped)
             n_skipped += n_skip

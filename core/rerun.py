@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,14 +101,16 @@ def code_digest(hooks: Hooks) -> str:
     return _digest([vetset_files_digest(), dists, modules])
 
 
-def _tree_rows(root: Path, skip: Path | None = None) -> list[list[Any]]:
+def _tree_rows(root: Path, skip: Path | None = None,
+               skip_dirs: Callable[[str], bool] | None = None) -> list[list[Any]]:
     """One row per entry under ``root``, sorted: folders as ``[rel, "dir"]``, files as
     ``[rel, size, mtime_ns, ctime_ns]``, a symbolic link with its target appended, a
     broken one as ``[rel, None, target]``.
 
     Symbolically linked folders are followed, as the ImageFolder loader follows linked class
     and split folders (:func:`vetset.core.dataset.scan_imagefolder`); a folder already seen
-    (a link loop, or two links to one folder) is listed once, as ``[rel, "seen"]``.
+    (a link loop, or two links to one folder) is listed once, as ``[rel, "seen"]``. Folders
+    for which ``skip_dirs(name)`` is true are left out.
     """
     rows: list[list[Any]] = []
     seen: set[tuple[int, int]] = set()
@@ -144,6 +147,8 @@ def _tree_rows(root: Path, skip: Path | None = None) -> list[list[Any]]:
                 rows.append([erel, None, link])
                 continue
             if is_dir:
+                if skip_dirs is not None and skip_dirs(entry.name):
+                    continue
                 if link is not None:
                     rows.append([erel, "link", link])
                 subdirs.append((entry.path, erel))
@@ -182,7 +187,10 @@ def source_digest(data: str | os.PathLike | None, fmt: str = "auto") -> str | No
             return _digest(rows)
         if not src.is_dir():
             return None
-        return _digest([str(src), _tree_rows(src)])
+        from vetset.core.dataset import RUNS_DIR  # numpy and Pillow (already loaded by the CLI's checks)
+
+        # a run folder inside the data folder is left out, as the loader leaves it out
+        return _digest([str(src), _tree_rows(src, skip_dirs=lambda name: name == RUNS_DIR)])
     except OSError:
         return None
 

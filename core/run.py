@@ -17,7 +17,7 @@ from typing import Any
 
 from vetset.core import __version__, rerun
 from vetset.core._fiftyone import save_views
-from vetset.core.dataset import LoadSummary, load_dataset
+from vetset.core.dataset import RUNS_DIR, LoadSummary, load_dataset
 from vetset.core.errors import ChecksFailed, VetsetError
 from vetset.core.executor import prestart, use_executor
 from vetset.core.manager import Hooks
@@ -25,7 +25,7 @@ from vetset.core.recipe import Recipe
 from vetset.core.result import RESULT_FILE, SCHEMA_VERSION, evaluate_fail_on, read_result, write_json_atomic
 
 #: Folder used when ``--out`` is not given: ``./vetset-runs/<dataset name>``.
-DEFAULT_RUNS_DIR = "vetset-runs"
+DEFAULT_RUNS_DIR = RUNS_DIR  # never read as data (core.dataset.left_out_folder)
 
 
 def _now() -> str:

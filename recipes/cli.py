@@ -54,16 +54,22 @@ def _check_train(check_options, recipe) -> None:
         raise RecipeError(f"{recipe.source}: {exc}") from None
 
 
-def _check_inputs(data: Path | None, dataset: str | None) -> None:
+def _check_inputs(data: Path | None, dataset: str | None, out: Path | None = None) -> None:
     """What can be refused before the database starts: a dataset name FiftyOne would mangle,
-    a --data path that does not exist."""
-    from vetset.core.dataset import check_dataset_name  # numpy and Pillow: not for --help
+    a --data path that does not exist, an --out folder inside the data folder where the
+    loader would read it as a class (only hidden folders and ``vetset-runs`` are left out)."""
+    from vetset.core.dataset import check_dataset_name, left_out_folder  # numpy and Pillow: not for --help
 
     if dataset is not None and data is not None:
         check_dataset_name(dataset)
     if data is not None and not data.expanduser().exists():
         raise DataError(f"Manifest {data} does not exist." if data.suffix.lower() == ".csv"
                         else f"Data folder {data} does not exist.")
+    if data is not None and out is not None and data.expanduser().is_dir():
+        root, target = data.expanduser().resolve(), out.expanduser().resolve()
+        if target.is_relative_to(root) and not any(left_out_folder(p) for p in target.relative_to(root).parts):
+            raise DataError(f"--out {out} is inside the data folder {data}, whose folders are read as classes; "
+                            "choose an output folder outside it (or under its vetset-runs/ folder).")
 
 
 def _database(preload: bool = True) -> None:
@@ -164,7 +170,7 @@ def run(
 
     if data is None and dataset is None:
         raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
-    _check_inputs(data, dataset)
+    _check_inputs(data, dataset, out)
     hooks = _hooks()
     rec = load_recipe(recipe, hooks)
     if executor is not None or address is not None:
@@ -356,7 +362,7 @@ def plan(
     load_recipe(recipe, hooks)  # a bad recipe or missing --data is reported before the database starts
     if data is None and dataset is None:
         raise VetsetError("Pass --data PATH (an ImageFolder root or a CSV manifest) or --dataset NAME.")
-    _check_inputs(data, dataset)
+    _check_inputs(data, dataset, out)
     _hold_dataset(data, dataset)
     _database()
     for table in cli_plan(recipe, data, dataset, out, hooks, log=lambda m: console.print(m, markup=False, highlight=False)):

@@ -367,3 +367,26 @@ def test_a_folder_whose_default_dataset_name_is_taken_keeps_its_rerun_too(digits
         for name in (base, own):
             if fo.dataset_exists(name):
                 fo.delete_dataset(name)
+
+
+def test_a_run_folder_inside_the_data_folder_is_not_read_as_data(digits_dir, tmp_path):
+    """`cd data && recipes run audit --data .` wrote ./vetset-runs into the data folder; the next
+    run read it as a class, so beside train/ and val/ every split folder became a class
+    (all labels 'train' or 'val'), and the source digest changed with every run."""
+    from vetset.core.dataset import scan_imagefolder
+    from vetset.core.rerun import source_digest
+
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        _folder(digits_dir, root / split, per_class=2)
+    base = source_digest(root)
+    runs = root / "vetset-runs" / "vetset-data"
+    (runs / "audit").mkdir(parents=True)
+    (runs / "result.json").write_text("{}")
+    items, classes, skipped = scan_imagefolder(root)
+    assert classes == ["0", "1", "2", "3"] and {i.split for i in items} == {"train", "val"} and skipped == 0
+    assert source_digest(root) == base  # the run's own files are no input
+    out = run_cli("run", "audit", "--data", str(root), "--out", str(root / "report"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"--out {root / 'report'} is inside the data folder {root}" in out.stderr
+    assert not (root / "report").exists()
