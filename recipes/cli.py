@@ -209,7 +209,11 @@ def run(
             _print_where(the_run)
     if result is None:  # interrupted; out of the except block, so the stage's frames are gone
         import gc
+        import threading
 
+        # library threads that lose their peers now (multiprocessing's resource_sharer serving a
+        # DataLoader worker that is being stopped) would print a traceback after the message
+        threading.excepthook = lambda args: None
         gc.collect()  # a DataLoader iterator of those frames shuts its workers down now
         stopped = _stop_children()
         err_console.print("interrupted: finished stages are saved; rerun with --resume to continue"
