@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -201,7 +202,10 @@ def run(
     try:
         result = the_run.execute()
     except KeyboardInterrupt:
-        pass
+        # from here the stage's DataLoader and executor workers stop; library threads that lose
+        # their peers then (multiprocessing's resource_sharer) would print tracebacks among the
+        # one-sentence message: the process exits with 130 once they are stopped
+        threading.excepthook = lambda args: None
     except ChecksFailed as exc:  # the run finished: its summary is printed, as a kept run's is
         result, failed = the_run.result, exc
     finally:
@@ -209,11 +213,7 @@ def run(
             _print_where(the_run)
     if result is None:  # interrupted; out of the except block, so the stage's frames are gone
         import gc
-        import threading
 
-        # library threads that lose their peers now (multiprocessing's resource_sharer serving a
-        # DataLoader worker that is being stopped) would print a traceback after the message
-        threading.excepthook = lambda args: None
         gc.collect()  # a DataLoader iterator of those frames shuts its workers down now
         stopped = _stop_children()
         err_console.print("interrupted: finished stages are saved; rerun with --resume to continue"
