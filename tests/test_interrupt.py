@@ -72,3 +72,28 @@ def test_signal_during_fold_training_stops_within_seconds_without_orphans(digits
     time.sleep(0.5)
     left = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not left, [(c.pid, c.cmdline()) for c in left]
+
+
+def test_dataloader_workers_drop_only_fd_sharing_reports(monkeypatch):
+    """The workers' ``worker_init_fn`` drops what multiprocessing's resource_sharer thread
+    reports through ``sys.excepthook`` (a peer gone mid-batch when a run is interrupted) and
+    passes every other exception on."""
+    import sys
+
+    from vetset.plugins.train.data import quiet_fd_sharing_errors
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(exc[0]))
+    quiet_fd_sharing_errors(0)
+
+    def report(filename: str) -> None:  # as resource_sharer's _serve loop reports what its accept() raised
+        code = compile("import sys\ndef serve():\n    try:\n        raise ConnectionResetError('peer gone')\n"
+                       "    except Exception:\n        sys.excepthook(*sys.exc_info())\n", filename, "exec")
+        ns: dict = {}
+        exec(code, ns)
+        ns["serve"]()
+
+    report("/usr/lib/python3.11/multiprocessing/resource_sharer.py")
+    assert seen == []
+    report("/work/somewhere/else.py")
+    assert seen == [ConnectionResetError]

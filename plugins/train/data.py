@@ -277,10 +277,29 @@ def make_loader(dataset: ImageDataset, batch_size: int, workers: int, train: boo
             ctx.set_forkserver_preload(["torch", "albumentations", "vetset.plugins.train.data"])
         except Exception:  # pragma: no cover - already started; preload is only a speed-up
             pass
-        kwargs = dict(multiprocessing_context=ctx, persistent_workers=True, prefetch_factor=4)
+        kwargs = dict(multiprocessing_context=ctx, persistent_workers=True, prefetch_factor=4,
+                      worker_init_fn=quiet_fd_sharing_errors)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                          pin_memory=pin_memory, drop_last=drop_last, **kwargs)
     return loader, sampler
+
+
+def quiet_fd_sharing_errors(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker's file-descriptor sharing thread
+    (``multiprocessing.resource_sharer``, which hands batches' shared memory to the main
+    process) reports a connection its peer dropped through ``sys.excepthook``: a traceback on
+    the user's terminal when a run is interrupted while a batch is in flight. Those reports
+    are dropped; every other exception reaches the previous hook."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if tb is not None and tb.tb_frame.f_code.co_filename.endswith("resource_sharer.py"):
+            return  # raised in the sharing thread's own loop (_serve)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def to_model_input(images: Any, device: Any, mean: Any, std: Any, channels_last: bool) -> Any:
