@@ -203,9 +203,11 @@ def run(
         result = the_run.execute()
     except KeyboardInterrupt:
         # from here the stage's DataLoader and executor workers stop; library threads that lose
-        # their peers then (multiprocessing's resource_sharer) would print tracebacks among the
-        # one-sentence message: the process exits with 130 once they are stopped
+        # their peers then (multiprocessing's resource_sharer reports through sys.excepthook,
+        # others through threading.excepthook) would print tracebacks among the one-sentence
+        # message: the process exits with 130 once they are stopped
         threading.excepthook = lambda args: None
+        sys.excepthook = lambda *exc: None
     except ChecksFailed as exc:  # the run finished: its summary is printed, as a kept run's is
         result, failed = the_run.result, exc
     finally:
