@@ -173,23 +173,13 @@ class AuditPanel(foo.Panel):
             panel.md("**Failure slices** (val error rate by class x property bin; worse slices in a bin the "
                      "class's train images lack first, then worst first; Open loads the slice's errors)",
                      name="slices_title")
-            table = types.TableView()
-            for key, label in (("slice", "slice"), ("errors", "errors / n"), ("rate", "error rate (95% CI)"),
-                               ("rest", "rest of class"), ("train", "train share (images)")):
-                table.add_column(key, label=label)
-            table.add_row_action("open_slice", on_click=self.open_slice, label="Open", icon="open_in_new",
-                                 tooltip="Load this slice's saved view of errors")
-            panel.list("slices", types.Object(), view=table)
+            panel.list("slices", types.Object(), view=_slice_table(
+                "open_slice", self.open_slice, "Load this slice's saved view of errors"))
         if state.test_slices:
             panel.md("**Failure slices on the test split** (Open loads the slice's test errors)",
                      name="test_slices_title")
-            table = types.TableView()
-            for key, label in (("slice", "slice"), ("errors", "errors / n"), ("rate", "error rate (95% CI)"),
-                               ("rest", "rest of class"), ("train", "train share (images)")):
-                table.add_column(key, label=label)
-            table.add_row_action("open_test_slice", on_click=self.open_test_slice, label="Open", icon="open_in_new",
-                                 tooltip="Load this slice's saved view of test errors")
-            panel.list("test_slices", types.Object(), view=table)
+            panel.list("test_slices", types.Object(), view=_slice_table(
+                "open_test_slice", self.open_test_slice, "Load this slice's saved view of test errors"))
         if state.rounds:
             panel.md("**Retraining rounds** (each against the model it was compared with on the same val "
                      "images; paired bootstrap 95% interval of the difference)", name="rounds_title")
@@ -272,3 +262,13 @@ def _balance_plot(class_counts: dict[str, dict[str, int]]) -> list[dict[str, Any
         if counts:
             traces.append({"type": "bar", "name": split, "x": list(counts), "y": list(counts.values())})
     return traces
+
+
+def _slice_table(action: str, on_click: Any, tooltip: str) -> Any:
+    """The failure-slice table (val or test): its columns and the Open row action."""
+    table = types.TableView()
+    for key, label in (("slice", "slice"), ("errors", "errors / n"), ("rate", "error rate (95% CI)"),
+                       ("rest", "rest of class"), ("train", "train share (images)")):
+        table.add_column(key, label=label)
+    table.add_row_action(action, on_click=on_click, label="Open", icon="open_in_new", tooltip=tooltip)
+    return table
